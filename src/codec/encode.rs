@@ -1,0 +1,329 @@
+//! Python object -> JSON text, byte for byte what `json.dumps(obj, sort_keys=True)`
+//! writes (CPython's C encoder with its defaults: `ensure_ascii`, `allow_nan`,
+//! `check_circular`, separators `", "` and `": "`).
+//!
+//! The type checks run in the C encoder's order, and anything that can run user
+//! code (sorting keys that are not plain `str`, `items()` of a `dict` subclass)
+//! is delegated to Python so errors and their messages are `json`'s own.
+
+use pyo3::exceptions::{PyRecursionError, PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use super::float::write_json_float;
+use super::text::CodeUnits;
+
+/// Nesting beyond which we stop even if `sys.getrecursionlimit()` allows more,
+/// so a raised limit can never overflow the native stack.
+const MAX_DEPTH: usize = 10_000;
+const RECURSION_WHERE: &std::ffi::CStr = c" while encoding a JSON object";
+
+/// Encode `obj` to JSON text (ASCII only).
+pub fn encode_json(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let mut encoder = Encoder {
+        out: Vec::with_capacity(128),
+        open: Vec::new(),
+    };
+    encoder.value(obj)?;
+    Ok(encoder.out)
+}
+
+/// Encode `obj` and return the text as a Python `str`.
+pub fn encode_json_str<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
+    let bytes = encode_json(obj)?;
+    let text = std::str::from_utf8(&bytes).expect("the encoder writes ASCII only");
+    Ok(PyString::new(obj.py(), text))
+}
+
+/// Borrow the code points of a `str` (or `str` subclass) object.
+///
+/// # Safety
+/// `ptr` must point to a live `str`; the view must not outlive it.
+pub(crate) unsafe fn code_units<'a>(ptr: *mut ffi::PyObject) -> CodeUnits<'a> {
+    let len = ffi::PyUnicode_GET_LENGTH(ptr) as usize;
+    let data = ffi::PyUnicode_DATA(ptr);
+    match ffi::PyUnicode_KIND(ptr) {
+        1 => CodeUnits::Latin1(std::slice::from_raw_parts(data as *const u8, len)),
+        2 => CodeUnits::Ucs2(std::slice::from_raw_parts(data as *const u16, len)),
+        _ => CodeUnits::Ucs4(std::slice::from_raw_parts(data as *const u32, len)),
+    }
+}
+
+struct Encoder {
+    out: Vec<u8>,
+    /// Containers being encoded, for `json`'s circular-reference check.
+    open: Vec<*mut ffi::PyObject>,
+}
+
+/// Leaves the interpreter's recursion counter when dropped.
+struct RecursionGuard;
+
+impl RecursionGuard {
+    fn enter(depth: usize) -> PyResult<Self> {
+        if depth >= MAX_DEPTH {
+            return Err(PyRecursionError::new_err(
+                "maximum recursion depth exceeded while encoding a JSON object",
+            ));
+        }
+        // SAFETY: we are attached to the interpreter (we hold a `Bound`).
+        if unsafe { ffi::Py_EnterRecursiveCall(RECURSION_WHERE.as_ptr()) } != 0 {
+            return Err(Python::attach(PyErr::fetch));
+        }
+        Ok(RecursionGuard)
+    }
+}
+
+impl Drop for RecursionGuard {
+    fn drop(&mut self) {
+        // SAFETY: paired with the successful enter above.
+        unsafe { ffi::Py_LeaveRecursiveCall() }
+    }
+}
+
+impl Encoder {
+    fn value(&mut self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        let ptr = obj.as_ptr();
+        // SAFETY: type checks and reads on a live object we hold a reference to.
+        unsafe {
+            if ptr == ffi::Py_None() {
+                self.out.extend_from_slice(b"null");
+            } else if ptr == ffi::Py_True() {
+                self.out.extend_from_slice(b"true");
+            } else if ptr == ffi::Py_False() {
+                self.out.extend_from_slice(b"false");
+            } else if ffi::PyUnicode_Check(ptr) != 0 {
+                code_units(ptr).write_json_string(&mut self.out);
+            } else if ffi::PyLong_Check(ptr) != 0 {
+                self.int(obj)?;
+            } else if ffi::PyFloat_Check(ptr) != 0 {
+                write_json_float(&mut self.out, ffi::PyFloat_AS_DOUBLE(ptr));
+            } else if ffi::PyList_Check(ptr) != 0 || ffi::PyTuple_Check(ptr) != 0 {
+                let _guard = RecursionGuard::enter(self.open.len())?;
+                self.sequence(obj)?;
+            } else if ffi::PyDict_Check(ptr) != 0 {
+                let _guard = RecursionGuard::enter(self.open.len())?;
+                self.dict(obj)?;
+            } else {
+                self.check_circular(ptr)?;
+                return Err(not_serializable(obj));
+            }
+        }
+        Ok(())
+    }
+
+    fn int(&mut self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut overflow = 0;
+        // SAFETY: `obj` is an int (or int subclass); this reads its value
+        // without calling `__index__`.
+        let small = unsafe { ffi::PyLong_AsLongLongAndOverflow(obj.as_ptr(), &mut overflow) };
+        if overflow == 0 {
+            if small == -1 && PyErr::occurred(obj.py()) {
+                return Err(PyErr::fetch(obj.py()));
+            }
+            let mut buf = itoa_buf(small);
+            self.out.extend_from_slice(buf.as_bytes_mut());
+            return Ok(());
+        }
+        // Big ints go through int's own repr, so Python's digit limit
+        // (`sys.set_int_max_str_digits`) applies exactly as in `json`.
+        // SAFETY: calling int's tp_repr on an int, as the C encoder does.
+        let text = unsafe {
+            let repr = (*std::ptr::addr_of!(ffi::PyLong_Type))
+                .tp_repr
+                .expect("int has a repr");
+            Bound::from_owned_ptr_or_err(obj.py(), repr(obj.as_ptr()))?
+        };
+        let text = text.cast_into::<PyString>()?;
+        self.out.extend_from_slice(text.to_str()?.as_bytes());
+        Ok(())
+    }
+
+    fn check_circular(&self, ptr: *mut ffi::PyObject) -> PyResult<()> {
+        if self.open.contains(&ptr) {
+            Err(PyValueError::new_err("Circular reference detected"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn sequence(&mut self, seq: &Bound<'_, PyAny>) -> PyResult<()> {
+        let ptr = seq.as_ptr();
+        // SAFETY: `seq` is a list or tuple; sizes are re-read on every step
+        // because nothing below may assume the list keeps its length.
+        let len = |p| unsafe {
+            if ffi::PyList_Check(p) != 0 {
+                ffi::PyList_GET_SIZE(p)
+            } else {
+                ffi::PyTuple_GET_SIZE(p)
+            }
+        };
+        if len(ptr) == 0 {
+            self.out.extend_from_slice(b"[]");
+            return Ok(());
+        }
+        self.check_circular(ptr)?;
+        self.open.push(ptr);
+        self.out.push(b'[');
+        let mut i = 0;
+        while i < len(ptr) {
+            if i > 0 {
+                self.out.extend_from_slice(b", ");
+            }
+            let item = seq.get_item(i)?;
+            self.value(&item)?;
+            i += 1;
+        }
+        self.out.push(b']');
+        self.open.pop();
+        Ok(())
+    }
+
+    fn dict(&mut self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        let ptr = obj.as_ptr();
+        // SAFETY: `obj` passed PyDict_Check; PyDict_Size reads the dict storage
+        // as the C encoder does (also for subclasses).
+        if unsafe { ffi::PyDict_Size(ptr) } == 0 {
+            self.out.extend_from_slice(b"{}");
+            return Ok(());
+        }
+        self.check_circular(ptr)?;
+        self.open.push(ptr);
+        let items = sorted_items(obj)?;
+        self.out.push(b'{');
+        for (n, (key, value)) in items.iter().enumerate() {
+            if n > 0 {
+                self.out.extend_from_slice(b", ");
+            }
+            self.key(key)?;
+            self.out.extend_from_slice(b": ");
+            self.value(value)?;
+        }
+        self.out.push(b'}');
+        self.open.pop();
+        Ok(())
+    }
+
+    fn key(&mut self, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        let ptr = key.as_ptr();
+        // SAFETY: type checks and reads on a live key object.
+        unsafe {
+            if ffi::PyUnicode_Check(ptr) != 0 {
+                code_units(ptr).write_json_string(&mut self.out);
+                return Ok(());
+            }
+            self.out.push(b'"');
+            if ffi::PyFloat_Check(ptr) != 0 {
+                write_json_float(&mut self.out, ffi::PyFloat_AS_DOUBLE(ptr));
+            } else if ptr == ffi::Py_True() {
+                self.out.extend_from_slice(b"true");
+            } else if ptr == ffi::Py_False() {
+                self.out.extend_from_slice(b"false");
+            } else if ptr == ffi::Py_None() {
+                self.out.extend_from_slice(b"null");
+            } else if ffi::PyLong_Check(ptr) != 0 {
+                self.int(key)?;
+            } else {
+                self.out.pop();
+                let name = std::ffi::CStr::from_ptr((*ffi::Py_TYPE(ptr)).tp_name).to_string_lossy();
+                let name: String = name.chars().take(100).collect();
+                return Err(PyTypeError::new_err(format!(
+                    "keys must be str, int, float, bool or None, not {name}"
+                )));
+            }
+            self.out.push(b'"');
+        }
+        Ok(())
+    }
+}
+
+type Items<'py> = Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>;
+
+/// The dict's items in `sorted(d.items())` order.
+///
+/// Plain dicts whose keys are all exact `str` are sorted here by code point
+/// (distinct keys never compare equal, so tuple comparison reduces to key
+/// comparison); anything else is sorted by Python itself.
+fn sorted_items<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Items<'py>> {
+    let py = obj.py();
+    if let Ok(dict) = obj.cast_exact::<PyDict>() {
+        let mut items: Items<'py> = Vec::with_capacity(dict.len());
+        let mut all_str = true;
+        for (key, value) in dict.iter() {
+            // SAFETY: exact type check on a live object.
+            all_str &= unsafe { ffi::PyUnicode_CheckExact(key.as_ptr()) } != 0;
+            items.push((key, value));
+        }
+        if all_str {
+            // SAFETY: every key is a live exact str held by `items`.
+            items.sort_unstable_by(|(a, _), (b, _)| unsafe {
+                code_units(a.as_ptr()).cmp_code_points(&code_units(b.as_ptr()))
+            });
+            return Ok(items);
+        }
+    }
+    // SAFETY: PyMapping_Items returns a new reference to a list (or NULL).
+    let list = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyMapping_Items(obj.as_ptr()))? };
+    let list = list.cast_into::<PyList>()?;
+    list.sort()?;
+    let mut items = Vec::with_capacity(list.len());
+    for item in list.iter() {
+        let (key, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item
+            .extract()
+            .map_err(|_| PyValueError::new_err("items must return 2-tuples"))?;
+        items.push((key, value));
+    }
+    Ok(items)
+}
+
+fn not_serializable(obj: &Bound<'_, PyAny>) -> PyErr {
+    let name = obj
+        .getattr("__class__")
+        .and_then(|cls| cls.getattr("__name__"))
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| obj.get_type().to_string());
+    PyTypeError::new_err(format!("Object of type {name} is not JSON serializable"))
+}
+
+/// A small stack buffer holding the decimal digits of an `i64`.
+struct IntText {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl IntText {
+    fn as_bytes_mut(&mut self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+fn itoa_buf(value: i64) -> IntText {
+    let mut buf = [0u8; 20];
+    let mut pos = buf.len();
+    let mut n = value.unsigned_abs();
+    loop {
+        pos -= 1;
+        buf[pos] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        pos -= 1;
+        buf[pos] = b'-';
+    }
+    IntText { buf, start: pos }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::itoa_buf;
+
+    #[test]
+    fn integers_print_like_python() {
+        for v in [0i64, 7, -7, 10, -10, 1_234_567_890, i64::MAX, i64::MIN] {
+            assert_eq!(itoa_buf(v).as_bytes_mut(), v.to_string().as_bytes());
+        }
+    }
+}
