@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The README's two commands:
+#   bash tests/run.sh test    set up, then run every check (Rust, Python, lints, stubs)
+#   bash tests/run.sh bench   set up, then run the side-by-side benchmark
+# Set-up is idempotent: a venv in .venv, pinned test dependencies, and a release
+# build of the extension installed into it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-test}
+shift || true
+
+venv=.venv
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+py="$venv/bin/python"
+"$py" -m pip install -q --upgrade pip
+"$py" -m pip install -q -r tests/requirements.txt
+"$venv/bin/maturin" develop --release -q
+
+case "$mode" in
+bench)
+    exec "$py" -m madsci_cache_rs.bench "$@"
+    ;;
+test)
+    echo "== cargo fmt / clippy"
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -q -- -D warnings
+    echo "== cargo test"
+    # The test binary links libpython; point the loader at the venv's interpreter's.
+    libdir=$("$py" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
+    LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" PYO3_PYTHON="$py" cargo test -q
+    echo "== ruff"
+    "$venv/bin/ruff" check python tests
+    "$venv/bin/ruff" format --check python tests
+    echo "== stubtest"
+    "$py" -m mypy.stubtest madsci_cache_rs --allowlist tests/stubtest-allowlist.txt
+    echo "== pytest"
+    "$py" -m pytest -q -p no:cacheprovider tests "$@"
+    ;;
+*)
+    echo "usage: $0 test|bench [pytest or bench args]" >&2
+    exit 2
+    ;;
+esac
