@@ -1,7 +1,9 @@
 //! `madsci_cache_rs._native`: wires the Rust parts into one Python module.
 
 pub mod codec;
+pub mod connection;
 pub mod errors;
+pub mod server;
 
 use pyo3::prelude::*;
 
@@ -11,5 +13,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(codec::py_encode_json, m)?)?;
     m.add_function(wrap_pyfunction!(codec::py_decode_json, m)?)?;
     errors::register(m)?;
+    server::register(m)?;
+    // Connects and reconnects reach Python logging as `madsci_cache_rs`.
+    // No caching, so a level set later in Python is honoured; records are rare.
+    let _ = pyo3_log::Logger::new(m.py(), pyo3_log::Caching::Nothing)?.install();
     Ok(())
 }

@@ -1,0 +1,164 @@
+//! Where and how to connect. Holds the password, so it never implements
+//! `Debug`/`Display` with it: every printable form goes through `address`
+//! or `redacted_url`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use redis::{ConnectionAddr, IntoConnectionInfo};
+
+use crate::errors::CacheError;
+
+/// A server address. Cluster and Sentinel deployments (a later issue) add
+/// their own way to pick one of these per command; a `Config` is one node.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Addr {
+    Tcp { host: String, port: u16 },
+    Unix(PathBuf),
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub addr: Addr,
+    pub db: i64,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// `None` waits as long as the OS does. Our default is bounded (5 s) so an
+    /// unreachable host fails in seconds rather than minutes.
+    pub connect_timeout: Option<Duration>,
+    /// Per-command read/write timeout; `None` (redis-py's default) waits
+    /// for the server however long it takes.
+    pub command_timeout: Option<Duration>,
+}
+
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Config {
+    pub fn tcp(host: &str, port: u16) -> Config {
+        Config {
+            addr: Addr::Tcp {
+                host: host.to_owned(),
+                port,
+            },
+            db: 0,
+            username: None,
+            password: None,
+            connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+            command_timeout: None,
+        }
+    }
+
+    /// Parse `redis://[user:pass@]host[:port][/db]` or `unix:///path?db=N`.
+    /// TLS (`rediss://`) is not built in: say so rather than connect in clear.
+    pub fn from_url(url: &str) -> Result<Config, CacheError> {
+        let invalid = |detail: String| CacheError::InvalidValue {
+            context: format!("cache server URL {}", redact_url(url)),
+            detail,
+        };
+        let lower = url.to_ascii_lowercase();
+        if lower.starts_with("rediss://") || lower.starts_with("valkeys://") {
+            return Err(invalid(
+                "TLS (rediss://) is not built into this build of madsci_cache_rs".into(),
+            ));
+        }
+        // The redis crate's own parse errors never echo the URL.
+        let info = url
+            .into_connection_info()
+            .map_err(|e| invalid(e.to_string()))?;
+        let addr = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => Addr::Tcp {
+                host: host.clone(),
+                port: *port,
+            },
+            ConnectionAddr::Unix(path) => Addr::Unix(path.clone()),
+            _ => return Err(invalid("unsupported address".into())),
+        };
+        let redis = info.redis_settings();
+        let mut cfg = Config::tcp("", 0);
+        cfg.addr = addr;
+        cfg.db = redis.db();
+        cfg.username = redis.username().map(str::to_owned);
+        cfg.password = redis.password().map(str::to_owned);
+        Ok(cfg)
+    }
+
+    /// `host:port` or `unix:/path`: what error messages name.
+    pub fn address(&self) -> String {
+        match &self.addr {
+            Addr::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
+            Addr::Tcp { host, port } => format!("{host}:{port}"),
+            Addr::Unix(path) => format!("unix:{}", path.display()),
+        }
+    }
+
+    /// A URL for `repr`: the user name is shown, the password never is.
+    pub fn redacted_url(&self) -> String {
+        let user = match (&self.username, &self.password) {
+            (Some(u), _) => format!("{u}@"),
+            (None, Some(_)) => "***@".to_owned(),
+            (None, None) => String::new(),
+        };
+        match &self.addr {
+            Addr::Tcp { .. } => format!("redis://{user}{}/{}", self.address(), self.db),
+            Addr::Unix(path) => format!("unix://{user}{}?db={}", path.display(), self.db),
+        }
+    }
+}
+
+/// Drop everything between `://` and the last `@` of the authority.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return "(unparsable URL)".to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}://***@{}", &url[..scheme_end], &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tcp_urls() {
+        let c = Config::from_url("redis://bob:s3cret@example.org:7000/3").unwrap();
+        assert!(
+            c.addr
+                == Addr::Tcp {
+                    host: "example.org".into(),
+                    port: 7000
+                }
+        );
+        assert_eq!(c.db, 3);
+        assert_eq!(c.username.as_deref(), Some("bob"));
+        assert_eq!(c.password.as_deref(), Some("s3cret"));
+        assert_eq!(c.redacted_url(), "redis://bob@example.org:7000/3");
+        let c = Config::from_url("redis://:pw@localhost").unwrap();
+        assert_eq!(c.address(), "localhost:6379");
+        assert_eq!(c.redacted_url(), "redis://***@localhost:6379/0");
+    }
+
+    #[test]
+    fn parses_unix_urls() {
+        let c = Config::from_url("unix:///tmp/r.sock?db=2").unwrap();
+        assert!(c.addr == Addr::Unix("/tmp/r.sock".into()));
+        assert_eq!(c.db, 2);
+        assert_eq!(c.address(), "unix:/tmp/r.sock");
+    }
+
+    #[test]
+    fn errors_never_show_the_password() {
+        for url in [
+            "rediss://u:hunter2@h:1/0",
+            "redis://u:hunter2@h:notaport/0",
+            "redis://:hunter2@/x",
+        ] {
+            let err = Config::from_url(url).err().expect(url).to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        assert_eq!(redact_url("redis://a:b@h:1/0"), "redis://***@h:1/0");
+    }
+}

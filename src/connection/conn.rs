@@ -1,0 +1,180 @@
+//! One socket to the server: connect, authenticate, send, receive.
+
+use std::io::{self, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use super::config::{Addr, Config};
+use super::resp::{read_reply, Cmd, Reply};
+
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => {
+                s.set_read_timeout(t)?;
+                s.set_write_timeout(t)
+            }
+            Stream::Unix(s) => {
+                s.set_read_timeout(t)?;
+                s.set_write_timeout(t)
+            }
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The socket could not be made or broke during the handshake: no
+    /// command of the caller's was sent, so trying again is safe.
+    Io(io::Error),
+    /// The server rejected AUTH or SELECT: trying again would not help.
+    Rejected(String),
+}
+
+pub struct Conn {
+    reader: BufReader<Stream>,
+    out: Vec<u8>,
+    /// The process that opened it: a forked child must not share it.
+    pub pid: u32,
+}
+
+fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "host name did not resolve");
+    for addr in (host, port).to_socket_addrs()? {
+        let attempt = match timeout {
+            Some(t) => TcpStream::connect_timeout(&addr, t),
+            None => TcpStream::connect(addr),
+        };
+        match attempt {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+impl Conn {
+    /// Connect and run the handshake (AUTH, SELECT) in one round trip.
+    pub fn open(cfg: &Config) -> Result<Conn, OpenError> {
+        let stream = match &cfg.addr {
+            Addr::Tcp { host, port } => {
+                let s = connect_tcp(host, *port, cfg.connect_timeout).map_err(OpenError::Io)?;
+                // The redis crate leaves Nagle on; a request/reply protocol
+                // with small writes wants it off.
+                s.set_nodelay(true).map_err(OpenError::Io)?;
+                Stream::Tcp(s)
+            }
+            Addr::Unix(path) => Stream::Unix(UnixStream::connect(path).map_err(OpenError::Io)?),
+        };
+        // The handshake is bounded by the connect timeout, commands by theirs.
+        stream
+            .set_timeouts(cfg.connect_timeout.or(cfg.command_timeout))
+            .map_err(OpenError::Io)?;
+        let mut conn = Conn {
+            reader: BufReader::with_capacity(16 * 1024, stream),
+            out: Vec::with_capacity(256),
+            pid: std::process::id(),
+        };
+        let mut hello = Vec::new();
+        if let Some(password) = &cfg.password {
+            let mut auth = Cmd::new("AUTH");
+            if let Some(user) = &cfg.username {
+                auth.push(user.as_bytes());
+            }
+            auth.push(password.as_bytes());
+            hello.push(auth);
+        }
+        if cfg.db != 0 {
+            hello.push(Cmd::new("SELECT").arg(cfg.db.to_string()));
+        }
+        if !hello.is_empty() {
+            let replies = conn.request_many(&hello).map_err(OpenError::Io)?;
+            for (cmd, reply) in hello.iter().zip(replies) {
+                if let Reply::Error(e) = reply {
+                    return Err(OpenError::Rejected(format!("{} failed: {e}", cmd.name())));
+                }
+            }
+        }
+        conn.reader
+            .get_ref()
+            .set_timeouts(cfg.command_timeout)
+            .map_err(OpenError::Io)?;
+        Ok(conn)
+    }
+
+    /// Whether an idle pooled connection can carry a command: nothing is
+    /// buffered and the peer has not closed it (a restarted server closes
+    /// every old socket). One non-blocking peek, nothing sent.
+    pub fn is_reusable(&self) -> bool {
+        if !self.reader.buffer().is_empty() || self.pid != std::process::id() {
+            return false;
+        }
+        let mut byte = 0u8;
+        // SAFETY: a valid fd we own and a one-byte buffer on our stack.
+        let n = unsafe {
+            libc::recv(
+                self.reader.get_ref().fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n < 0 && {
+            let e = io::Error::last_os_error();
+            e.kind() == io::ErrorKind::WouldBlock
+        }
+    }
+
+    pub fn request(&mut self, cmd: &Cmd) -> io::Result<Reply> {
+        self.out.clear();
+        cmd.write_to(&mut self.out);
+        self.reader.get_mut().write_all(&self.out)?;
+        read_reply(&mut self.reader)
+    }
+
+    /// Several commands in one write, their replies in order.
+    pub fn request_many(&mut self, cmds: &[Cmd]) -> io::Result<Vec<Reply>> {
+        self.out.clear();
+        for cmd in cmds {
+            cmd.write_to(&mut self.out);
+        }
+        self.reader.get_mut().write_all(&self.out)?;
+        cmds.iter().map(|_| read_reply(&mut self.reader)).collect()
+    }
+}

@@ -1,0 +1,237 @@
+//! `Client`: the one way every structure talks to a server. A pool of idle
+//! connections shared by all threads; each command borrows one, so threads
+//! never wait on each other's round trips.
+
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::config::Config;
+use super::conn::{Conn, OpenError};
+use super::resp::{Cmd, Reply};
+use super::retry::{RetryPolicy, Stage};
+use crate::errors::CacheError;
+
+const LOG: &str = "madsci_cache_rs";
+/// Idle sockets kept beyond this are closed: a burst of threads must not
+/// leave hundreds of open connections behind.
+const MAX_IDLE: usize = 64;
+
+/// A Lua script run with EVALSHA, falling back to EVAL when the server
+/// does not know it yet (a fresh or restarted server).
+pub struct Script {
+    pub src: &'static str,
+    pub sha: String,
+}
+
+impl Script {
+    pub fn new(src: &'static str) -> Script {
+        Script {
+            src,
+            sha: redis::Script::new(src).get_hash().to_owned(),
+        }
+    }
+}
+
+struct Idle {
+    pid: u32,
+    conns: Vec<Conn>,
+}
+
+pub struct Client {
+    cfg: Config,
+    policy: RetryPolicy,
+    idle: Mutex<Idle>,
+    ever_connected: AtomicBool,
+    /// A connection broke since the last successful connect: the next
+    /// connect is logged as a reconnect.
+    lost: AtomicBool,
+}
+
+/// Describes the operation for error messages, e.g. `GET 'k'`. Only
+/// called when something fails.
+pub type Describe<'a> = &'a (dyn Fn() -> String + Sync);
+
+impl Client {
+    /// Lazy: nothing touches the network until the first command.
+    pub fn new(cfg: Config, policy: RetryPolicy) -> Client {
+        Client {
+            cfg,
+            policy,
+            idle: Mutex::new(Idle {
+                pid: std::process::id(),
+                conns: Vec::new(),
+            }),
+            ever_connected: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn context(&self, what: Describe<'_>) -> String {
+        format!("{} on {}", what(), self.cfg.address())
+    }
+
+    /// An idle connection that is still good, or a new one.
+    fn checkout(&self, what: Describe<'_>) -> Result<Conn, CacheError> {
+        let pid = std::process::id();
+        loop {
+            let popped = {
+                let mut idle = self.idle.lock();
+                if idle.pid != pid {
+                    // A forked child: the parent's sockets are the parent's.
+                    // Closing our copies of the descriptors sends nothing.
+                    idle.conns.clear();
+                    idle.pid = pid;
+                }
+                idle.conns.pop()
+            };
+            match popped {
+                Some(conn) if conn.is_reusable() => return Ok(conn),
+                Some(_) => {
+                    self.lost.store(true, Ordering::Relaxed);
+                    log::debug!(target: LOG, "dropped a closed idle connection to {}", self.cfg.address());
+                }
+                None => return self.connect(what),
+            }
+        }
+    }
+
+    fn checkin(&self, conn: Conn) {
+        let mut idle = self.idle.lock();
+        if idle.pid == conn.pid && idle.conns.len() < MAX_IDLE {
+            idle.conns.push(conn);
+        }
+    }
+
+    fn connect(&self, what: Describe<'_>) -> Result<Conn, CacheError> {
+        let mut failed = 0;
+        loop {
+            match Conn::open(&self.cfg) {
+                Ok(conn) => {
+                    self.log_connect();
+                    return Ok(conn);
+                }
+                Err(OpenError::Rejected(detail)) => {
+                    return Err(CacheError::Response {
+                        context: self.context(what),
+                        detail,
+                    })
+                }
+                Err(OpenError::Io(e)) => {
+                    failed += 1;
+                    match self.policy.next_delay(Stage::Connect, failed) {
+                        Some(delay) => std::thread::sleep(delay),
+                        None => {
+                            self.lost.store(true, Ordering::Relaxed);
+                            return Err(io_error(
+                                self.context(what),
+                                &e,
+                                format!("could not connect after {failed} attempt(s)"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn log_connect(&self) {
+        let addr = self.cfg.address();
+        if self.lost.swap(false, Ordering::Relaxed) {
+            log::info!(target: LOG, "reconnected to {addr}");
+        } else if !self.ever_connected.swap(true, Ordering::Relaxed) {
+            log::info!(target: LOG, "connected to {addr}");
+        } else {
+            log::debug!(target: LOG, "opened another connection to {addr}");
+        }
+    }
+
+    /// Send `cmds` in one write and return their replies; server errors are
+    /// returned as `Reply::Error`, not raised.
+    pub fn pipeline(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
+        let mut conn = self.checkout(what)?;
+        match conn.request_many(cmds) {
+            Ok(replies) => {
+                self.checkin(conn);
+                Ok(replies)
+            }
+            Err(e) => {
+                // From here on the command may have run: report, never re-send.
+                debug_assert_eq!(self.policy.next_delay(Stage::Sent, 1), None);
+                drop(conn);
+                self.lost.store(true, Ordering::Relaxed);
+                log::warn!(target: LOG, "connection to {} broke during {}: {e}", self.cfg.address(), what());
+                Err(io_error(
+                    self.context(what),
+                    &e,
+                    "the reply was lost; the command was not re-sent and may or may not have run"
+                        .into(),
+                ))
+            }
+        }
+    }
+
+    /// One command; a server error becomes `CacheError::Response`.
+    pub fn call(&self, cmd: Cmd, what: Describe<'_>) -> Result<Reply, CacheError> {
+        let reply = self.pipeline(std::slice::from_ref(&cmd), what)?.pop();
+        self.check(reply.unwrap_or(Reply::Nil), what)
+    }
+
+    fn check(&self, reply: Reply, what: Describe<'_>) -> Result<Reply, CacheError> {
+        match reply {
+            Reply::Error(detail) => Err(CacheError::Response {
+                context: self.context(what),
+                detail,
+            }),
+            other => Ok(other),
+        }
+    }
+
+    /// Run a script atomically on the server, in one round trip when the
+    /// server has it cached.
+    pub fn eval(
+        &self,
+        script: &Script,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+        what: Describe<'_>,
+    ) -> Result<Reply, CacheError> {
+        let build = |name: &'static str, body: &[u8]| {
+            let mut cmd = Cmd::new(name);
+            cmd.push(body);
+            cmd.push(keys.len().to_string().as_bytes());
+            keys.iter().chain(args).for_each(|a| cmd.push(a));
+            cmd
+        };
+        let reply = self.pipeline(&[build("EVALSHA", script.sha.as_bytes())], what)?;
+        let reply = reply.into_iter().next().unwrap_or(Reply::Nil);
+        match reply {
+            // NOSCRIPT means the script did not run: sending it is safe.
+            Reply::Error(e) if e.starts_with("NOSCRIPT") => {
+                let reply = self.pipeline(&[build("EVAL", script.src.as_bytes())], what)?;
+                self.check(reply.into_iter().next().unwrap_or(Reply::Nil), what)
+            }
+            other => self.check(other, what),
+        }
+    }
+
+    /// Close the idle connections (idempotent). The client stays usable:
+    /// the next command connects again, as redis-py's does.
+    pub fn close(&self) {
+        let conns = std::mem::take(&mut self.idle.lock().conns);
+        drop(conns);
+    }
+}
+
+fn io_error(context: String, e: &std::io::Error, what: String) -> CacheError {
+    let detail = format!("{what}: {e}");
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            CacheError::Timeout { context, detail }
+        }
+        _ => CacheError::Connection { context, detail },
+    }
+}

@@ -1,0 +1,286 @@
+//! `RedisDict`: a Redis hash in pottery's wire format (field =
+//! `encode(key)`, value = `encode(value)`), one round trip per operation.
+
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyKeyError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use super::args::structure_key;
+use super::handler::{describe, PyCacheHandler};
+use super::scripts::{DICT_POP, DICT_POPITEM, DICT_SETDEFAULT};
+use crate::codec::{decode_json_bytes, encode_json};
+use crate::connection::{Client, Cmd, Reply, Script};
+use crate::errors::run_detached;
+
+#[pyclass(frozen, mapping, module = "madsci_cache_rs", name = "RedisDict")]
+pub struct RedisDict {
+    client: Arc<Client>,
+    key: String,
+}
+
+fn decode<'py>(py: Python<'py>, reply: &Reply) -> PyResult<Bound<'py, PyAny>> {
+    match reply {
+        Reply::Bulk(b) => decode_json_bytes(py, b),
+        _ => Ok(py.None().into_bound(py)),
+    }
+}
+
+/// Flat `[field, value, ...]` (HGETALL) into a new `dict`.
+fn pairs_to_dict<'py>(py: Python<'py>, reply: &Reply) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    if let Reply::Array(items) = reply {
+        for pair in items.chunks_exact(2) {
+            dict.set_item(decode(py, &pair[0])?, decode(py, &pair[1])?)?;
+        }
+    }
+    Ok(dict)
+}
+
+impl RedisDict {
+    pub fn with_client(client: Arc<Client>, key: &Bound<'_, PyAny>) -> PyResult<RedisDict> {
+        Ok(RedisDict {
+            client,
+            key: structure_key(key)?,
+        })
+    }
+
+    fn run(&self, py: Python<'_>, cmd: Cmd) -> PyResult<Reply> {
+        let (client, key) = (&self.client, self.key.as_bytes());
+        let op = cmd.name();
+        run_detached(py, || client.call(cmd, &|| describe(op, key)))
+    }
+
+    fn eval(&self, py: Python<'_>, script: &Script, op: &str, args: &[&[u8]]) -> PyResult<Reply> {
+        let (client, key) = (&self.client, self.key.as_bytes());
+        run_detached(py, || {
+            client.eval(script, &[key], args, &|| describe(op, key))
+        })
+    }
+
+    fn cmd(&self, name: &'static str) -> Cmd {
+        Cmd::new(name).arg(self.key.as_bytes())
+    }
+
+    fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        pairs_to_dict(py, &self.run(py, self.cmd("HGETALL"))?)
+    }
+
+    fn decoded_list<'py>(&self, py: Python<'py>, cmd: Cmd) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        if let Reply::Array(items) = self.run(py, cmd)? {
+            for item in &items {
+                list.append(decode(py, item)?)?;
+            }
+        }
+        Ok(list)
+    }
+}
+
+#[pymethods]
+impl RedisDict {
+    /// `RedisDict(key=..., redis=handler)`; `redis` may also be anything
+    /// `PyCacheHandler(...)` accepts (a redis-py client, a URL).
+    #[new]
+    #[pyo3(signature = (*, key, redis))]
+    fn new(key: &Bound<'_, PyAny>, redis: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let client = match redis.cast::<PyCacheHandler>() {
+            Ok(h) => h.get().client.clone(),
+            Err(_) => PyCacheHandler::new_from(redis)?.client,
+        };
+        RedisDict::with_client(client, key)
+    }
+
+    #[getter]
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        k: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let field = encode_json(k)?;
+        match self.run(py, self.cmd("HGET").arg(field))? {
+            Reply::Nil => Err(PyKeyError::new_err(k.clone().unbind())),
+            reply => decode(py, &reply),
+        }
+    }
+
+    fn __setitem__(
+        &self,
+        py: Python<'_>,
+        k: &Bound<'_, PyAny>,
+        v: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let (field, value) = (encode_json(k)?, encode_json(v)?);
+        self.run(py, self.cmd("HSET").arg(field).arg(value))?;
+        Ok(())
+    }
+
+    fn __delitem__(&self, py: Python<'_>, k: &Bound<'_, PyAny>) -> PyResult<()> {
+        let field = encode_json(k)?;
+        match self.run(py, self.cmd("HDEL").arg(field))? {
+            Reply::Int(0) => Err(PyKeyError::new_err(k.clone().unbind())),
+            _ => Ok(()),
+        }
+    }
+
+    fn __contains__(&self, py: Python<'_>, k: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let field = encode_json(k)?;
+        Ok(self.run(py, self.cmd("HEXISTS").arg(field))? == Reply::Int(1))
+    }
+
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        match self.run(py, self.cmd("HLEN"))? {
+            Reply::Int(n) => Ok(n as usize),
+            _ => Ok(0),
+        }
+    }
+
+    /// Iterates a snapshot of the keys (one HKEYS).
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.decoded_list(py, self.cmd("HKEYS"))?
+            .try_iter()
+            .map(|i| i.into_any())
+    }
+
+    #[pyo3(signature = (k, default=None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        k: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let field = encode_json(k)?;
+        match self.run(py, self.cmd("HGET").arg(field))? {
+            Reply::Nil => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+            reply => decode(py, &reply),
+        }
+    }
+
+    /// A snapshot `dict` (one HGETALL).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.snapshot(py)
+    }
+
+    /// Views of a snapshot (one round trip each), not live views: a live
+    /// view would cost a round trip per element.
+    fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let keys = self.decoded_list(py, self.cmd("HKEYS"))?;
+        let dict = PyDict::new(py);
+        for k in keys.iter() {
+            dict.set_item(k, py.None())?;
+        }
+        dict.call_method0("keys")
+    }
+
+    fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.snapshot(py)?.call_method0("values")
+    }
+
+    fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.snapshot(py)?.call_method0("items")
+    }
+
+    /// `dict.update` semantics, one HSET; every value is encoded before
+    /// anything is sent, so a bad value writes nothing.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn update(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let merged = PyDict::new(py);
+        merged.call_method("update", args, kwargs)?;
+        if merged.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = self.cmd("HSET");
+        for (k, v) in merged.iter() {
+            cmd.push(&encode_json(&k)?);
+            cmd.push(&encode_json(&v)?);
+        }
+        self.run(py, cmd)?;
+        Ok(())
+    }
+
+    fn clear(&self, py: Python<'_>) -> PyResult<()> {
+        self.run(py, self.cmd("DEL"))?;
+        Ok(())
+    }
+
+    #[pyo3(signature = (k, *default))]
+    fn pop<'py>(
+        &self,
+        py: Python<'py>,
+        k: &Bound<'py, PyAny>,
+        default: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if default.len() > 1 {
+            return Err(PyTypeError::new_err(format!(
+                "pop expected at most 2 arguments, got {}",
+                default.len() + 1
+            )));
+        }
+        let field = encode_json(k)?;
+        match self.eval(py, &DICT_POP, "HGET+HDEL", &[&field])? {
+            Reply::Nil => match default.get_item(0) {
+                Ok(d) => Ok(d),
+                Err(_) => Err(PyKeyError::new_err(k.clone().unbind())),
+            },
+            reply => decode(py, &reply),
+        }
+    }
+
+    fn popitem<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        match self.eval(py, &DICT_POPITEM, "popitem", &[])? {
+            Reply::Array(pair) if pair.len() == 2 => {
+                PyTuple::new(py, [decode(py, &pair[0])?, decode(py, &pair[1])?])
+            }
+            _ => Err(PyKeyError::new_err("popitem(): dictionary is empty")),
+        }
+    }
+
+    #[pyo3(signature = (k, default=None))]
+    fn setdefault<'py>(
+        &self,
+        py: Python<'py>,
+        k: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let default = default.unwrap_or_else(|| py.None().into_bound(py));
+        let (field, value) = (encode_json(k)?, encode_json(&default)?);
+        let reply = self.eval(py, &DICT_SETDEFAULT, "HSETNX+HGET", &[&field, &value])?;
+        decode(py, &reply)
+    }
+
+    /// Equal to any mapping with the same items (`Mapping.__eq__`).
+    fn __eq__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
+        let mine = self.snapshot(py)?;
+        let theirs = if let Ok(d) = other.cast::<RedisDict>() {
+            d.get().snapshot(py)?.into_any()
+        } else if other.is_instance(&mapping_abc(py)?)? {
+            PyDict::from_sequence(&other.call_method0("items")?)?.into_any()
+        } else {
+            return Ok(py.NotImplemented());
+        };
+        Ok(mine
+            .eq(theirs)?
+            .into_pyobject(py)?
+            .to_owned()
+            .into_any()
+            .unbind())
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!("RedisDict{}", self.snapshot(py)?.repr()?))
+    }
+}
+
+fn mapping_abc(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    py.import("collections.abc")?.getattr("Mapping")
+}

@@ -1,0 +1,281 @@
+//! `PyCacheHandler`: the server-backed handler madsci's managers use.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyAttributeError, PyTypeError, PyUnicodeDecodeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyType};
+
+use super::args::redis_arg;
+use super::dict::RedisDict;
+use super::list::RedisList;
+use crate::connection::config::Addr;
+use crate::connection::{Client, Cmd, Config, Reply, RetryPolicy};
+use crate::errors::{run_detached, CacheError};
+
+#[pyclass(frozen, module = "madsci_cache_rs", name = "PyCacheHandler")]
+pub struct PyCacheHandler {
+    pub client: Arc<Client>,
+}
+
+/// `GET "k"`: the Redis key as text, for messages (never a value).
+pub fn describe(op: &str, key: &[u8]) -> String {
+    format!("{op} {:?}", String::from_utf8_lossy(key))
+}
+
+pub fn bytes_to_str<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Ok(PyString::new(py, s)),
+        // As redis-py with decode_responses=True: strict UTF-8.
+        Err(e) => Err(PyUnicodeDecodeError::new_utf8(py, bytes, e)?.into()),
+    }
+}
+
+fn seconds(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    let s: f64 = value.extract()?;
+    if !(s > 0.0 && s.is_finite()) {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be a positive number of seconds or None, not {s}"
+        )));
+    }
+    Ok(Some(Duration::from_secs_f64(s)))
+}
+
+/// Apply `db`, `username`, `password`, `socket_timeout`,
+/// `socket_connect_timeout`, `connect_attempts`.
+fn apply_options(
+    cfg: &mut Config,
+    policy: &mut RetryPolicy,
+    options: Option<&Bound<'_, PyDict>>,
+) -> PyResult<()> {
+    let Some(options) = options else {
+        return Ok(());
+    };
+    for (name, value) in options.iter() {
+        let name: String = name.extract()?;
+        match name.as_str() {
+            "db" => cfg.db = value.extract()?,
+            "username" => cfg.username = value.extract()?,
+            "password" => cfg.password = value.extract()?,
+            "socket_timeout" => cfg.command_timeout = seconds(&name, &value)?,
+            "socket_connect_timeout" => cfg.connect_timeout = seconds(&name, &value)?,
+            "connect_attempts" => {
+                policy.connect_attempts = value.extract()?;
+                if policy.connect_attempts == 0 {
+                    return Err(PyValueError::new_err("connect_attempts must be at least 1"));
+                }
+            }
+            _ => {
+                return Err(PyTypeError::new_err(format!(
+                    "unexpected option {name:?}: expected db, username, password, \
+                     socket_timeout, socket_connect_timeout or connect_attempts"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A redis-py `Redis` client's settings, read from its connection pool.
+fn config_from_redis_py(client: &Bound<'_, PyAny>) -> PyResult<Config> {
+    let pool = client.getattr("connection_pool")?;
+    let kwargs = pool.getattr("connection_kwargs")?;
+    let kwargs = kwargs.cast::<PyDict>()?;
+    let class_name: String = pool
+        .getattr("connection_class")?
+        .getattr("__name__")?
+        .extract()?;
+    if class_name.contains("SSL") {
+        return Err(CacheError::InvalidValue {
+            context: "PyCacheHandler(client)".into(),
+            detail: "the client uses TLS, which is not built into this build".into(),
+        }
+        .into());
+    }
+    let get = |name: &str| kwargs.get_item(name);
+    let mut cfg = if let Some(path) = get("path")?.filter(|p| !p.is_none()) {
+        let mut cfg = Config::tcp("", 0);
+        cfg.addr = Addr::Unix(path.extract::<String>()?.into());
+        cfg
+    } else {
+        let host: String = match get("host")? {
+            Some(h) if !h.is_none() => h.extract()?,
+            _ => "localhost".into(),
+        };
+        let port: u16 = match get("port")? {
+            Some(p) if !p.is_none() => p.extract()?,
+            _ => 6379,
+        };
+        Config::tcp(&host, port)
+    };
+    if let Some(db) = get("db")?.filter(|v| !v.is_none()) {
+        cfg.db = db.extract()?;
+    }
+    cfg.username = get("username")?.and_then(|v| v.extract().ok());
+    cfg.password = get("password")?.and_then(|v| v.extract().ok());
+    if let Some(t) = get("socket_timeout")? {
+        cfg.command_timeout = seconds("socket_timeout", &t)?;
+    }
+    if let Some(t) = get("socket_connect_timeout")?.filter(|v| !v.is_none()) {
+        cfg.connect_timeout = seconds("socket_connect_timeout", &t)?;
+    }
+    Ok(cfg)
+}
+
+impl PyCacheHandler {
+    fn from_config(cfg: Config, policy: RetryPolicy) -> PyCacheHandler {
+        PyCacheHandler {
+            client: Arc::new(Client::new(cfg, policy)),
+        }
+    }
+
+    /// A handler from a redis-py client or a URL string.
+    pub fn new_from(client: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let cfg = match client.cast::<PyString>() {
+            Ok(url) => Config::from_url(url.to_str()?)?,
+            Err(_) => config_from_redis_py(client).map_err(|e| {
+                if e.is_instance_of::<PyTypeError>(client.py())
+                    || e.is_instance_of::<PyAttributeError>(client.py())
+                {
+                    PyTypeError::new_err(
+                        "PyCacheHandler(client): expected a redis-py Redis client or a URL string",
+                    )
+                } else {
+                    e
+                }
+            })?,
+        };
+        Ok(Self::from_config(cfg, RetryPolicy::default()))
+    }
+
+    /// Run one command for `key`, without the GIL.
+    fn run(&self, py: Python<'_>, cmd: Cmd, key: &[u8]) -> PyResult<Reply> {
+        let client = &self.client;
+        let op = cmd.name();
+        run_detached(py, || client.call(cmd, &|| describe(op, key)))
+    }
+}
+
+#[pymethods]
+impl PyCacheHandler {
+    /// `client`: a redis-py `Redis` object (its settings are copied; it is
+    /// not used) or a URL string.
+    #[new]
+    fn new(client: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Self::new_from(client)
+    }
+
+    /// Like madsci's, plus options: `db`, `username`, `socket_timeout`,
+    /// `socket_connect_timeout` (seconds or None), `connect_attempts`.
+    #[classmethod]
+    #[pyo3(signature = (host="localhost", port=6379, password=None, **options))]
+    fn from_settings(
+        _cls: &Bound<'_, PyType>,
+        host: &str,
+        port: u16,
+        password: Option<String>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let mut cfg = Config::tcp(host, port);
+        // madsci passes `password or None`: an empty password means none.
+        cfg.password = password.filter(|p| !p.is_empty());
+        let mut policy = RetryPolicy::default();
+        apply_options(&mut cfg, &mut policy, options)?;
+        Ok(Self::from_config(cfg, policy))
+    }
+
+    /// `redis://[[user]:password@]host[:port][/db]` or `unix:///path?db=N`.
+    #[classmethod]
+    #[pyo3(signature = (url, **options))]
+    fn from_url(
+        _cls: &Bound<'_, PyType>,
+        url: &str,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let mut cfg = Config::from_url(url)?;
+        let mut policy = RetryPolicy::default();
+        apply_options(&mut cfg, &mut policy, options)?;
+        Ok(Self::from_config(cfg, policy))
+    }
+
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyString>>> {
+        let k = redis_arg(key)?;
+        match self.run(py, Cmd::new("GET").arg(&k), &k)? {
+            Reply::Bulk(b) => Ok(Some(bytes_to_str(py, &b)?)),
+            _ => Ok(None),
+        }
+    }
+
+    fn set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let k = redis_arg(key)?;
+        let v = redis_arg(value)?;
+        self.run(py, Cmd::new("SET").arg(&k).arg(v), &k)?;
+        Ok(())
+    }
+
+    #[pyo3(signature = (key, amount=None))]
+    fn incr(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        amount: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<i64> {
+        let k = redis_arg(key)?;
+        let amount = match amount {
+            Some(a) => redis_arg(a)?,
+            None => b"1".to_vec(),
+        };
+        match self.run(py, Cmd::new("INCRBY").arg(&k).arg(amount), &k)? {
+            Reply::Int(n) => Ok(n),
+            other => Err(PyTypeError::new_err(format!("INCRBY answered {other:?}"))),
+        }
+    }
+
+    /// `True` when the server answers; never raises.
+    fn ping(&self, py: Python<'_>) -> bool {
+        let client = &self.client;
+        py.detach(|| {
+            matches!(
+                client.call(Cmd::new("PING"), &|| "PING".to_owned()),
+                Ok(Reply::Status(_))
+            )
+        })
+    }
+
+    /// Close the idle connections. Idempotent; the handler reconnects if
+    /// used again, as redis-py's client does.
+    fn close(&self) {
+        self.client.close();
+    }
+
+    fn create_dict(&self, key: &Bound<'_, PyAny>) -> PyResult<RedisDict> {
+        RedisDict::with_client(self.client.clone(), key)
+    }
+
+    fn create_list(&self, key: &Bound<'_, PyAny>) -> PyResult<RedisList> {
+        RedisList::with_client(self.client.clone(), key)
+    }
+
+    /// The server's URL, without the password.
+    #[getter]
+    fn url(&self) -> String {
+        self.client.config().redacted_url()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("PyCacheHandler({:?})", self.client.config().redacted_url())
+    }
+}

@@ -1,0 +1,343 @@
+//! `RedisList`: a Redis list of `encode(item)` (pottery's wire format), one
+//! round trip per operation. Index operations Redis has no command for run
+//! as scripts; slices are cut locally from one LRANGE.
+
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PySlice};
+
+use super::args::{equal_encodings, structure_key};
+use super::handler::{describe, PyCacheHandler};
+use super::scripts::{
+    LIST_FIND, LIST_INSERT, LIST_POP_AT, LIST_REMOVE_ANY, LIST_REPLACE, TOMBSTONE,
+};
+use crate::codec::{decode_json_bytes, encode_json};
+use crate::connection::{Client, Cmd, Reply, Script};
+use crate::errors::run_detached;
+
+#[pyclass(frozen, sequence, module = "madsci_cache_rs", name = "RedisList")]
+pub struct RedisList {
+    client: Arc<Client>,
+    key: String,
+}
+
+fn decode<'py>(py: Python<'py>, reply: &Reply) -> PyResult<Bound<'py, PyAny>> {
+    match reply {
+        Reply::Bulk(b) => decode_json_bytes(py, b),
+        _ => Ok(py.None().into_bound(py)),
+    }
+}
+
+fn index_arg(index: &Bound<'_, PyAny>) -> PyResult<i64> {
+    index.extract::<i64>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "list indices must be integers or slices, not {}",
+            index
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })
+}
+
+impl RedisList {
+    pub fn with_client(client: Arc<Client>, key: &Bound<'_, PyAny>) -> PyResult<RedisList> {
+        Ok(RedisList {
+            client,
+            key: structure_key(key)?,
+        })
+    }
+
+    fn run(&self, py: Python<'_>, cmd: Cmd) -> PyResult<Reply> {
+        let (client, key) = (&self.client, self.key.as_bytes());
+        let op = cmd.name();
+        run_detached(py, || client.call(cmd, &|| describe(op, key)))
+    }
+
+    fn eval(&self, py: Python<'_>, script: &Script, op: &str, args: &[&[u8]]) -> PyResult<Reply> {
+        let (client, key) = (&self.client, self.key.as_bytes());
+        run_detached(py, || {
+            client.eval(script, &[key], args, &|| describe(op, key))
+        })
+    }
+
+    fn cmd(&self, name: &'static str) -> Cmd {
+        Cmd::new(name).arg(self.key.as_bytes())
+    }
+
+    /// The whole list, decoded (one LRANGE).
+    fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        if let Reply::Array(items) = self.run(py, self.cmd("LRANGE").arg("0").arg("-1"))? {
+            for item in &items {
+                list.append(decode(py, item)?)?;
+            }
+        }
+        Ok(list)
+    }
+
+    /// Replace the whole list atomically with `items` (already Python values).
+    fn replace(&self, py: Python<'_>, items: &Bound<'_, PyList>) -> PyResult<()> {
+        let encoded = items
+            .iter()
+            .map(|v| encode_json(&v))
+            .collect::<PyResult<Vec<_>>>()?;
+        let args: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        self.eval(py, &LIST_REPLACE, "replace", &args)?;
+        Ok(())
+    }
+
+    /// First index of an element equal to `value`, one call.
+    fn find(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
+        let alternatives = equal_encodings(value)?;
+        let reply = match alternatives.as_slice() {
+            [] => return Ok(None),
+            [only] => self.run(py, self.cmd("LPOS").arg(only))?,
+            many => {
+                let args: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
+                self.eval(py, &LIST_FIND, "LPOS", &args)?
+            }
+        };
+        Ok(match reply {
+            Reply::Int(i) => Some(i),
+            _ => None,
+        })
+    }
+}
+
+#[pymethods]
+impl RedisList {
+    /// `RedisList(key=..., redis=handler)`; `redis` may also be anything
+    /// `PyCacheHandler(...)` accepts.
+    #[new]
+    #[pyo3(signature = (*, key, redis))]
+    fn new(key: &Bound<'_, PyAny>, redis: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let client = match redis.cast::<PyCacheHandler>() {
+            Ok(h) => h.get().client.clone(),
+            Err(_) => PyCacheHandler::new_from(redis)?.client,
+        };
+        RedisList::with_client(client, key)
+    }
+
+    #[getter]
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        match self.run(py, self.cmd("LLEN"))? {
+            Reply::Int(n) => Ok(n as usize),
+            _ => Ok(0),
+        }
+    }
+
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        index: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if index.is_instance_of::<PySlice>() {
+            return self.snapshot(py)?.as_any().get_item(index);
+        }
+        let i = index_arg(index)?;
+        match self.run(py, self.cmd("LINDEX").arg(i.to_string()))? {
+            Reply::Nil => Err(PyIndexError::new_err("list index out of range")),
+            reply => decode(py, &reply),
+        }
+    }
+
+    /// Slice assignment reads the list, then replaces it (two round trips,
+    /// not atomic); an int index is one LSET.
+    fn __setitem__(
+        &self,
+        py: Python<'_>,
+        index: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        if index.is_instance_of::<PySlice>() {
+            let items = self.snapshot(py)?;
+            items.as_any().set_item(index, value)?;
+            return self.replace(py, &items);
+        }
+        let i = index_arg(index)?;
+        let encoded = encode_json(value)?;
+        match self.run(py, self.cmd("LSET").arg(i.to_string()).arg(encoded)) {
+            Err(e) if e.to_string().contains("ERR") => {
+                Err(PyIndexError::new_err("list assignment index out of range"))
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    fn __delitem__(&self, py: Python<'_>, index: &Bound<'_, PyAny>) -> PyResult<()> {
+        if index.is_instance_of::<PySlice>() {
+            let items = self.snapshot(py)?;
+            items.as_any().del_item(index)?;
+            return self.replace(py, &items);
+        }
+        let i = index_arg(index)?.to_string();
+        match self.eval(py, &LIST_POP_AT, "delete", &[i.as_bytes(), TOMBSTONE])? {
+            Reply::Nil => Err(PyIndexError::new_err("list assignment index out of range")),
+            _ => Ok(()),
+        }
+    }
+
+    fn __contains__(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.find(py, value)?.is_some())
+    }
+
+    /// Iterates a snapshot (one LRANGE).
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.snapshot(py)?.try_iter()?.into_any())
+    }
+
+    fn __reversed__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let items = self.snapshot(py)?;
+        items.reverse()?;
+        Ok(items.try_iter()?.into_any())
+    }
+
+    fn append(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let encoded = encode_json(value)?;
+        self.run(py, self.cmd("RPUSH").arg(encoded))?;
+        Ok(())
+    }
+
+    /// One RPUSH; every item is encoded first, so a bad one writes nothing.
+    fn extend(&self, py: Python<'_>, values: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut cmd = self.cmd("RPUSH");
+        let mut any = false;
+        for v in values.try_iter()? {
+            cmd.push(&encode_json(&v?)?);
+            any = true;
+        }
+        if any {
+            self.run(py, cmd)?;
+        }
+        Ok(())
+    }
+
+    fn __iadd__(&self, py: Python<'_>, values: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.extend(py, values)
+    }
+
+    #[pyo3(signature = (index, value))]
+    fn insert(
+        &self,
+        py: Python<'_>,
+        index: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let i = index_arg(index)?.to_string();
+        let encoded = encode_json(value)?;
+        self.eval(
+            py,
+            &LIST_INSERT,
+            "insert",
+            &[i.as_bytes(), &encoded, TOMBSTONE],
+        )?;
+        Ok(())
+    }
+
+    #[pyo3(signature = (index=-1))]
+    fn pop<'py>(&self, py: Python<'py>, index: i64) -> PyResult<Bound<'py, PyAny>> {
+        let reply = match index {
+            -1 => self.run(py, self.cmd("RPOP"))?,
+            0 => self.run(py, self.cmd("LPOP"))?,
+            i => {
+                let i = i.to_string();
+                self.eval(py, &LIST_POP_AT, "pop", &[i.as_bytes(), TOMBSTONE])?
+            }
+        };
+        match reply {
+            Reply::Nil if index == -1 => Err(PyIndexError::new_err("pop from empty list")),
+            Reply::Nil => Err(PyIndexError::new_err("pop index out of range")),
+            reply => decode(py, &reply),
+        }
+    }
+
+    /// Removes the first element equal to `value` (one LREM, or one script
+    /// when `value` has several equal encodings, like `1` and `1.0`).
+    fn remove(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let alternatives = equal_encodings(value)?;
+        let reply = match alternatives.as_slice() {
+            [] => Reply::Int(0),
+            [only] => self.run(py, self.cmd("LREM").arg("1").arg(only))?,
+            many => {
+                let mut args: Vec<&[u8]> = vec![TOMBSTONE];
+                args.extend(many.iter().map(Vec::as_slice));
+                self.eval(py, &LIST_REMOVE_ANY, "LREM", &args)?
+            }
+        };
+        match reply {
+            Reply::Int(0) => Err(PyValueError::new_err("list.remove(x): x not in list")),
+            _ => Ok(()),
+        }
+    }
+
+    /// One LPOS; with `start`/`stop`, one LRANGE searched locally.
+    #[pyo3(signature = (value, start=None, stop=None))]
+    fn index(
+        &self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        start: Option<&Bound<'_, PyAny>>,
+        stop: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        if start.is_some() || stop.is_some() {
+            let items = self.snapshot(py)?;
+            let start = start.map_or(Ok(0), |s| s.extract::<isize>())?;
+            let stop = stop.map_or(Ok(isize::MAX), |s| s.extract::<isize>())?;
+            return items.call_method1("index", (value, start, stop))?.extract();
+        }
+        match self.find(py, value)? {
+            Some(i) => Ok(i as usize),
+            None => Err(PyValueError::new_err(format!(
+                "{} is not in list",
+                value.repr()?
+            ))),
+        }
+    }
+
+    /// One LRANGE, counted with Python's `==`.
+    fn count(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<usize> {
+        self.snapshot(py)?
+            .call_method1("count", (value,))?
+            .extract()
+    }
+
+    fn to_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        self.snapshot(py)
+    }
+
+    fn clear(&self, py: Python<'_>) -> PyResult<()> {
+        self.run(py, self.cmd("DEL"))?;
+        Ok(())
+    }
+
+    /// Reads, then replaces the list (two round trips).
+    fn reverse(&self, py: Python<'_>) -> PyResult<()> {
+        let items = self.snapshot(py)?;
+        items.reverse()?;
+        self.replace(py, &items)
+    }
+
+    /// Equal to a `list` or a `RedisList` with equal items, as pottery's.
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let theirs = if let Ok(l) = other.cast::<RedisList>() {
+            l.get().snapshot(py)?
+        } else if let Ok(l) = other.cast::<PyList>() {
+            l.clone()
+        } else {
+            return Ok(false);
+        };
+        self.snapshot(py)?.eq(theirs)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!("RedisList{}", self.snapshot(py)?.repr()?))
+    }
+}

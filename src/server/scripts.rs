@@ -1,0 +1,103 @@
+//! Server-side scripts for the operations Redis has no single command for,
+//! so each is still one round trip and atomic.
+
+use std::sync::LazyLock;
+
+use crate::connection::Script;
+
+/// Stands in for a list element while it is removed by index. JSON text
+/// never holds a NUL byte, so no stored value can be mistaken for it.
+pub const TOMBSTONE: &[u8] = b"\x00madsci-cache-rs:removed\x00";
+
+pub static DICT_POP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local v = redis.call('HGET', KEYS[1], ARGV[1])
+         if v then redis.call('HDEL', KEYS[1], ARGV[1]) end
+         return v",
+    )
+});
+
+/// The first field in iteration (HKEYS) order, with its value.
+pub static DICT_POPITEM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local f = redis.call('HKEYS', KEYS[1])[1]
+         if not f then return false end
+         local v = redis.call('HGET', KEYS[1], f)
+         redis.call('HDEL', KEYS[1], f)
+         return {f, v}",
+    )
+});
+
+pub static DICT_SETDEFAULT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+         return redis.call('HGET', KEYS[1], ARGV[1])",
+    )
+});
+
+/// ARGV: index, tombstone. Returns the removed element or nil.
+pub static LIST_POP_AT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local v = redis.call('LINDEX', KEYS[1], ARGV[1])
+         if not v then return false end
+         redis.call('LSET', KEYS[1], ARGV[1], ARGV[2])
+         redis.call('LREM', KEYS[1], 1, ARGV[2])
+         return v",
+    )
+});
+
+/// ARGV: index (Python `list.insert` clamping), value, tombstone.
+pub static LIST_INSERT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local n = redis.call('LLEN', KEYS[1])
+         local i = tonumber(ARGV[1])
+         if i < 0 then i = i + n; if i < 0 then i = 0 end end
+         if i >= n then return redis.call('RPUSH', KEYS[1], ARGV[2]) end
+         if i == 0 then return redis.call('LPUSH', KEYS[1], ARGV[2]) end
+         local old = redis.call('LINDEX', KEYS[1], i)
+         redis.call('LSET', KEYS[1], i, ARGV[3])
+         redis.call('LINSERT', KEYS[1], 'BEFORE', ARGV[3], ARGV[2])
+         redis.call('LSET', KEYS[1], i + 1, old)
+         return n + 1",
+    )
+});
+
+/// ARGV: the encodings equal to the value. Returns the first index holding
+/// any of them, or nil.
+pub static LIST_FIND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local best = false
+         for i = 1, #ARGV do
+           local p = redis.call('LPOS', KEYS[1], ARGV[i])
+           if p and (not best or p < best) then best = p end
+         end
+         return best",
+    )
+});
+
+/// ARGV: tombstone, then the encodings equal to the value. Removes the
+/// first element holding any of them; returns 1, or 0 when there is none.
+pub static LIST_REMOVE_ANY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local best = false
+         for i = 2, #ARGV do
+           local p = redis.call('LPOS', KEYS[1], ARGV[i])
+           if p and (not best or p < best) then best = p end
+         end
+         if not best then return 0 end
+         redis.call('LSET', KEYS[1], best, ARGV[1])
+         redis.call('LREM', KEYS[1], 1, ARGV[1])
+         return 1",
+    )
+});
+
+/// Replace the whole list with ARGV (slice assignment, `reverse`).
+pub static LIST_REPLACE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "redis.call('DEL', KEYS[1])
+         for i = 1, #ARGV, 1000 do
+           redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+         end
+         return #ARGV",
+    )
+});
