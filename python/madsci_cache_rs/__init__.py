@@ -2,7 +2,11 @@
 
 The JSON codec (``encode_json``/``decode_json``) is ``json.dumps(obj,
 sort_keys=True)``/``json.loads`` byte for byte: the wire format pottery uses.
+``PyCacheHandler``, ``RedisDict`` and ``RedisList`` keep madsci's state on a
+Valkey/Redis server in that format, one round trip per operation.
 """
+
+from collections.abc import MutableMapping, MutableSequence
 
 from madsci_cache_rs._native import (
     CacheConnectionError,
@@ -11,7 +15,10 @@ from madsci_cache_rs._native import (
     CacheTimeoutError,
     ExtendUnlockedLock,
     PrimitiveError,
+    PyCacheHandler,
     QuorumNotAchieved,
+    RedisDict,
+    RedisList,
     ReleaseUnlockedLock,
     TooManyExtensions,
     __version__,
@@ -26,10 +33,18 @@ __all__ = [
     "CacheTimeoutError",
     "ExtendUnlockedLock",
     "PrimitiveError",
+    "PyCacheHandler",
     "QuorumNotAchieved",
+    "RedisDict",
+    "RedisList",
     "ReleaseUnlockedLock",
     "TooManyExtensions",
     "__version__",
     "decode_json",
     "encode_json",
 ]
+
+# Native classes cannot inherit the ABCs; registering makes isinstance() hold
+# (every mixin method is implemented natively, so nothing is missing).
+MutableMapping.register(RedisDict)
+MutableSequence.register(RedisList)

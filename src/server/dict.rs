@@ -9,6 +9,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::args::structure_key;
 use super::handler::{describe, PyCacheHandler};
+use super::pydantic::validation_snapshot;
 use super::scripts::{DICT_POP, DICT_POPITEM, DICT_SETDEFAULT};
 use crate::codec::{decode_json_bytes, encode_json};
 use crate::connection::{Client, Cmd, Reply, Script};
@@ -147,15 +148,23 @@ impl RedisDict {
             .map(|i| i.into_any())
     }
 
+    /// One HGET; inside pydantic's `model_validate`, one HGETALL for the
+    /// whole validation (see `pydantic.rs`).
     #[pyo3(signature = (k, default=None))]
     fn get<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         k: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let (py, this) = (slf.py(), slf.get());
+        if let Some(snapshot) = validation_snapshot(slf.as_any(), || this.snapshot(py))? {
+            return Ok(match snapshot.get_item(k)? {
+                Some(v) => v,
+                None => default.unwrap_or_else(|| py.None().into_bound(py)),
+            });
+        }
         let field = encode_json(k)?;
-        match self.run(py, self.cmd("HGET").arg(field))? {
+        match this.run(py, this.cmd("HGET").arg(field))? {
             Reply::Nil => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
             reply => decode(py, &reply),
         }

@@ -226,7 +226,7 @@ impl PyCacheHandler {
         Ok(())
     }
 
-    #[pyo3(signature = (key, amount=None))]
+    #[pyo3(signature = (key, amount=None), text_signature = "(self, key, amount=1)")]
     fn incr(
         &self,
         py: Python<'_>,

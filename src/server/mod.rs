@@ -5,6 +5,7 @@ mod args;
 pub mod dict;
 pub mod handler;
 pub mod list;
+mod pydantic;
 mod scripts;
 
 use pyo3::prelude::*;
