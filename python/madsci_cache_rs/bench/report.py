@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from collections.abc import Iterable
@@ -61,6 +62,17 @@ def text_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or 'unknown CPU'} ({os.cpu_count()} cores)"
+
+
 def environment() -> str:
     import importlib.metadata as md
 
@@ -72,7 +84,7 @@ def environment() -> str:
             pass
     return (
         f"Python {sys.version.split()[0]} on {platform.machine()} {platform.system()}, "
-        f"{platform.processor() or 'unknown CPU'}; " + ", ".join(versions)
+        f"{_cpu()}; " + ", ".join(versions)
     )
 
 
