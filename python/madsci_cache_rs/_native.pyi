@@ -1,6 +1,21 @@
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, ValuesView
 from typing import Any, ClassVar, SupportsIndex, overload
 
+__all__ = [
+    "CacheConnectionError",
+    "CacheError",
+    "CacheResponseError",
+    "CacheTimeoutError",
+    "ExtendUnlockedLock",
+    "PrimitiveError",
+    "QuorumNotAchieved",
+    "ReleaseUnlockedLock",
+    "TooManyExtensions",
+    "__version__",
+    "decode_json",
+    "encode_json",
+]
+
 __version__: str
 
 def encode_json(obj: Any) -> str: ...
