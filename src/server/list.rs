@@ -242,7 +242,7 @@ impl RedisList {
         Ok(())
     }
 
-    #[pyo3(signature = (index=-1))]
+    #[pyo3(signature = (index=-1), text_signature = "(self, index=-1)")]
     fn pop<'py>(&self, py: Python<'py>, index: i64) -> PyResult<Bound<'py, PyAny>> {
         let reply = match index {
             -1 => self.run(py, self.cmd("RPOP"))?,
