@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 import madsci_cache_rs as m
+import pytest
 
 
 @pytest.mark.parametrize(
