@@ -1,0 +1,250 @@
+"""PyCacheHandler on a real server: get/set/incr/ping/close, construction,
+what `set` accepts (redis-py's rules), errors and passwords."""
+
+from __future__ import annotations
+
+import enum
+import pickle
+
+import pytest
+import redis
+
+from madsci_cache_rs import (
+    CacheConnectionError,
+    CacheError,
+    CacheResponseError,
+    PyCacheHandler,
+)
+from madsci_cache_rs.testing import PrivateServer, free_port
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+class Mode(str, enum.Enum):
+    FAST = "fast"
+
+
+# Everything redis-py's encoder might see: it accepts bytes-likes, str, int
+# and float (as repr) and refuses the rest with DataError.
+ARGUMENTS = [
+    "text",
+    "é\u2603",
+    "",
+    b"\x00\xffbytes",
+    bytearray(b"ba"),
+    memoryview(b"mv"),
+    0,
+    -17,
+    10**30,
+    1.5,
+    -0.0,
+    1e16,
+    float("nan"),
+    float("inf"),
+    Color.RED,
+    Mode.FAST,
+    True,
+    False,
+    None,
+    {},
+    [1],
+    (1,),
+    object(),
+]
+
+
+def _id(value: object) -> str:
+    return f"{type(value).__name__}:{value!r}"[:40]
+
+
+def test_get_set_incr_round_trip(handler, raw):
+    assert handler.get("k") is None
+    assert handler.set("k", "v") is None
+    assert handler.get("k") == "v"
+    assert raw.get("k") == b"v"
+    assert handler.incr("n") == 1
+    assert handler.incr("n", 5) == 6
+    assert handler.incr("n", -10) == -4
+    assert raw.get("n") == b"-4"
+    raw.set("u", "é☃".encode())
+    assert handler.get("u") == "é☃"
+    assert isinstance(handler.get("u"), str)
+
+
+@pytest.mark.parametrize("value", ARGUMENTS, ids=_id)
+def test_set_stores_what_redis_py_stores_and_refuses_what_it_refuses(handler, raw, value):
+    try:
+        raw.set("ref", value)
+    except redis.DataError:
+        with pytest.raises(TypeError, match="Invalid input of type"):
+            handler.set("ours", value)
+        assert raw.exists("ours") == 0
+        return
+    handler.set("ours", value)
+    assert raw.get("ours") == raw.get("ref")
+
+
+@pytest.mark.parametrize("key", ARGUMENTS, ids=_id)
+def test_keys_follow_redis_py_rules_too(handler, raw, key):
+    try:
+        raw.set(key, "ref")
+        expected = raw.keys()
+    except redis.DataError:
+        with pytest.raises(TypeError):
+            handler.set(key, "ours")
+        with pytest.raises(TypeError):
+            handler.get(key)
+        return
+    raw.flushall()
+    handler.set(key, "ours")
+    assert raw.keys() == expected
+    assert handler.get(key) == "ours"
+
+
+def test_a_lone_surrogate_is_refused_like_redis_py(handler, raw):
+    with pytest.raises(UnicodeEncodeError):
+        raw.set("k", "\ud800")
+    with pytest.raises(UnicodeEncodeError):
+        handler.set("k", "\ud800")
+    assert raw.exists("k") == 0
+
+
+def test_get_of_invalid_utf8_raises_like_decode_responses(handler, raw):
+    raw.set("k", b"\xff")
+    with pytest.raises(UnicodeDecodeError):
+        handler.get("k")
+
+
+def test_incr_of_a_non_integer_is_a_response_error_naming_key_and_server(handler, raw, server):
+    raw.set("word", "abc")
+    with pytest.raises(CacheResponseError) as err:
+        handler.incr("word")
+    assert "word" in str(err.value)
+    assert f"{server.host}:{server.port}" in str(err.value)
+    assert raw.get("word") == b"abc"
+    with pytest.raises(CacheResponseError):
+        handler.incr("n", 1.5)  # the server refuses a float amount, as with redis-py
+    with pytest.raises(TypeError):
+        handler.incr("n", True)
+    assert raw.exists("n") == 0
+
+
+def test_a_key_holding_another_type(handler, raw):
+    raw.rpush("lst", "1")
+    with pytest.raises(CacheResponseError, match="WRONGTYPE"):
+        handler.get("lst")
+    with pytest.raises(CacheResponseError, match="WRONGTYPE"):
+        handler.incr("lst")
+    handler.set("lst", "now a string")  # SET replaces any type, as in redis-py
+    assert raw.get("lst") == b"now a string"
+
+
+def test_ping_and_close(handler):
+    assert handler.ping() is True
+    handler.close()
+    handler.close()  # idempotent
+    assert handler.ping() is True  # and the handler reconnects, like redis-py's
+    handler.set("k", 1)
+    assert handler.get("k") == "1"
+
+
+def test_construction_never_touches_the_network():
+    port = free_port()  # nothing listens here
+    h = PyCacheHandler.from_settings("127.0.0.1", port)
+    PyCacheHandler.from_url(f"redis://127.0.0.1:{port}/0")
+    PyCacheHandler(redis.Redis(host="127.0.0.1", port=port))
+    h.create_dict("d")
+    h.create_list("l")
+    assert h.ping() is False
+
+
+def test_unreachable_server():
+    port = free_port()
+    h = PyCacheHandler.from_settings("127.0.0.1", port, socket_connect_timeout=1.0)
+    assert h.ping() is False
+    for op in (
+        lambda: h.get("k"),
+        lambda: h.set("k", 1),
+        lambda: h.incr("k"),
+        lambda: h.create_dict("d")["x"],
+        lambda: len(h.create_list("l")),
+    ):
+        with pytest.raises(CacheConnectionError) as err:
+            op()
+        assert f"127.0.0.1:{port}" in str(err.value)
+        assert isinstance(err.value, ConnectionError)
+
+
+def test_options_select_the_database(server, raw):
+    h = PyCacheHandler.from_settings(server.host, server.port, db=3)
+    h.set("k", "three")
+    assert raw.get("k") is None
+    assert redis.Redis(host=server.host, port=server.port, db=3).get("k") == b"three"
+    h2 = PyCacheHandler.from_url(f"redis://{server.host}:{server.port}/4")
+    h2.set("k", "four")
+    assert redis.Redis(host=server.host, port=server.port, db=4).get("k") == b"four"
+    with pytest.raises(TypeError, match="unexpected option"):
+        PyCacheHandler.from_settings(server.host, server.port, dbb=1)
+
+
+def test_a_redis_py_client_is_read_for_its_settings(server, raw):
+    client = redis.Redis(host=server.host, port=server.port, db=5, decode_responses=True)
+    h = PyCacheHandler(client)
+    h.set("k", "v")
+    assert client.get("k") == "v"
+    assert raw.get("k") is None
+    url_handler = PyCacheHandler(server.url)
+    assert url_handler.get("k") is None
+    with pytest.raises(TypeError):
+        PyCacheHandler(42)
+
+
+def test_rediss_is_refused_clearly_without_the_password():
+    with pytest.raises(ValueError, match="TLS") as err:
+        PyCacheHandler.from_url("rediss://user:hunter2@127.0.0.1:6380/0")
+    assert "hunter2" not in str(err.value)
+
+
+def test_bad_urls_do_not_show_the_password():
+    with pytest.raises(ValueError) as err:
+        PyCacheHandler.from_url("redis://user:hunter2@127.0.0.1:notaport/0")
+    assert "hunter2" not in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def secured():
+    with PrivateServer("valkey", password="hunter2-secret") as srv:
+        yield srv
+
+
+def test_password_is_used_and_never_shown(secured):
+    h = PyCacheHandler.from_settings(secured.host, secured.port, password="hunter2-secret")
+    h.set("k", "v")
+    assert h.get("k") == "v"
+    for text in (repr(h), h.url, str(PyCacheHandler.from_url(secured.url))):
+        assert "hunter2" not in text
+    wrong = PyCacheHandler.from_settings(secured.host, secured.port, password="hunter2-wrong")
+    with pytest.raises(CacheError) as err:
+        wrong.get("k")
+    assert "hunter2" not in str(err.value)
+    assert wrong.ping() is False
+    unauth = PyCacheHandler.from_settings(secured.host, secured.port)
+    with pytest.raises(CacheResponseError, match="NOAUTH"):
+        unauth.get("k")
+    via_client = PyCacheHandler(
+        redis.Redis(host=secured.host, port=secured.port, password="hunter2-secret")
+    )
+    assert via_client.get("k") == "v"
+    assert "hunter2" not in repr(via_client)
+    dead = PyCacheHandler.from_url(f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0")
+    with pytest.raises(CacheConnectionError) as err:
+        dead.get("k")
+    assert "hunter2" not in str(err.value)
+
+
+def test_handlers_are_not_picklable_and_have_a_repr(handler, server):
+    assert repr(handler) == f'PyCacheHandler("redis://{server.host}:{server.port}/0")'
+    with pytest.raises(TypeError):
+        pickle.dumps(handler)
