@@ -8,7 +8,6 @@ import pickle
 
 import pytest
 import redis
-
 from madsci_cache_rs import (
     CacheConnectionError,
     CacheError,
