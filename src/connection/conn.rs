@@ -70,8 +70,9 @@ pub enum OpenError {
 pub struct Conn {
     reader: BufReader<Stream>,
     out: Vec<u8>,
-    /// The process that opened it: a forked child must not share it.
-    pub pid: u32,
+    /// The process generation that opened it (see `fork.rs`): a forked
+    /// child must not use its parent's sockets.
+    pub generation: u64,
 }
 
 fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> io::Result<TcpStream> {
@@ -109,7 +110,7 @@ impl Conn {
         let mut conn = Conn {
             reader: BufReader::with_capacity(16 * 1024, stream),
             out: Vec::with_capacity(256),
-            pid: std::process::id(),
+            generation: super::fork::generation(),
         };
         let mut hello = Vec::new();
         if let Some(password) = &cfg.password {
@@ -142,7 +143,7 @@ impl Conn {
     /// buffered and the peer has not closed it (a restarted server closes
     /// every old socket). One non-blocking peek, nothing sent.
     pub fn is_reusable(&self) -> bool {
-        if !self.reader.buffer().is_empty() || self.pid != std::process::id() {
+        if !self.reader.buffer().is_empty() || self.generation != super::fork::generation() {
             return false;
         }
         let mut byte = 0u8;

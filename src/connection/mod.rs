@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod fork;
 pub mod pool;
 pub mod resp;
 pub mod retry;

@@ -33,7 +33,7 @@ impl Script {
 }
 
 struct Idle {
-    pid: u32,
+    generation: u64,
     conns: Vec<Conn>,
 }
 
@@ -58,7 +58,7 @@ impl Client {
             cfg,
             policy,
             idle: Mutex::new(Idle {
-                pid: std::process::id(),
+                generation: super::fork::generation(),
                 conns: Vec::new(),
             }),
             ever_connected: AtomicBool::new(false),
@@ -76,15 +76,15 @@ impl Client {
 
     /// An idle connection that is still good, or a new one.
     fn checkout(&self, what: Describe<'_>) -> Result<Conn, CacheError> {
-        let pid = std::process::id();
+        let generation = super::fork::generation();
         loop {
             let popped = {
                 let mut idle = self.idle.lock();
-                if idle.pid != pid {
+                if idle.generation != generation {
                     // A forked child: the parent's sockets are the parent's.
                     // Closing our copies of the descriptors sends nothing.
                     idle.conns.clear();
-                    idle.pid = pid;
+                    idle.generation = generation;
                 }
                 idle.conns.pop()
             };
@@ -101,7 +101,7 @@ impl Client {
 
     fn checkin(&self, conn: Conn) {
         let mut idle = self.idle.lock();
-        if idle.pid == conn.pid && idle.conns.len() < MAX_IDLE {
+        if idle.generation == conn.generation && idle.conns.len() < MAX_IDLE {
             idle.conns.push(conn);
         }
     }
