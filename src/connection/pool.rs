@@ -235,3 +235,7 @@ fn io_error(context: String, e: &std::io::Error, what: String) -> CacheError {
         _ => CacheError::Connection { context, detail },
     }
 }
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;
