@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import enum
 import pickle
+import subprocess
+import time
 
 import pytest
 import redis
@@ -14,7 +16,7 @@ from madsci_cache_rs import (
     CacheResponseError,
     PyCacheHandler,
 )
-from madsci_cache_rs.testing import PrivateServer, free_port
+from madsci_cache_rs.testing import PrivateServer, find_server_binary, free_port
 
 
 class Color(enum.IntEnum):
@@ -247,3 +249,27 @@ def test_handlers_are_not_picklable_and_have_a_repr(handler, server):
     assert repr(handler) == f'PyCacheHandler("redis://{server.host}:{server.port}/0")'
     with pytest.raises(TypeError):
         pickle.dumps(handler)
+
+
+def test_unix_socket_urls(tmp_path):
+    path = tmp_path / "valkey.sock"
+    proc = subprocess.Popen(
+        [find_server_binary("valkey"), "--port", "0", "--unixsocket", str(path),
+         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        h = PyCacheHandler.from_url(f"unix://{path}?db=2")
+        for _ in range(1000):  # wait for the socket to accept (no timing assertion)
+            if h.ping() or proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        h.set("k", "v")
+        assert h.get("k") == "v"
+        assert redis.Redis(unix_socket_path=str(path), db=2).get("k") == b"v"
+        assert PyCacheHandler(redis.Redis(unix_socket_path=str(path), db=2)).get("k") == "v"
+        assert h.url == f"unix://{path}?db=2"
+    finally:
+        proc.kill()
+        proc.wait()
