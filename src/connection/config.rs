@@ -23,15 +23,15 @@ pub struct Config {
     pub db: i64,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// `None` waits as long as the OS does. Our default is bounded (5 s) so an
-    /// unreachable host fails in seconds rather than minutes.
+    /// `None` waits as long as the OS does. Default 5 s, as redis-py 8's.
     pub connect_timeout: Option<Duration>,
-    /// Per-command read/write timeout; `None` (redis-py's default) waits
-    /// for the server however long it takes.
+    /// Per-command read/write timeout; `None` waits however long the
+    /// server takes. Default 5 s, as redis-py 8's.
     pub command_timeout: Option<Duration>,
 }
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Config {
     pub fn tcp(host: &str, port: u16) -> Config {
@@ -44,7 +44,7 @@ impl Config {
             username: None,
             password: None,
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
-            command_timeout: None,
+            command_timeout: Some(DEFAULT_COMMAND_TIMEOUT),
         }
     }
 

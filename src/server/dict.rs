@@ -129,8 +129,14 @@ impl RedisDict {
         }
     }
 
+    /// A key that cannot be encoded cannot be stored: `False`, no command
+    /// (as pottery).
     fn __contains__(&self, py: Python<'_>, k: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let field = encode_json(k)?;
+        let field = match encode_json(k) {
+            Ok(field) => field,
+            Err(e) if e.is_instance_of::<PyTypeError>(py) => return Ok(false),
+            Err(e) => return Err(e),
+        };
         Ok(self.run(py, self.cmd("HEXISTS").arg(field))? == Reply::Int(1))
     }
 
@@ -190,8 +196,15 @@ impl RedisDict {
         self.snapshot(py)?.call_method0("values")
     }
 
-    fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.snapshot(py)?.call_method0("items")
+    /// pydantic calls this besides `get` for `extra='forbid'`/`'allow'`
+    /// models: served from the same validation snapshot.
+    fn items<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let (py, this) = (slf.py(), slf.get());
+        let snapshot = match validation_snapshot(slf.as_any(), || this.snapshot(py))? {
+            Some(snapshot) => snapshot,
+            None => this.snapshot(py)?,
+        };
+        snapshot.call_method0("items")
     }
 
     /// `dict.update` semantics, one HSET; every value is encoded before
@@ -218,7 +231,7 @@ impl RedisDict {
     }
 
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
-        self.run(py, self.cmd("DEL"))?;
+        self.run(py, self.cmd("UNLINK"))?;
         Ok(())
     }
 

@@ -253,7 +253,7 @@ impl RedisList {
             }
         };
         match reply {
-            Reply::Nil if index == -1 => Err(PyIndexError::new_err("pop from empty list")),
+            Reply::Nil if index == -1 => Err(PyIndexError::new_err("pop from an empty RedisList")),
             Reply::Nil => Err(PyIndexError::new_err("pop index out of range")),
             reply => decode(py, &reply),
         }
@@ -273,7 +273,9 @@ impl RedisList {
             }
         };
         match reply {
-            Reply::Int(0) => Err(PyValueError::new_err("list.remove(x): x not in list")),
+            Reply::Int(0) => Err(PyValueError::new_err(
+                "RedisList.remove(x): x not in RedisList",
+            )),
             _ => Ok(()),
         }
     }
@@ -314,7 +316,7 @@ impl RedisList {
     }
 
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
-        self.run(py, self.cmd("DEL"))?;
+        self.run(py, self.cmd("UNLINK"))?;
         Ok(())
     }
 
