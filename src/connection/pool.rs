@@ -9,6 +9,7 @@ use super::config::Config;
 use super::conn::{Conn, OpenError};
 use super::resp::{Cmd, Reply};
 use super::retry::{RetryPolicy, Stage};
+use super::transport::Transport;
 use crate::errors::CacheError;
 
 const LOG: &str = "madsci_cache_rs";
@@ -173,56 +174,26 @@ impl Client {
             }
         }
     }
+}
 
-    /// One command; a server error becomes `CacheError::Response`.
-    pub fn call(&self, cmd: Cmd, what: Describe<'_>) -> Result<Reply, CacheError> {
-        let reply = self.pipeline(std::slice::from_ref(&cmd), what)?.pop();
-        self.check(reply.unwrap_or(Reply::Nil), what)
-    }
-
-    fn check(&self, reply: Reply, what: Describe<'_>) -> Result<Reply, CacheError> {
-        match reply {
-            Reply::Error(detail) => Err(CacheError::Response {
-                context: self.context(what),
-                detail,
-            }),
-            other => Ok(other),
-        }
-    }
-
-    /// Run a script atomically on the server, in one round trip when the
-    /// server has it cached.
-    pub fn eval(
-        &self,
-        script: &Script,
-        keys: &[&[u8]],
-        args: &[&[u8]],
-        what: Describe<'_>,
-    ) -> Result<Reply, CacheError> {
-        let build = |name: &'static str, body: &[u8]| {
-            let mut cmd = Cmd::new(name);
-            cmd.push(body);
-            cmd.push(keys.len().to_string().as_bytes());
-            keys.iter().chain(args).for_each(|a| cmd.push(a));
-            cmd
-        };
-        let reply = self.pipeline(&[build("EVALSHA", script.sha.as_bytes())], what)?;
-        let reply = reply.into_iter().next().unwrap_or(Reply::Nil);
-        match reply {
-            // NOSCRIPT means the script did not run: sending it is safe.
-            Reply::Error(e) if e.starts_with("NOSCRIPT") => {
-                let reply = self.pipeline(&[build("EVAL", script.src.as_bytes())], what)?;
-                self.check(reply.into_iter().next().unwrap_or(Reply::Nil), what)
-            }
-            other => self.check(other, what),
-        }
+impl Transport for Client {
+    fn pipeline(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
+        Client::pipeline(self, cmds, what)
     }
 
     /// Close the idle connections (idempotent). The client stays usable:
     /// the next command connects again, as redis-py's does.
-    pub fn close(&self) {
+    fn close(&self) {
         let conns = std::mem::take(&mut self.idle.lock().conns);
         drop(conns);
+    }
+
+    fn redacted_url(&self) -> String {
+        self.cfg.redacted_url()
+    }
+
+    fn address(&self) -> String {
+        self.cfg.address()
     }
 }
 

@@ -12,12 +12,12 @@ use super::handler::{describe, PyCacheHandler};
 use super::pydantic::validation_snapshot;
 use super::scripts::{DICT_POP, DICT_POPITEM, DICT_SETDEFAULT};
 use crate::codec::{decode_json_bytes, encode_json};
-use crate::connection::{Client, Cmd, Reply, Script};
+use crate::connection::{Cmd, Reply, Script, Transport};
 use crate::errors::run_detached;
 
 #[pyclass(frozen, mapping, module = "madsci_cache_rs", name = "RedisDict")]
 pub struct RedisDict {
-    client: Arc<Client>,
+    client: Arc<dyn Transport>,
     key: String,
 }
 
@@ -40,7 +40,7 @@ fn pairs_to_dict<'py>(py: Python<'py>, reply: &Reply) -> PyResult<Bound<'py, PyD
 }
 
 impl RedisDict {
-    pub fn with_client(client: Arc<Client>, key: &Bound<'_, PyAny>) -> PyResult<RedisDict> {
+    pub fn with_client(client: Arc<dyn Transport>, key: &Bound<'_, PyAny>) -> PyResult<RedisDict> {
         Ok(RedisDict {
             client,
             key: structure_key(key)?,

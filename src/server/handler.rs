@@ -11,12 +11,12 @@ use super::args::redis_arg;
 use super::dict::RedisDict;
 use super::list::RedisList;
 use crate::connection::config::Addr;
-use crate::connection::{Client, Cmd, Config, Reply, RetryPolicy};
+use crate::connection::{Client, Cmd, Config, Reply, RetryPolicy, Transport};
 use crate::errors::{run_detached, CacheError};
 
 #[pyclass(frozen, module = "madsci_cache_rs", name = "PyCacheHandler")]
 pub struct PyCacheHandler {
-    pub client: Arc<Client>,
+    pub client: Arc<dyn Transport>,
 }
 
 /// `GET "k"`: the Redis key as text, for messages (never a value).
@@ -272,10 +272,10 @@ impl PyCacheHandler {
     /// The server's URL, without the password.
     #[getter]
     fn url(&self) -> String {
-        self.client.config().redacted_url()
+        self.client.redacted_url()
     }
 
     fn __repr__(&self) -> String {
-        format!("PyCacheHandler({:?})", self.client.config().redacted_url())
+        format!("PyCacheHandler({:?})", self.client.redacted_url())
     }
 }

@@ -14,12 +14,12 @@ use super::scripts::{
     LIST_FIND, LIST_INSERT, LIST_POP_AT, LIST_REMOVE_ANY, LIST_REPLACE, TOMBSTONE,
 };
 use crate::codec::{decode_json_bytes, encode_json};
-use crate::connection::{Client, Cmd, Reply, Script};
+use crate::connection::{Cmd, Reply, Script, Transport};
 use crate::errors::run_detached;
 
 #[pyclass(frozen, sequence, module = "madsci_cache_rs", name = "RedisList")]
 pub struct RedisList {
-    client: Arc<Client>,
+    client: Arc<dyn Transport>,
     key: String,
 }
 
@@ -44,7 +44,7 @@ fn index_arg(index: &Bound<'_, PyAny>) -> PyResult<i64> {
 }
 
 impl RedisList {
-    pub fn with_client(client: Arc<Client>, key: &Bound<'_, PyAny>) -> PyResult<RedisList> {
+    pub fn with_client(client: Arc<dyn Transport>, key: &Bound<'_, PyAny>) -> PyResult<RedisList> {
         Ok(RedisList {
             client,
             key: structure_key(key)?,
