@@ -186,6 +186,14 @@ def test_one_round_trip_per_operation(handler, raw, operation, expected):
     assert round_trips(raw, lambda: operation(d)) == expected
 
 
+def test_update_from_another_redis_dict_reads_it_once(handler, raw):
+    src = handler.create_dict("src")
+    src.update({f"k{i}": i for i in range(20)})
+    dst = handler.create_dict("dst")
+    assert round_trips(raw, lambda: dst.update(src)) == {"hgetall": 1, "hset": 1}
+    assert dst.to_dict() == src.to_dict()
+
+
 def test_create_dict_costs_nothing(handler, raw):
     assert round_trips(raw, lambda: [handler.create_dict(f"d{i}") for i in range(50)]) == {}
 

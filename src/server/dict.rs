@@ -217,7 +217,16 @@ impl RedisDict {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
         let merged = PyDict::new(py);
-        merged.call_method("update", args, kwargs)?;
+        // Another RedisDict would be read a key at a time by dict.update
+        // (keys(), then one HGET per key): read it in one HGETALL instead.
+        let args = match args.get_item(0).ok() {
+            Some(first) if args.len() == 1 => match first.cast::<RedisDict>() {
+                Ok(other) => PyTuple::new(py, [other.get().snapshot(py)?])?,
+                Err(_) => args.clone(),
+            },
+            _ => args.clone(),
+        };
+        merged.call_method("update", &args, kwargs)?;
         if merged.is_empty() {
             return Ok(());
         }
