@@ -202,9 +202,11 @@ def test_a_redis_py_client_is_read_for_its_settings(server, raw):
         PyCacheHandler(42)
 
 
-def test_rediss_is_refused_clearly_without_the_password():
-    with pytest.raises(ValueError, match="TLS") as err:
-        PyCacheHandler.from_url("rediss://user:hunter2@127.0.0.1:6380/0")
+def test_rediss_never_shows_the_password():
+    h = PyCacheHandler.from_url(f"rediss://user:hunter2@127.0.0.1:{free_port()}/0")
+    assert "hunter2" not in repr(h) and h.url.startswith("rediss://user@")
+    with pytest.raises(CacheConnectionError) as err:
+        h.get("k")
     assert "hunter2" not in str(err.value)
 
 

@@ -11,6 +11,7 @@ pub mod fork;
 pub mod pool;
 pub mod resp;
 pub mod retry;
+pub mod tls;
 pub mod transport;
 
 pub use config::Config;
