@@ -13,7 +13,8 @@ use super::handler::{describe, PyCacheHandler};
 use super::scripts::{
     LIST_FIND, LIST_INSERT, LIST_POP_AT, LIST_REMOVE_ANY, LIST_REPLACE, TOMBSTONE,
 };
-use crate::codec::{decode_json_bytes, encode_json};
+use super::values::{decode_list, decode_reply};
+use crate::codec::encode_json;
 use crate::connection::{Cmd, Reply, Script, Transport};
 use crate::errors::run_detached;
 
@@ -21,13 +22,6 @@ use crate::errors::run_detached;
 pub struct RedisList {
     client: Arc<dyn Transport>,
     key: String,
-}
-
-fn decode<'py>(py: Python<'py>, reply: &Reply) -> PyResult<Bound<'py, PyAny>> {
-    match reply {
-        Reply::Bulk(b) => decode_json_bytes(py, b),
-        _ => Ok(py.None().into_bound(py)),
-    }
 }
 
 fn index_arg(index: &Bound<'_, PyAny>) -> PyResult<i64> {
@@ -70,13 +64,7 @@ impl RedisList {
 
     /// The whole list, decoded (one LRANGE).
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let list = PyList::empty(py);
-        if let Reply::Array(items) = self.run(py, self.cmd("LRANGE").arg("0").arg("-1"))? {
-            for item in &items {
-                list.append(decode(py, item)?)?;
-            }
-        }
-        Ok(list)
+        decode_list(py, &self.run(py, self.cmd("LRANGE").arg("0").arg("-1"))?)
     }
 
     /// Replace the whole list atomically with `items` (already Python values).
@@ -145,7 +133,7 @@ impl RedisList {
         let i = index_arg(index)?;
         match self.run(py, self.cmd("LINDEX").arg(i.to_string()))? {
             Reply::Nil => Err(PyIndexError::new_err("list index out of range")),
-            reply => decode(py, &reply),
+            reply => decode_reply(py, &reply),
         }
     }
 
@@ -255,7 +243,7 @@ impl RedisList {
         match reply {
             Reply::Nil if index == -1 => Err(PyIndexError::new_err("pop from an empty RedisList")),
             Reply::Nil => Err(PyIndexError::new_err("pop index out of range")),
-            reply => decode(py, &reply),
+            reply => decode_reply(py, &reply),
         }
     }
 

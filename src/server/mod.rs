@@ -7,6 +7,7 @@ pub mod handler;
 pub mod list;
 mod pydantic;
 mod scripts;
+mod values;
 
 use pyo3::prelude::*;
 
