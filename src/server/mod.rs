@@ -5,6 +5,7 @@ mod args;
 pub mod dict;
 pub mod handler;
 pub mod list;
+mod options;
 mod pydantic;
 mod scripts;
 mod values;
