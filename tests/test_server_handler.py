@@ -3,8 +3,10 @@ what `set` accepts (redis-py's rules), errors and passwords."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import pickle
+import socket
 import subprocess
 import time
 
@@ -275,3 +277,28 @@ def test_unix_socket_urls(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_host_that_never_answers_fails_after_one_connect_timeout():
+    """A listener whose backlog is full drops SYNs: connecting hangs. The
+    connect timeout is not multiplied by retries, and it is reported as a
+    connection error (the server is unreachable)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.connect(("127.0.0.1", port))
+        fillers.append(s)
+    try:
+        h = PyCacheHandler.from_settings("127.0.0.1", port, socket_connect_timeout=0.2)
+        with pytest.raises(CacheConnectionError, match=r"after 1 attempt\(s\).*timed out"):
+            h.get("k")
+        assert h.ping() is False
+    finally:
+        for s in [*fillers, listener]:
+            s.close()

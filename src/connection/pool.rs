@@ -123,15 +123,22 @@ impl Client {
                 }
                 Err(OpenError::Io(e)) => {
                     failed += 1;
-                    match self.policy.next_delay(Stage::Connect, failed) {
+                    let stage = match e.kind() {
+                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                            Stage::ConnectTimedOut
+                        }
+                        _ => Stage::Connect,
+                    };
+                    match self.policy.next_delay(stage, failed) {
                         Some(delay) => std::thread::sleep(delay),
                         None => {
                             self.lost.store(true, Ordering::Relaxed);
-                            return Err(io_error(
-                                self.context(what),
-                                &e,
-                                format!("could not connect after {failed} attempt(s)"),
-                            ));
+                            // Even a connect timeout is a connection error:
+                            // "the server is unreachable", not "it is slow".
+                            return Err(CacheError::Connection {
+                                context: self.context(what),
+                                detail: format!("could not connect after {failed} attempt(s): {e}"),
+                            });
                         }
                     }
                 }
