@@ -12,6 +12,7 @@ import time
 
 import pytest
 import redis
+
 from madsci_cache_rs import (
     CacheConnectionError,
     CacheError,
