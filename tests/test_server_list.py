@@ -108,6 +108,23 @@ def test_membership_uses_python_equality(handler, stored, probe):
     assert lst.to_list() == ["pad", "pad"]
 
 
+@pytest.mark.parametrize(
+    ("stored", "probe"),
+    [([1, 2], (1, 2)), ({"1": "a"}, {1: "a"}), ([float("nan")], [float("nan")]), ("x", object())],
+)
+def test_values_no_stored_item_can_equal_are_not_found(handler, raw, stored, probe):
+    lst = handler.create_list("l")
+    lst.append(stored)
+    model = [handler.create_list("l")[0]]  # what pottery compares against: decoded items
+    assert (probe in lst) is (probe in model) is False
+    with pytest.raises(ValueError):
+        lst.remove(probe)
+    with pytest.raises(ValueError):
+        lst.index(probe)
+    assert lst.count(probe) == 0
+    assert raw.llen("l") == 1
+
+
 def test_nan_is_never_found(handler):
     lst = handler.create_list("l")
     lst.append(float("nan"))
