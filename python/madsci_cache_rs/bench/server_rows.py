@@ -30,15 +30,8 @@ def _status_model() -> Any:
     is the reference's dependency, not ours)."""
     import pydantic
 
-    class Status(pydantic.BaseModel):
-        ready: bool = False
-        busy: bool = False
-        paused: bool = False
-        errored: bool = False
-        step: int = 0
-        note: str = ""
-
-    return Status
+    fields = {name: (type(value), value) for name, value in STATUS.items()}
+    return pydantic.create_model("Status", **fields)  # type: ignore[call-overload]
 
 
 def _record(i: int) -> dict[str, object]:
