@@ -39,8 +39,14 @@ def test_sequence_api_matches_list(handler, raw):
     model += [1, 2.0, "x", None, True, {"a": [1]}]
     assert lst.to_list() == model and lst == model
     assert [lst[i] for i in range(-6, 6)] == [model[i] for i in range(-6, 6)]
-    for s in (slice(1, 3), slice(None, None, -1), slice(-200, 2), slice(4, 1), slice(None, 0)):
-        assert lst[s] == model[s]
+    bounds = (None, 0, 1, 2, 5, 6, 100, -1, -2, -6, -7, -100)
+    for start in bounds:
+        for stop in bounds:
+            for step in (None, 1, 2, 3, -1, -2, -5):
+                s = slice(start, stop, step)
+                assert lst[s] == model[s], s
+    with pytest.raises(ValueError, match="zero"):
+        lst[::0]
     with pytest.raises(IndexError):
         lst[6]
     with pytest.raises(IndexError):
@@ -154,6 +160,7 @@ def _filled(handler, n=100):
     lst.remove(1.0)
     lst.pop(1)
     lst.insert(1, {"i": 1, "s": "x" * 10})
+    lst[0:1]
     return lst
 
 
@@ -172,7 +179,8 @@ LAST = {"i": 99, "s": "x" * 10}
         (lambda lst: lst.count(LAST), {"lrange": 1}),
         (lambda lst: len(lst), {"llen": 1}),
         (lambda lst: lst[5], {"lindex": 1}),
-        (lambda lst: lst[5:10], {"lrange": 1}),
+        (lambda lst: lst[5:10], {"evalsha": 1, "llen": 1, "lrange": 1}),
+        (lambda lst: lst[::-7], {"evalsha": 1, "llen": 1, "lrange": 1}),
         (lambda lst: lst.__setitem__(5, 1), {"lset": 1}),
         (lambda lst: lst.append(1), {"rpush": 1}),
         (lambda lst: lst.extend(range(10)), {"rpush": 1}),

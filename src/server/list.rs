@@ -11,7 +11,7 @@ use pyo3::types::{PyList, PySlice};
 use super::args::{equal_encodings, structure_key};
 use super::handler::{describe, PyCacheHandler};
 use super::scripts::{
-    LIST_FIND, LIST_INSERT, LIST_POP_AT, LIST_REMOVE_ANY, LIST_REPLACE, TOMBSTONE,
+    LIST_FIND, LIST_INSERT, LIST_POP_AT, LIST_REMOVE_ANY, LIST_REPLACE, LIST_SLICE, TOMBSTONE,
 };
 use super::values::{decode_list, decode_reply};
 use crate::codec::encode_json;
@@ -122,13 +122,31 @@ impl RedisList {
         }
     }
 
+    /// An int index is one LINDEX; a slice is one script that returns only
+    /// the slice.
     fn __getitem__<'py>(
         &self,
         py: Python<'py>,
         index: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if index.is_instance_of::<PySlice>() {
-            return self.snapshot(py)?.as_any().get_item(index);
+        if let Ok(slice) = index.cast::<PySlice>() {
+            let part = |name: &str| -> PyResult<String> {
+                let v = slice.getattr(name)?;
+                Ok(if v.is_none() {
+                    String::new()
+                } else {
+                    index_arg(&v)?.to_string()
+                })
+            };
+            let step = match part("step")?.as_str() {
+                "" => "1".to_owned(),
+                "0" => return Err(PyValueError::new_err("slice step cannot be zero")),
+                s => s.to_owned(),
+            };
+            let (start, stop) = (part("start")?, part("stop")?);
+            let args: [&[u8]; 3] = [start.as_bytes(), stop.as_bytes(), step.as_bytes()];
+            let reply = self.eval(py, &LIST_SLICE, "slice", &args)?;
+            return Ok(decode_list(py, &reply)?.into_any());
         }
         let i = index_arg(index)?;
         match self.run(py, self.cmd("LINDEX").arg(i.to_string()))? {

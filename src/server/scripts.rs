@@ -91,6 +91,41 @@ pub static LIST_REMOVE_ANY: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// `lst[start:stop:step]` with Python's slice rules (ARGV: start, stop,
+/// step; '' for None), server-side, so only the slice travels.
+pub static LIST_SLICE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local n = redis.call('LLEN', KEYS[1])
+         local step = tonumber(ARGV[3])
+         local lower, upper = 0, n
+         if step < 0 then lower, upper = -1, n - 1 end
+         local function bound(v, default)
+           if v == '' then return default end
+           v = tonumber(v)
+           if v < 0 then
+             v = v + n
+             if v < lower then v = lower end
+           elseif v > upper then v = upper end
+           return v
+         end
+         local start, stop
+         if step > 0 then
+           start, stop = bound(ARGV[1], lower), bound(ARGV[2], upper)
+         else
+           start, stop = bound(ARGV[1], upper), bound(ARGV[2], lower)
+         end
+         local out = {}
+         if step > 0 and start < stop then
+           local items = redis.call('LRANGE', KEYS[1], start, stop - 1)
+           for i = 1, #items, step do out[#out + 1] = items[i] end
+         elseif step < 0 and start > stop then
+           local items = redis.call('LRANGE', KEYS[1], stop + 1, start)
+           for i = #items, 1, step do out[#out + 1] = items[i] end
+         end
+         return out",
+    )
+});
+
 /// Replace the whole list with ARGV (slice assignment, `reverse`).
 pub static LIST_REPLACE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
