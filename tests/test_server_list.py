@@ -131,6 +131,60 @@ def test_values_no_stored_item_can_equal_are_not_found(handler, raw, stored, pro
     assert raw.llen("l") == 1
 
 
+SLICES = [
+    slice(start, stop, step)
+    for start in (None, 0, 1, 4, 9, -1, -3, -20)
+    for stop in (None, 0, 2, 5, 20, -1, -4, -20)
+    for step in (None, 1, 2, -1, -3)
+]
+
+
+def test_slice_assignment_and_deletion_match_list(handler, raw):
+    lst = handler.create_list("l")
+    for s in SLICES:
+        base = list(range(8))
+        raw.delete("l")
+        lst.extend(base)
+        model = list(base)
+        try:
+            model[s] = ["a", "b"]
+        except ValueError as exc:
+            with pytest.raises(ValueError, match="extended slice"):
+                lst[s] = ["a", "b"]
+            assert lst.to_list() == base, (s, exc)
+        else:
+            lst[s] = ["a", "b"]
+            assert lst.to_list() == model, s
+        raw.delete("l")
+        lst.extend(base)
+        model = list(base)
+        del model[s]
+        del lst[s]
+        assert lst.to_list() == model, s
+
+
+def test_slice_writes_are_one_script_and_encode_first(handler, raw):
+    lst = handler.create_list("l")
+    lst.extend(range(10))
+    lst[0:1] = [0]  # load the scripts
+    del lst[9:9]
+    lst.reverse()
+    lst.reverse()
+    assert round_trips(raw, lambda: lst.__setitem__(slice(2, 4), "xyz")) == {
+        "evalsha": 1, "llen": 1, "lrange": 2, "del": 1, "rpush": 1,
+    }  # fmt: skip
+    assert round_trips(raw, lambda: lst.__delitem__(slice(None, None, 3))) == {
+        "evalsha": 1, "llen": 1, "lset": 4, "lrem": 1,
+    }  # fmt: skip
+    assert round_trips(raw, lst.reverse) == {"evalsha": 1, "lrange": 1, "del": 1, "rpush": 1}
+    before = raw.lrange("l", 0, -1)
+    with pytest.raises(TypeError):
+        lst[0:2] = [1, object()]
+    with pytest.raises(TypeError, match="iterable"):
+        lst[0:2] = 5
+    assert raw.lrange("l", 0, -1) == before
+
+
 def test_nan_is_never_found(handler):
     lst = handler.create_list("l")
     lst.append(float("nan"))
