@@ -67,10 +67,6 @@ impl Client {
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
     fn context(&self, what: Describe<'_>) -> String {
         format!("{} on {}", what(), self.cfg.address())
     }
@@ -159,7 +155,7 @@ impl Client {
 
     /// Send `cmds` in one write and return their replies; server errors are
     /// returned as `Reply::Error`, not raised.
-    pub fn pipeline(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
+    fn send(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
         let mut conn = self.checkout(what)?;
         match conn.request_many(cmds) {
             Ok(replies) => {
@@ -185,7 +181,7 @@ impl Client {
 
 impl Transport for Client {
     fn pipeline(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
-        Client::pipeline(self, cmds, what)
+        self.send(cmds, what)
     }
 
     /// Close the idle connections (idempotent). The client stays usable:
