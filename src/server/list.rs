@@ -1,6 +1,6 @@
 //! `RedisList`: a Redis list of `encode(item)` (pottery's wire format), one
-//! round trip per operation. Index operations Redis has no command for run
-//! as scripts; slices are cut locally from one LRANGE.
+//! round trip per operation. Index and slice operations Redis has no
+//! command for run as scripts, so they are atomic too.
 
 use std::sync::Arc;
 
