@@ -2,7 +2,7 @@
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyString};
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyMemoryView, PyString};
 
 use crate::codec::float::write_json_float;
 use crate::codec::{decode_json_bytes, encode_json};
@@ -34,10 +34,9 @@ pub fn redis_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     if obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyFloat>() {
         return Ok(obj.repr()?.to_str()?.as_bytes().to_vec());
     }
-    if let Ok(view) = obj.call_method0("tobytes") {
-        if obj.get_type().name()? == "memoryview" {
-            return Ok(view.cast::<PyBytes>()?.as_bytes().to_vec());
-        }
+    if obj.is_instance_of::<PyMemoryView>() {
+        let bytes = obj.call_method0("tobytes")?;
+        return Ok(bytes.cast::<PyBytes>()?.as_bytes().to_vec());
     }
     Err(refused(obj))
 }
