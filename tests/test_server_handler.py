@@ -303,3 +303,27 @@ def test_a_host_that_never_answers_fails_after_one_connect_timeout():
     finally:
         for s in [*fillers, listener]:
             s.close()
+
+
+def test_acl_users_log_in_with_username_and_password(secured):
+    admin = redis.Redis(host=secured.host, port=secured.port, password="hunter2-secret")
+    admin.acl_setuser(
+        "alice", enabled=True, passwords=["+wonderland-9"], keys=["*"], commands=["+@all"]
+    )
+    try:
+        h = PyCacheHandler.from_settings(
+            secured.host, secured.port, password="wonderland-9", username="alice"
+        )
+        h.set("acl", "yes")
+        assert admin.get("acl") == b"yes"
+        url = PyCacheHandler.from_url(f"redis://alice:wonderland-9@{secured.host}:{secured.port}/0")
+        assert url.get("acl") == "yes"
+        assert "wonderland" not in repr(url) and "alice" in repr(url)
+        wrong = PyCacheHandler.from_settings(
+            secured.host, secured.port, password="wonderland-0", username="alice"
+        )
+        with pytest.raises(CacheResponseError) as err:
+            wrong.get("acl")
+        assert "wonderland" not in str(err.value)
+    finally:
+        admin.acl_deluser("alice")
