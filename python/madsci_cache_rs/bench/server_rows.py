@@ -10,13 +10,13 @@ round trip); times are taken directly, without the proxy.
 from __future__ import annotations
 
 import socket
-import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
 from madsci_cache_rs import PyCacheHandler
+from madsci_cache_rs.bench.roundtrips import WriteCounter
 from madsci_cache_rs.bench.timing import compare
 
 ENTRIES = 100
@@ -36,52 +36,6 @@ def _status_model() -> Any:
 
 def _record(i: int) -> dict[str, object]:
     return {"name": f"node_{i}", "status": {"ready": i % 2 == 0, "step": i}, "tags": ["a", i]}
-
-
-class _WriteCounter:
-    """A loopback proxy that counts what each client writes."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.upstream = (host, port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.writes = 0
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.upstream)
-            for a, b, count in ((client, upstream, True), (upstream, client, False)):
-                threading.Thread(target=self._pump, args=(a, b, count), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, count: bool) -> None:
-        try:
-            while data := src.recv(1 << 20):
-                if count:
-                    with self._lock:
-                        self.writes += 1
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                s.close()
-
-    def count(self, op: Callable[[], object]) -> int:
-        op()  # warm: connections open, scripts loaded
-        with self._lock:
-            self.writes = 0
-        op()
-        with self._lock:
-            return self.writes
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def _raw_ping(host: str, port: int) -> Callable[[], object]:
@@ -106,7 +60,7 @@ def rows(url: str, repeat: int = 15) -> list[dict[str, object]]:
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
     ours = PyCacheHandler.from_url(url)
     ref = Reference.from_settings(host=host, port=port, password=parsed.password)
-    counter = _WriteCounter(host, port)
+    counter = WriteCounter(host, port)
     ours_counted = PyCacheHandler.from_settings("127.0.0.1", counter.port)
     ref_counted = Reference.from_settings(host="127.0.0.1", port=counter.port)
     raw_ping = _raw_ping(host, port)
