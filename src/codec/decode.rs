@@ -15,6 +15,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyString, PyType};
 
+use super::encode::new_ascii_str;
 use super::text::push_wtf8;
 
 const MAX_DEPTH: usize = 10_000;
@@ -452,20 +453,7 @@ impl<'a, 'py> Parser<'a, 'py> {
 
     fn make_str(&self, bytes: &[u8], wtf8: bool) -> Result<Bound<'py, PyString>, Failure> {
         if bytes.is_ascii() {
-            // SAFETY: a new compact ASCII str of the right length, filled
-            // before anyone else can see it.
-            return unsafe {
-                let s = Bound::from_owned_ptr_or_err(
-                    self.py,
-                    ffi::PyUnicode_New(bytes.len() as ffi::Py_ssize_t, 127),
-                )?;
-                std::ptr::copy_nonoverlapping(
-                    bytes.as_ptr(),
-                    ffi::PyUnicode_DATA(s.as_ptr()) as *mut u8,
-                    bytes.len(),
-                );
-                Ok(s.cast_into_unchecked::<PyString>())
-            };
+            return Ok(new_ascii_str(self.py, bytes)?);
         }
         let errors: &CStr = if wtf8 { c"surrogatepass" } else { c"strict" };
         // SAFETY: `bytes` is UTF-8 (or WTF-8 with `surrogatepass`); the call

@@ -33,12 +33,18 @@ pub fn encode_json(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 /// Encode `obj` and return the text as a Python `str`.
 pub fn encode_json_str<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
     let bytes = encode_json(obj)?;
-    debug_assert!(bytes.is_ascii());
+    new_ascii_str(obj.py(), &bytes)
+}
+
+/// A new `str` holding `bytes`, which must be ASCII: one copy into a compact
+/// ASCII string, without UTF-8 decoding.
+pub(crate) fn new_ascii_str<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    assert!(bytes.is_ascii(), "new_ascii_str takes ASCII only");
     // SAFETY: a new compact ASCII str of exactly `bytes.len()` code points,
-    // filled before anyone else can see it; the encoder writes ASCII only.
+    // filled before anyone else can see it.
     unsafe {
         let s = Bound::from_owned_ptr_or_err(
-            obj.py(),
+            py,
             ffi::PyUnicode_New(bytes.len() as ffi::Py_ssize_t, 127),
         )?;
         std::ptr::copy_nonoverlapping(

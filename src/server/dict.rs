@@ -7,53 +7,33 @@ use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
-use super::args::structure_key;
-use super::handler::{describe, PyCacheHandler};
+use super::handler::PyCacheHandler;
+use super::keyed::Keyed;
 use super::pydantic::validation_snapshot;
 use super::scripts::{DICT_POP, DICT_POPITEM, DICT_SETDEFAULT};
 use super::values::{decode_list, decode_pairs, decode_reply};
 use crate::codec::encode_json;
-use crate::connection::{Cmd, Reply, Script, Transport};
-use crate::errors::run_detached;
+use crate::connection::{Cmd, Reply, Transport};
 
 /// A dict kept in a Redis hash, byte-compatible with pottery's `RedisDict`.
 #[pyclass(frozen, mapping, module = "madsci_cache_rs", name = "RedisDict")]
 pub struct RedisDict {
-    client: Arc<dyn Transport>,
-    key: String,
+    target: Keyed,
 }
 
 impl RedisDict {
     pub fn with_client(client: Arc<dyn Transport>, key: &Bound<'_, PyAny>) -> PyResult<RedisDict> {
         Ok(RedisDict {
-            client,
-            key: structure_key(key)?,
+            target: Keyed::new(client, key)?,
         })
-    }
-
-    fn run(&self, py: Python<'_>, cmd: Cmd) -> PyResult<Reply> {
-        let (client, key) = (&self.client, self.key.as_bytes());
-        let op = cmd.name();
-        run_detached(py, || client.call(cmd, &|| describe(op, key)))
-    }
-
-    fn eval(&self, py: Python<'_>, script: &Script, op: &str, args: &[&[u8]]) -> PyResult<Reply> {
-        let (client, key) = (&self.client, self.key.as_bytes());
-        run_detached(py, || {
-            client.eval(script, &[key], args, &|| describe(op, key))
-        })
-    }
-
-    fn cmd(&self, name: &'static str) -> Cmd {
-        Cmd::new(name).arg(self.key.as_bytes())
     }
 
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        decode_pairs(py, &self.run(py, self.cmd("HGETALL"))?)
+        decode_pairs(py, &self.target.run(py, self.target.cmd("HGETALL"))?)
     }
 
     fn decoded_list<'py>(&self, py: Python<'py>, cmd: Cmd) -> PyResult<Bound<'py, PyList>> {
-        decode_list(py, &self.run(py, cmd)?)
+        decode_list(py, &self.target.run(py, cmd)?)
     }
 }
 
@@ -73,7 +53,7 @@ impl RedisDict {
 
     #[getter]
     fn key(&self) -> &str {
-        &self.key
+        self.target.key()
     }
 
     fn __getitem__<'py>(
@@ -82,7 +62,7 @@ impl RedisDict {
         k: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let field = encode_json(k)?;
-        match self.run(py, self.cmd("HGET").arg(field))? {
+        match self.target.run(py, self.target.cmd("HGET").arg(field))? {
             Reply::Nil => Err(PyKeyError::new_err(k.clone().unbind())),
             reply => decode_reply(py, &reply),
         }
@@ -95,13 +75,14 @@ impl RedisDict {
         v: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let (field, value) = (encode_json(k)?, encode_json(v)?);
-        self.run(py, self.cmd("HSET").arg(field).arg(value))?;
+        self.target
+            .run(py, self.target.cmd("HSET").arg(field).arg(value))?;
         Ok(())
     }
 
     fn __delitem__(&self, py: Python<'_>, k: &Bound<'_, PyAny>) -> PyResult<()> {
         let field = encode_json(k)?;
-        match self.run(py, self.cmd("HDEL").arg(field))? {
+        match self.target.run(py, self.target.cmd("HDEL").arg(field))? {
             Reply::Int(0) => Err(PyKeyError::new_err(k.clone().unbind())),
             _ => Ok(()),
         }
@@ -115,11 +96,11 @@ impl RedisDict {
             Err(e) if e.is_instance_of::<PyTypeError>(py) => return Ok(false),
             Err(e) => return Err(e),
         };
-        Ok(self.run(py, self.cmd("HEXISTS").arg(field))? == Reply::Int(1))
+        Ok(self.target.run(py, self.target.cmd("HEXISTS").arg(field))? == Reply::Int(1))
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
-        match self.run(py, self.cmd("HLEN"))? {
+        match self.target.run(py, self.target.cmd("HLEN"))? {
             Reply::Int(n) => Ok(n as usize),
             _ => Ok(0),
         }
@@ -127,7 +108,7 @@ impl RedisDict {
 
     /// Iterates a snapshot of the keys (one HKEYS).
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.decoded_list(py, self.cmd("HKEYS"))?
+        self.decoded_list(py, self.target.cmd("HKEYS"))?
             .try_iter()
             .map(|i| i.into_any())
     }
@@ -148,7 +129,7 @@ impl RedisDict {
             });
         }
         let field = encode_json(k)?;
-        match this.run(py, this.cmd("HGET").arg(field))? {
+        match this.target.run(py, this.target.cmd("HGET").arg(field))? {
             Reply::Nil => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
             reply => decode_reply(py, &reply),
         }
@@ -162,7 +143,7 @@ impl RedisDict {
     /// Views of a snapshot (one round trip each), not live views: a live
     /// view would cost a round trip per element.
     fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let keys = self.decoded_list(py, self.cmd("HKEYS"))?;
+        let keys = self.decoded_list(py, self.target.cmd("HKEYS"))?;
         let dict = PyDict::new(py);
         for k in keys.iter() {
             dict.set_item(k, py.None())?;
@@ -208,17 +189,17 @@ impl RedisDict {
         if merged.is_empty() {
             return Ok(());
         }
-        let mut cmd = self.cmd("HSET");
+        let mut cmd = self.target.cmd("HSET");
         for (k, v) in merged.iter() {
             cmd.push(&encode_json(&k)?);
             cmd.push(&encode_json(&v)?);
         }
-        self.run(py, cmd)?;
+        self.target.run(py, cmd)?;
         Ok(())
     }
 
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
-        self.run(py, self.cmd("UNLINK"))?;
+        self.target.run(py, self.target.cmd("UNLINK"))?;
         Ok(())
     }
 
@@ -236,7 +217,7 @@ impl RedisDict {
             )));
         }
         let field = encode_json(k)?;
-        match self.eval(py, &DICT_POP, "HGET+HDEL", &[&field])? {
+        match self.target.eval(py, &DICT_POP, "HGET+HDEL", &[&field])? {
             Reply::Nil => match default.get_item(0) {
                 Ok(d) => Ok(d),
                 Err(_) => Err(PyKeyError::new_err(k.clone().unbind())),
@@ -246,7 +227,7 @@ impl RedisDict {
     }
 
     fn popitem<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        match self.eval(py, &DICT_POPITEM, "popitem", &[])? {
+        match self.target.eval(py, &DICT_POPITEM, "popitem", &[])? {
             reply @ (Reply::Bulks { .. } | Reply::Array(_)) => {
                 let pair = decode_list(py, &reply)?;
                 PyTuple::new(py, pair)
@@ -264,7 +245,9 @@ impl RedisDict {
     ) -> PyResult<Bound<'py, PyAny>> {
         let default = default.unwrap_or_else(|| py.None().into_bound(py));
         let (field, value) = (encode_json(k)?, encode_json(&default)?);
-        let reply = self.eval(py, &DICT_SETDEFAULT, "HSETNX+HGET", &[&field, &value])?;
+        let reply = self
+            .target
+            .eval(py, &DICT_SETDEFAULT, "HSETNX+HGET", &[&field, &value])?;
         decode_reply(py, &reply)
     }
 

@@ -8,22 +8,21 @@ use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PySlice};
 
-use super::args::{equal_encodings, structure_key};
-use super::handler::{describe, PyCacheHandler};
+use super::args::equal_encodings;
+use super::handler::PyCacheHandler;
+use super::keyed::Keyed;
 use super::scripts::{
     LIST_FIND, LIST_INSERT, LIST_POP_AT, LIST_REMOVE_ANY, LIST_REVERSE, LIST_SLICE, LIST_SLICE_DEL,
     LIST_SLICE_SET, TOMBSTONE,
 };
 use super::values::{decode_list, decode_reply};
 use crate::codec::encode_json;
-use crate::connection::{Cmd, Reply, Script, Transport};
-use crate::errors::run_detached;
+use crate::connection::{Reply, Transport};
 
 /// A list kept in a Redis list, byte-compatible with pottery's `RedisList`.
 #[pyclass(frozen, sequence, module = "madsci_cache_rs", name = "RedisList")]
 pub struct RedisList {
-    client: Arc<dyn Transport>,
-    key: String,
+    target: Keyed,
 }
 
 fn index_arg(index: &Bound<'_, PyAny>) -> PyResult<i64> {
@@ -66,31 +65,18 @@ fn is_out_of_range(e: &PyErr) -> bool {
 impl RedisList {
     pub fn with_client(client: Arc<dyn Transport>, key: &Bound<'_, PyAny>) -> PyResult<RedisList> {
         Ok(RedisList {
-            client,
-            key: structure_key(key)?,
+            target: Keyed::new(client, key)?,
         })
-    }
-
-    fn run(&self, py: Python<'_>, cmd: Cmd) -> PyResult<Reply> {
-        let (client, key) = (&self.client, self.key.as_bytes());
-        let op = cmd.name();
-        run_detached(py, || client.call(cmd, &|| describe(op, key)))
-    }
-
-    fn eval(&self, py: Python<'_>, script: &Script, op: &str, args: &[&[u8]]) -> PyResult<Reply> {
-        let (client, key) = (&self.client, self.key.as_bytes());
-        run_detached(py, || {
-            client.eval(script, &[key], args, &|| describe(op, key))
-        })
-    }
-
-    fn cmd(&self, name: &'static str) -> Cmd {
-        Cmd::new(name).arg(self.key.as_bytes())
     }
 
     /// The whole list, decoded (one LRANGE).
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        decode_list(py, &self.run(py, self.cmd("LRANGE").arg("0").arg("-1"))?)
+        decode_list(
+            py,
+            &self
+                .target
+                .run(py, self.target.cmd("LRANGE").arg("0").arg("-1"))?,
+        )
     }
 
     /// First index of an element equal to `value`, one call.
@@ -98,10 +84,10 @@ impl RedisList {
         let alternatives = equal_encodings(value)?;
         let reply = match alternatives.as_slice() {
             [] => return Ok(None),
-            [only] => self.run(py, self.cmd("LPOS").arg(only))?,
+            [only] => self.target.run(py, self.target.cmd("LPOS").arg(only))?,
             many => {
                 let args: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
-                self.eval(py, &LIST_FIND, "LPOS", &args)?
+                self.target.eval(py, &LIST_FIND, "LPOS", &args)?
             }
         };
         Ok(match reply {
@@ -127,11 +113,11 @@ impl RedisList {
 
     #[getter]
     fn key(&self) -> &str {
-        &self.key
+        self.target.key()
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
-        match self.run(py, self.cmd("LLEN"))? {
+        match self.target.run(py, self.target.cmd("LLEN"))? {
             Reply::Int(n) => Ok(n as usize),
             _ => Ok(0),
         }
@@ -147,11 +133,14 @@ impl RedisList {
         if let Ok(slice) = index.cast::<PySlice>() {
             let [start, stop, step] = slice_args(slice)?;
             let args = [start.as_bytes(), stop.as_bytes(), step.as_bytes()];
-            let reply = self.eval(py, &LIST_SLICE, "slice", &args)?;
+            let reply = self.target.eval(py, &LIST_SLICE, "slice", &args)?;
             return Ok(decode_list(py, &reply)?.into_any());
         }
         let i = index_arg(index)?;
-        match self.run(py, self.cmd("LINDEX").arg(i.to_string()))? {
+        match self
+            .target
+            .run(py, self.target.cmd("LINDEX").arg(i.to_string()))?
+        {
             Reply::Nil => Err(PyIndexError::new_err("list index out of range")),
             reply => decode_reply(py, &reply),
         }
@@ -174,7 +163,10 @@ impl RedisList {
                 .collect::<PyResult<Vec<_>>>()?;
             let mut args = vec![start.as_bytes(), stop.as_bytes(), step.as_bytes()];
             args.extend(values.iter().map(Vec::as_slice));
-            return match self.eval(py, &LIST_SLICE_SET, "slice assignment", &args) {
+            return match self
+                .target
+                .eval(py, &LIST_SLICE_SET, "slice assignment", &args)
+            {
                 Err(e) if e.to_string().contains("SLICE attempt") => {
                     let text = e.to_string();
                     let detail = &text[text.find("attempt").unwrap_or(0)..];
@@ -185,7 +177,10 @@ impl RedisList {
         }
         let i = index_arg(index)?;
         let encoded = encode_json(value)?;
-        match self.run(py, self.cmd("LSET").arg(i.to_string()).arg(encoded)) {
+        match self
+            .target
+            .run(py, self.target.cmd("LSET").arg(i.to_string()).arg(encoded))
+        {
             Err(e) if is_out_of_range(&e) => {
                 Err(PyIndexError::new_err("list assignment index out of range"))
             }
@@ -202,11 +197,15 @@ impl RedisList {
                 step.as_bytes(),
                 TOMBSTONE,
             ];
-            self.eval(py, &LIST_SLICE_DEL, "slice deletion", &args)?;
+            self.target
+                .eval(py, &LIST_SLICE_DEL, "slice deletion", &args)?;
             return Ok(());
         }
         let i = index_arg(index)?.to_string();
-        match self.eval(py, &LIST_POP_AT, "delete", &[i.as_bytes(), TOMBSTONE])? {
+        match self
+            .target
+            .eval(py, &LIST_POP_AT, "delete", &[i.as_bytes(), TOMBSTONE])?
+        {
             Reply::Nil => Err(PyIndexError::new_err("list assignment index out of range")),
             _ => Ok(()),
         }
@@ -229,20 +228,20 @@ impl RedisList {
 
     fn append(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let encoded = encode_json(value)?;
-        self.run(py, self.cmd("RPUSH").arg(encoded))?;
+        self.target.run(py, self.target.cmd("RPUSH").arg(encoded))?;
         Ok(())
     }
 
     /// One RPUSH; every item is encoded first, so a bad one writes nothing.
     fn extend(&self, py: Python<'_>, values: &Bound<'_, PyAny>) -> PyResult<()> {
-        let mut cmd = self.cmd("RPUSH");
+        let mut cmd = self.target.cmd("RPUSH");
         let mut any = false;
         for v in values.try_iter()? {
             cmd.push(&encode_json(&v?)?);
             any = true;
         }
         if any {
-            self.run(py, cmd)?;
+            self.target.run(py, cmd)?;
         }
         Ok(())
     }
@@ -260,7 +259,7 @@ impl RedisList {
     ) -> PyResult<()> {
         let i = index_arg(index)?.to_string();
         let encoded = encode_json(value)?;
-        self.eval(
+        self.target.eval(
             py,
             &LIST_INSERT,
             "insert",
@@ -272,11 +271,12 @@ impl RedisList {
     #[pyo3(signature = (index=-1), text_signature = "(self, index=-1)")]
     fn pop<'py>(&self, py: Python<'py>, index: i64) -> PyResult<Bound<'py, PyAny>> {
         let reply = match index {
-            -1 => self.run(py, self.cmd("RPOP"))?,
-            0 => self.run(py, self.cmd("LPOP"))?,
+            -1 => self.target.run(py, self.target.cmd("RPOP"))?,
+            0 => self.target.run(py, self.target.cmd("LPOP"))?,
             i => {
                 let i = i.to_string();
-                self.eval(py, &LIST_POP_AT, "pop", &[i.as_bytes(), TOMBSTONE])?
+                self.target
+                    .eval(py, &LIST_POP_AT, "pop", &[i.as_bytes(), TOMBSTONE])?
             }
         };
         match reply {
@@ -292,11 +292,13 @@ impl RedisList {
         let alternatives = equal_encodings(value)?;
         let reply = match alternatives.as_slice() {
             [] => Reply::Int(0),
-            [only] => self.run(py, self.cmd("LREM").arg("1").arg(only))?,
+            [only] => self
+                .target
+                .run(py, self.target.cmd("LREM").arg("1").arg(only))?,
             many => {
                 let mut args: Vec<&[u8]> = vec![TOMBSTONE];
                 args.extend(many.iter().map(Vec::as_slice));
-                self.eval(py, &LIST_REMOVE_ANY, "LREM", &args)?
+                self.target.eval(py, &LIST_REMOVE_ANY, "LREM", &args)?
             }
         };
         match reply {
@@ -343,13 +345,13 @@ impl RedisList {
     }
 
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
-        self.run(py, self.cmd("UNLINK"))?;
+        self.target.run(py, self.target.cmd("UNLINK"))?;
         Ok(())
     }
 
     /// One script, atomic.
     fn reverse(&self, py: Python<'_>) -> PyResult<()> {
-        self.eval(py, &LIST_REVERSE, "reverse", &[])?;
+        self.target.eval(py, &LIST_REVERSE, "reverse", &[])?;
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 mod args;
 pub mod dict;
 pub mod handler;
+mod keyed;
 pub mod list;
 mod options;
 mod pydantic;
