@@ -2,6 +2,8 @@
 
 pub mod codec;
 pub mod errors;
+pub mod inmemory;
+pub mod lease;
 
 use pyo3::prelude::*;
 
@@ -11,5 +13,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(codec::py_encode_json, m)?)?;
     m.add_function(wrap_pyfunction!(codec::py_decode_json, m)?)?;
     errors::register(m)?;
+    inmemory::register(m)?;
     Ok(())
 }
