@@ -2,7 +2,12 @@
 
 The JSON codec (``encode_json``/``decode_json``) is ``json.dumps(obj,
 sort_keys=True)``/``json.loads`` byte for byte: the wire format pottery uses.
+``InMemoryCacheHandler`` and the ``InMemory*`` classes reimplement madsci's;
+``InMemoryCacheHandler(strict=True)`` behaves like a server. ``install()``
+swaps them into madsci's modules; ``uninstall()`` restores madsci's.
 """
+
+from collections.abc import MutableMapping, MutableSequence
 
 from madsci_cache_rs._native import (
     CacheConnectionError,
@@ -10,26 +15,57 @@ from madsci_cache_rs._native import (
     CacheResponseError,
     CacheTimeoutError,
     ExtendUnlockedLock,
+    InMemoryCacheHandler,
+    InMemoryRedisClient,
+    InMemoryRedisDict,
+    InMemoryRedisList,
+    InMemoryRedlock,
     PrimitiveError,
     QuorumNotAchieved,
     ReleaseUnlockedLock,
+    StrictRedisDict,
+    StrictRedisList,
+    StrictRedlock,
     TooManyExtensions,
     __version__,
+    clear_all_registries,
     decode_json,
     encode_json,
 )
 
+for _mapping in (InMemoryRedisDict, StrictRedisDict):
+    MutableMapping.register(_mapping)
+for _sequence in (InMemoryRedisList, StrictRedisList):
+    MutableSequence.register(_sequence)
+
+from madsci_cache_rs._install import hook_madsci, install, uninstall  # noqa: E402
+from madsci_cache_rs.cache_handler import CacheHandler  # noqa: E402
+
+hook_madsci()
+
 __all__ = [
     "CacheConnectionError",
     "CacheError",
+    "CacheHandler",
     "CacheResponseError",
     "CacheTimeoutError",
     "ExtendUnlockedLock",
+    "InMemoryCacheHandler",
+    "InMemoryRedisClient",
+    "InMemoryRedisDict",
+    "InMemoryRedisList",
+    "InMemoryRedlock",
     "PrimitiveError",
     "QuorumNotAchieved",
     "ReleaseUnlockedLock",
+    "StrictRedisDict",
+    "StrictRedisList",
+    "StrictRedlock",
     "TooManyExtensions",
     "__version__",
+    "clear_all_registries",
     "decode_json",
     "encode_json",
+    "install",
+    "uninstall",
 ]
