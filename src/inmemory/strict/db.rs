@@ -1,0 +1,307 @@
+//! The strict keyspace and its server-like string commands.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyString};
+
+use crate::errors::CacheError;
+use crate::inmemory::lock_detached;
+use crate::lease::Lease;
+
+/// A hash that iterates in insertion order, as a small Redis hash does.
+#[derive(Default, Clone)]
+pub struct Hash {
+    next: u64,
+    fields: HashMap<String, (u64, String)>,
+}
+
+impl Hash {
+    pub fn get(&self, field: &str) -> Option<&String> {
+        self.fields.get(field).map(|(_, v)| v)
+    }
+
+    /// Overwriting keeps the field's place; a new field goes last.
+    pub fn insert(&mut self, field: String, value: String) {
+        match self.fields.get_mut(&field) {
+            Some(slot) => slot.1 = value,
+            None => {
+                self.next += 1;
+                self.fields.insert(field, (self.next, value));
+            }
+        }
+    }
+
+    pub fn remove(&mut self, field: &str) -> Option<String> {
+        self.fields.remove(field).map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// Fields and values in insertion order.
+    pub fn entries(&self) -> Vec<(&String, &String)> {
+        let mut all: Vec<_> = self.fields.iter().map(|(k, (n, v))| (*n, k, v)).collect();
+        all.sort_unstable_by_key(|(n, _, _)| *n);
+        all.into_iter().map(|(_, k, v)| (k, v)).collect()
+    }
+}
+
+pub enum Slot {
+    Str(Vec<u8>),
+    Hash(Hash),
+    List(Vec<String>),
+    Lease(Lease),
+}
+
+#[derive(Default)]
+pub struct Keyspace {
+    pub map: HashMap<Vec<u8>, Slot>,
+    /// Bumped by every write, so optimistic readers can tell nothing changed.
+    pub version: u64,
+}
+
+impl Keyspace {
+    /// The slot at `key`, with expired leases treated as absent (and removed).
+    pub fn live(&mut self, key: &[u8], now: Instant) -> Option<&mut Slot> {
+        if matches!(self.map.get(key), Some(Slot::Lease(l)) if !l.live(now)) {
+            self.map.remove(key);
+        }
+        self.map.get_mut(key)
+    }
+}
+
+#[derive(Default)]
+pub struct StrictDb {
+    state: Mutex<Keyspace>,
+    /// Signalled whenever a lease is released or removed.
+    pub(crate) freed: Condvar,
+}
+
+pub fn wrong_type(key: &[u8]) -> CacheError {
+    CacheError::Response {
+        context: format!("key {:?}", String::from_utf8_lossy(key)),
+        detail: "WRONGTYPE Operation against a key holding the wrong kind of value".into(),
+    }
+}
+
+fn not_integer(key: &[u8]) -> CacheError {
+    CacheError::Response {
+        context: format!("INCRBY {:?}", String::from_utf8_lossy(key)),
+        detail: "ERR value is not an integer or out of range".into(),
+    }
+}
+
+/// Redis's integer syntax (`string2ll`): optional `-`, no `+`, no spaces, no
+/// leading zeros, within i64.
+pub fn redis_int(text: &[u8]) -> Option<i64> {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    let valid = match digits {
+        [] => false,
+        [b'0'] => text.len() == 1,
+        [first, ..] => *first != b'0' && digits.iter().all(u8::is_ascii_digit) && text.len() <= 20,
+    };
+    if !valid {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+/// What redis-py's encoder accepts as a key or a `set` value, as the same
+/// bytes: bytes-likes as they are, `str` as UTF-8, `int`/`float` as their
+/// `repr`. `bool`, `None` and the rest are refused with redis-py's message.
+pub fn redis_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(s.encode_utf8()?.as_bytes().to_vec());
+    }
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    if let Ok(b) = obj.cast::<PyByteArray>() {
+        return Ok(b.to_vec());
+    }
+    if !obj.is_instance_of::<PyBool>()
+        && (obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyFloat>())
+    {
+        return Ok(obj.repr()?.to_str()?.as_bytes().to_vec());
+    }
+    let name = obj.get_type().name()?;
+    Err(PyTypeError::new_err(format!(
+        "Invalid input of type: '{name}'. Convert to a bytes, string, int or float first."
+    )))
+}
+
+impl StrictDb {
+    pub fn lock<'a>(&'a self, py: Python<'_>) -> MutexGuard<'a, Keyspace> {
+        lock_detached(py, &self.state)
+    }
+
+    /// Wait (GIL released) until `ready` returns `Some`, or `deadline` passes.
+    /// `ready` also says how long the current holder's lease has left, so a
+    /// waiter wakes when a lease expires even if nobody releases it.
+    pub fn wait_for<T: Send>(
+        &self,
+        py: Python<'_>,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut(&mut Keyspace, Instant) -> Result<T, Option<Instant>> + Send,
+    ) -> Option<T> {
+        py.detach(|| {
+            let mut state = self.state.lock();
+            loop {
+                let now = Instant::now();
+                let expiry = match ready(&mut state, now) {
+                    Ok(done) => return Some(done),
+                    Err(expiry) => expiry,
+                };
+                if deadline.is_some_and(|d| now >= d) {
+                    return None;
+                }
+                let wake = match (deadline, expiry) {
+                    (Some(d), Some(e)) => Some(d.min(e)),
+                    (d, e) => d.or(e),
+                };
+                match wake {
+                    Some(at) => {
+                        self.freed.wait_until(&mut state, at);
+                    }
+                    None => self.freed.wait(&mut state),
+                }
+            }
+        })
+    }
+
+    pub fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let key = redis_arg(key)?;
+        let value = {
+            let mut state = self.lock(py);
+            match state.live(&key, Instant::now()) {
+                None => return Ok(py.None().into_bound(py)),
+                Some(Slot::Str(v)) => v.clone(),
+                Some(Slot::Lease(l)) => l.token.clone().into_bytes(),
+                Some(_) => return Err(wrong_type(&key).into()),
+            }
+        };
+        // decode_responses=True: UTF-8, strictly (redis-py raises on bad bytes).
+        match std::str::from_utf8(&value) {
+            Ok(text) => Ok(PyString::new(py, text).into_any()),
+            Err(_) => PyBytes::new(py, &value).call_method1("decode", ("utf-8",)),
+        }
+    }
+
+    pub fn set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let key = redis_arg(key)?;
+        let value = redis_arg(value)?;
+        let old = {
+            let mut state = self.lock(py);
+            state.version += 1;
+            state.map.insert(key, Slot::Str(value))
+        };
+        if matches!(old, Some(Slot::Lease(_))) {
+            self.freed.notify_all();
+        }
+        Ok(())
+    }
+
+    pub fn incr<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        amount: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let key = redis_arg(key)?;
+        let amount = redis_arg(amount)?;
+        let Some(step) = redis_int(&amount) else {
+            return Err(not_integer(&key).into());
+        };
+        let mut state = self.lock(py);
+        let now = Instant::now();
+        let base = match state.live(&key, now) {
+            None => 0,
+            Some(Slot::Str(v)) => redis_int(v).ok_or_else(|| not_integer(&key))?,
+            Some(Slot::Lease(l)) => {
+                redis_int(l.token.as_bytes()).ok_or_else(|| not_integer(&key))?
+            }
+            Some(_) => return Err(wrong_type(&key).into()),
+        };
+        let Some(sum) = base.checked_add(step) else {
+            return Err(CacheError::Response {
+                context: format!("INCRBY {:?}", String::from_utf8_lossy(&key)),
+                detail: "ERR increment or decrement would overflow".into(),
+            }
+            .into());
+        };
+        state.version += 1;
+        state
+            .map
+            .insert(key, Slot::Str(sum.to_string().into_bytes()));
+        drop(state);
+        Ok(PyInt::new(py, sum).into_any())
+    }
+}
+
+/// Deadline for a wait of `d` from now (`None` = forever).
+pub fn deadline_after(d: Option<Duration>) -> Option<Instant> {
+    d.map(|d| {
+        Instant::now()
+            .checked_add(d)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{redis_int, Hash};
+
+    #[test]
+    fn integers_parse_as_redis_parses_them() {
+        assert_eq!(redis_int(b"0"), Some(0));
+        assert_eq!(redis_int(b"-12"), Some(-12));
+        assert_eq!(redis_int(b"9223372036854775807"), Some(i64::MAX));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"-0",
+            b"01",
+            b"+1",
+            b" 1",
+            b"1_0",
+            b"1.0",
+            b"9223372036854775808",
+        ] {
+            assert_eq!(redis_int(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn hash_keeps_insertion_order_and_overwrites_in_place() {
+        let mut h = Hash::default();
+        h.insert("a".into(), "1".into());
+        h.insert("b".into(), "2".into());
+        h.insert("a".into(), "3".into());
+        h.remove("b");
+        h.insert("b".into(), "4".into());
+        let got: Vec<_> = h
+            .entries()
+            .into_iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(got, [("a".into(), "3".into()), ("b".into(), "4".into())]);
+    }
+}

@@ -1,0 +1,202 @@
+//! The strict lock: pottery's `Redlock` rules (`crate::lease`) on a lease
+//! kept in the strict keyspace at `redlock:<key>`.
+//!
+//! Not reentrant: acquiring again while holding draws a new token and waits
+//! for the old lease like any other contender (pottery's behaviour). Waiters
+//! park with the GIL released and wake on release or on lease expiry.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use pyo3::IntoPyObjectExt;
+
+use super::db::{deadline_after, Keyspace, Slot, StrictDb};
+use crate::lease::{
+    acquire_slot, extend_slot, release_slot, remaining_in_slot, Lease, LockLease, Wait,
+    DEFAULT_NUM_EXTENSIONS,
+};
+
+#[pyclass(frozen, module = "madsci_cache_rs._native")]
+pub struct StrictRedlock {
+    db: Arc<StrictDb>,
+    store_key: Vec<u8>,
+    lease: Mutex<LockLease>,
+}
+
+/// The lease at `key` as an `Option<Lease>` slot, run `f` on it, write it back.
+/// A key of another type counts as held by someone else (`SET NX` fails).
+fn with_slot<T>(
+    state: &mut Keyspace,
+    key: &[u8],
+    now: Instant,
+    f: impl FnOnce(&mut Option<Lease>) -> T,
+    foreign: T,
+) -> T {
+    let mut slot = match state.live(key, now) {
+        None => None,
+        Some(Slot::Lease(l)) => Some(l.clone()),
+        Some(_) => return foreign,
+    };
+    let out = f(&mut slot);
+    match slot {
+        Some(l) => state.map.insert(key.to_vec(), Slot::Lease(l)),
+        None => state.map.remove(key),
+    };
+    out
+}
+
+impl StrictRedlock {
+    pub fn build(db: Arc<StrictDb>, key: &str, auto_release_time: f64) -> PyResult<Self> {
+        let lease = LockLease::new(key, auto_release_time, DEFAULT_NUM_EXTENSIONS)?;
+        Ok(Self {
+            db,
+            store_key: lease.store_key().into_bytes(),
+            lease: Mutex::new(lease),
+        })
+    }
+
+    fn acquire_with(&self, py: Python<'_>, wait: Wait) -> PyResult<bool> {
+        let (token, ttl) = {
+            let mut lease = self.lease.lock();
+            (lease.start_attempt(), lease.auto_release())
+        };
+        let key = self.store_key.clone();
+        let try_take = move |state: &mut Keyspace, now: Instant| -> Result<(), Option<Instant>> {
+            let taken = with_slot(
+                state,
+                &key,
+                now,
+                |slot| acquire_slot(slot, &token, ttl, now),
+                false,
+            );
+            if taken {
+                state.version += 1;
+                return Ok(());
+            }
+            // Wake when the holder's lease runs out, if nobody releases it.
+            match state.map.get(&key) {
+                Some(Slot::Lease(l)) => Err(Some(l.expires)),
+                _ => Err(None),
+            }
+        };
+        let deadline = match wait {
+            Wait::Once => Some(Instant::now()),
+            Wait::Forever => None,
+            Wait::For(d) => deadline_after(Some(d)),
+        };
+        Ok(self.db.wait_for(py, deadline, try_take).is_some())
+    }
+}
+
+#[pymethods]
+impl StrictRedlock {
+    #[pyo3(signature = (*, blocking = true, timeout = -1.0))]
+    fn acquire(&self, py: Python<'_>, blocking: bool, timeout: f64) -> PyResult<bool> {
+        let wait = Wait::from_args(blocking, timeout)?;
+        self.acquire_with(py, wait)
+    }
+
+    fn release(&self, py: Python<'_>) -> PyResult<()> {
+        let lease = self.lease.lock().clone();
+        let removed = match lease.token() {
+            None => false,
+            Some(token) => {
+                let mut state = self.db.lock(py);
+                let now = Instant::now();
+                let removed = with_slot(
+                    &mut state,
+                    &self.store_key,
+                    now,
+                    |slot| release_slot(slot, token, now),
+                    false,
+                );
+                state.version += 1;
+                removed
+            }
+        };
+        if removed {
+            self.db.freed.notify_all();
+        }
+        Ok(lease.released(removed)?)
+    }
+
+    /// Seconds left on our lease (less pottery's drift allowance), `0` if we
+    /// do not hold it.
+    fn locked(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let lease = self.lease.lock().clone();
+        let remaining = lease.token().and_then(|token| {
+            let mut state = self.db.lock(py);
+            let now = Instant::now();
+            with_slot(
+                &mut state,
+                &self.store_key,
+                now,
+                |slot| remaining_in_slot(slot, token, now),
+                None,
+            )
+        });
+        match lease.validity(remaining) {
+            Some(seconds) => seconds.into_py_any(py),
+            None => 0.into_py_any(py),
+        }
+    }
+
+    /// Renew the lease to a full `auto_release_time`, at most
+    /// `num_extensions` times per acquisition.
+    fn extend(&self, py: Python<'_>) -> PyResult<()> {
+        let mut lease = self.lease.lock();
+        lease.check_extend()?;
+        let renewed = match lease.token() {
+            None => false,
+            Some(token) => {
+                let ttl = lease.auto_release();
+                let mut state = self.db.lock(py);
+                let now = Instant::now();
+                with_slot(
+                    &mut state,
+                    &self.store_key,
+                    now,
+                    |slot| extend_slot(slot, token, ttl, now),
+                    false,
+                )
+            }
+        };
+        Ok(lease.extended(renewed)?)
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        if slf.get().acquire_with(slf.py(), Wait::Forever)? {
+            Ok(slf)
+        } else {
+            Err(slf.get().lease.lock().not_acquired().into())
+        }
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: Bound<'_, PyTuple>) -> PyResult<()> {
+        self.release(py)
+    }
+
+    /// pottery's name for the lock's store key: `redlock:<key>`.
+    #[getter]
+    fn key(&self) -> String {
+        String::from_utf8_lossy(&self.store_key).into_owned()
+    }
+
+    #[getter]
+    fn auto_release_time(&self) -> f64 {
+        self.lease.lock().auto_release().as_secs_f64()
+    }
+
+    #[getter]
+    fn num_extensions(&self) -> u32 {
+        self.lease.lock().num_extensions()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<StrictRedlock key={:?}>", self.key())
+    }
+}
