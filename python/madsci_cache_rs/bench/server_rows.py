@@ -1,0 +1,192 @@
+"""Server rows: ours against madsci's PyCacheHandler (redis-py + pottery) on
+the same server, with round trips per operation beside the times.
+
+``rows(url, repeat)`` returns plain dicts whose keys are ``Row``'s fields.
+Round trips are counted as client writes through a loopback proxy (both
+clients wait for each reply before writing again, so one write is one
+round trip); times are taken directly, without the proxy.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import warnings
+from collections.abc import Callable
+from urllib.parse import urlparse
+
+from madsci_cache_rs import PyCacheHandler
+from madsci_cache_rs.bench.timing import compare
+
+ENTRIES = 100
+
+
+def _record(i: int) -> dict[str, object]:
+    return {"name": f"node_{i}", "status": {"ready": i % 2 == 0, "step": i}, "tags": ["a", i]}
+
+
+class _WriteCounter:
+    """A loopback proxy that counts what each client writes."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.writes = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            for a, b, count in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(a, b, count), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, count: bool) -> None:
+        try:
+            while data := src.recv(1 << 20):
+                if count:
+                    with self._lock:
+                        self.writes += 1
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                s.close()
+
+    def count(self, op: Callable[[], object]) -> int:
+        op()  # warm: connections open, scripts loaded
+        with self._lock:
+            self.writes = 0
+        op()
+        with self._lock:
+            return self.writes
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _raw_ping(host: str, port: int) -> Callable[[], object]:
+    """The loopback floor: one PING on a plain socket, no client library."""
+    sock = socket.create_connection((host, port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def ping() -> bytes:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(64)
+
+    return ping
+
+
+def rows(url: str, repeat: int = 15) -> list[dict[str, object]]:
+    from madsci.common.db_handlers.cache_handler import PyCacheHandler as Reference
+
+    warnings.filterwarnings("ignore", module="pottery")
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
+    ours = PyCacheHandler.from_url(url)
+    ref = Reference.from_settings(host=host, port=port, password=parsed.password)
+    counter = _WriteCounter(host, port)
+    ours_counted = PyCacheHandler.from_settings("127.0.0.1", counter.port)
+    ref_counted = Reference.from_settings(host="127.0.0.1", port=counter.port)
+    raw_ping = _raw_ping(host, port)
+
+    ours.set("bench:k", "value")
+    ours.set("bench:n", 0)
+    for h in (ours, ref):
+        d = h.create_dict("bench:dict")
+        d.clear()
+        h.create_list("bench:list").clear()
+    ours.create_dict("bench:dict").update({f"key_{i}": _record(i) for i in range(ENTRIES)})
+    ours.create_list("bench:list").extend(_record(i) for i in range(ENTRIES))
+    last = _record(ENTRIES - 1)
+
+    def absent_remove(lst) -> Callable[[], object]:
+        def op() -> None:
+            try:
+                lst.remove("absent")
+            except ValueError:
+                pass
+
+        return op
+
+    # (group, operation, build op from a handler)
+    cases: list[tuple[str, str, Callable[[object], Callable[[], object]]]] = [
+        ("server", "get", lambda h: lambda: h.get("bench:k")),
+        ("server", "set", lambda h: lambda: h.set("bench:k", "value")),
+        ("server", "incr", lambda h: lambda: h.incr("bench:n")),
+        ("dict", f"to_dict ({ENTRIES} entries)", lambda h: h.create_dict("bench:dict").to_dict),
+        (
+            "dict",
+            f"items ({ENTRIES} entries)",
+            lambda h: lambda: list(h.create_dict("bench:dict").items()),
+        ),
+        (
+            "dict",
+            "update (10 keys)",
+            lambda h: (
+                lambda: h.create_dict("bench:dict").update(
+                    {f"key_{i}": _record(i) for i in range(10)}
+                )
+            ),
+        ),
+        ("dict", "getitem", lambda h: lambda: h.create_dict("bench:dict")["key_7"]),
+        (
+            "list",
+            f"iterate ({ENTRIES} items)",
+            lambda h: lambda: [x for x in h.create_list("bench:list")],
+        ),
+        (
+            "list",
+            f"in, last item ({ENTRIES} items)",
+            lambda h: lambda: last in h.create_list("bench:list"),
+        ),
+        (
+            "list",
+            f"remove, absent value ({ENTRIES} items)",
+            lambda h: absent_remove(h.create_list("bench:list")),
+        ),
+    ]
+
+    out: list[dict[str, object]] = []
+    ping_ours, ping_ref = compare(raw_ping, lambda: ref._client.ping(), rounds=repeat)
+    out.append(
+        {
+            "group": "server",
+            "operation": "PING on a raw socket (loopback floor)",
+            "ours_s": ping_ours,
+            "reference_s": ping_ref,
+            "reference_name": "redis-py PING",
+            "ours_round_trips": 1,
+            "reference_round_trips": 1,
+            "notes": "",
+        }
+    )
+    for group, name, build in cases:
+        op_ours, op_ref = build(ours), build(ref)
+        ours_s, ref_s = compare(op_ours, op_ref, rounds=repeat)
+        notes = ""
+        if group == "server":
+            # Against the floor, timed in the same rounds.
+            mine, floor = compare(op_ours, raw_ping, rounds=repeat)
+            notes = f"{mine / floor:.2f}x a raw-socket PING"
+        out.append(
+            {
+                "group": group,
+                "operation": name,
+                "ours_s": ours_s,
+                "reference_s": ref_s,
+                "reference_name": "madsci PyCacheHandler (redis-py + pottery)",
+                "ours_round_trips": counter.count(build(ours_counted)),
+                "reference_round_trips": counter.count(build(ref_counted)),
+                "notes": notes,
+            }
+        )
+    counter.close()
+    ours.close()
+    return out

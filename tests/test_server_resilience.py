@@ -1,0 +1,198 @@
+"""The connection layer under stress: many threads, a server restart, a
+lost reply (the write must land exactly once), fork, logging."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+import pytest
+import redis
+from madsci_cache_rs import CacheConnectionError, CacheTimeoutError, PyCacheHandler
+from madsci_cache_rs.testing import PrivateServer
+
+
+def test_eight_threads_share_one_handler(handler, raw):
+    d = handler.create_dict("d")
+    lst = handler.create_list("l")
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for i in range(150):
+                handler.incr("n")
+                lst.append([t, i])
+                d[f"{t}:{i}"] = i
+                assert handler.get(f"missing{t}") is None
+                assert d[f"{t}:{i}"] == i
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert raw.get("n") == b"1200"
+    assert len(lst) == 1200 and len(d) == 1200
+    assert sorted(map(tuple, lst)) == [(t, i) for t in range(8) for i in range(150)]
+    # The pool opened several connections (threads did not queue on one),
+    # and keeps them for reuse.
+    assert 1 < raw.info("clients")["connected_clients"] - 1 <= 8 + 1
+
+
+def test_same_objects_work_after_the_server_restarts():
+    with PrivateServer("valkey") as srv:
+        h = PyCacheHandler.from_url(srv.url)
+        d, lst = h.create_dict("d"), h.create_list("l")
+        h.set("k", "v")
+        d["a"] = 1
+        lst.append(1)
+        srv.kill()
+        assert h.ping() is False
+        with pytest.raises(CacheConnectionError):
+            d["a"]
+        with pytest.raises(CacheConnectionError):
+            h.incr("n")
+        srv.start()  # same port, empty (no persistence)
+        assert h.ping() is True
+        assert h.get("k") is None
+        assert h.incr("n") == 1
+        d["b"] = 2
+        lst.append(2)
+        assert d.to_dict() == {"b": 2} and lst.to_list() == [2]
+        assert redis.Redis(port=srv.port).get("n") == b"1"
+
+
+def test_stale_pooled_connections_are_dropped_without_resending():
+    """Kill the server while connections sit idle in the pool: the next
+    command must go out once, on a fresh connection."""
+    with PrivateServer("valkey") as srv:
+        h = PyCacheHandler.from_url(srv.url)
+        barrier = threading.Barrier(4)
+
+        def warm() -> None:
+            barrier.wait()
+            for _ in range(20):
+                h.incr("warm")
+
+        threads = [threading.Thread(target=warm) for _ in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        srv.kill()
+        srv.start()
+        assert h.incr("n") == 1
+        assert h.create_list("l").append("x") is None
+        r = redis.Redis(port=srv.port)
+        assert r.get("n") == b"1" and r.llen("l") == 1
+
+
+class LossyProxy:
+    """Loopback proxy that forwards each command to the server, waits for
+    the server's reply (so the command has run), then drops that reply:
+    ``mode='close'`` closes the client's connection, ``mode='hold'`` keeps
+    it open and silent."""
+
+    def __init__(self, upstream_port: int, mode: str) -> None:
+        self.upstream_port = upstream_port
+        self.mode = mode
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.forwarded: list[bytes] = []
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        self._open += [client, upstream]
+        while data := client.recv(65536):
+            upstream.sendall(data)
+            upstream.recv(65536)  # the server has answered: the command ran
+            self.forwarded.append(data)
+            if self.mode == "close":
+                client.close()
+                upstream.close()
+                return
+
+    def close(self) -> None:
+        self.listener.close()
+        for s in self._open:
+            s.close()
+
+
+@pytest.mark.parametrize("mode", ["close", "hold"])
+def test_a_lost_reply_is_reported_and_the_write_lands_once(server, raw, mode):
+    proxy = LossyProxy(server.port, mode)
+    try:
+        h = PyCacheHandler.from_settings("127.0.0.1", proxy.port, socket_timeout=0.5)
+        expected = CacheConnectionError if mode == "close" else CacheTimeoutError
+        with pytest.raises(expected) as err:
+            h.incr("n")
+        assert "not re-sent" in str(err.value)
+        assert f"127.0.0.1:{proxy.port}" in str(err.value)
+        with pytest.raises(expected):
+            h.create_list("l").append("item")
+        assert raw.get("n") == b"1"
+        assert raw.lrange("l", 0, -1) == [b'"item"']
+        assert [c.split(b"\r\n")[2] for c in proxy.forwarded] == [b"INCRBY", b"RPUSH"]
+    finally:
+        proxy.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_never_uses_the_parents_sockets(handler, raw):
+    handler.set("k", "parent")
+    handler.incr("warm")  # the parent's pool now holds a connection
+    before = {c["id"] for c in raw.client_list()}
+    report_r, report_w = os.pipe()
+    exit_r, exit_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: use the handler, report, wait to be told to exit
+        try:
+            ok = all(handler.get("k") == "parent" for _ in range(20))
+            handler.incr("child")
+            os.write(report_w, b"ok" if ok else b"bad")
+        except BaseException as exc:
+            os.write(report_w, repr(exc).encode()[:500])
+        finally:
+            os.read(exit_r, 1)
+            os._exit(0)
+    try:
+        child_said = os.read(report_r, 1000)
+        during = {c["id"] for c in raw.client_list()}
+    finally:
+        os.write(exit_w, b"x")
+        os.waitpid(pid, 0)
+    assert child_said == b"ok"
+    assert raw.get("child") == b"1"
+    # The child opened its own connection; the parent's is still there and works.
+    assert during - before, "the child used an inherited socket"
+    assert before <= during
+    assert handler.incr("warm") == 2
+    assert handler.get("k") == "parent"
+
+
+def test_connects_and_reconnects_are_logged(caplog):
+    caplog.set_level(logging.DEBUG, logger="madsci_cache_rs")
+    with PrivateServer("valkey") as srv:
+        h = PyCacheHandler.from_url(srv.url)
+        h.ping()
+        srv.kill()
+        srv.start()
+        h.ping()
+    messages = [r.getMessage() for r in caplog.records if r.name == "madsci_cache_rs"]
+    assert f"connected to 127.0.0.1:{srv.port}" in messages
+    assert f"reconnected to 127.0.0.1:{srv.port}" in messages
