@@ -204,18 +204,18 @@ impl InMemoryRedisDict {
         self.store(py).clear();
     }
 
-    #[pyo3(signature = (key, default = None))]
+    /// `pop(key[, default])`: an explicit `None` default is a default.
+    #[pyo3(signature = (key, *default))]
     fn pop<'py>(
         &self,
         py: Python<'py>,
         key: Bound<'py, PyAny>,
-        default: Option<Bound<'py, PyAny>>,
+        default: Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.store(py);
-        match default {
-            Some(default) => store.call_method1(intern!(py, "pop"), (key, default)),
-            None => store.call_method1(intern!(py, "pop"), (key,)),
-        }
+        let mut args = vec![key];
+        args.extend(default.iter());
+        self.store(py)
+            .call_method1(intern!(py, "pop"), PyTuple::new(py, args)?)
     }
 
     /// Removes and returns the *first* pair in iteration order, as

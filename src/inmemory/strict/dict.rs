@@ -215,17 +215,27 @@ impl StrictRedisDict {
         Ok(self.write(py, |h| *h = Hash::default())?)
     }
 
-    #[pyo3(signature = (key, default = None))]
+    /// `pop(key[, default])`: an explicit `None` default is a default.
+    #[pyo3(signature = (key, *default))]
     fn pop<'py>(
         &self,
         py: Python<'py>,
         key: Bound<'py, PyAny>,
-        default: Option<Bound<'py, PyAny>>,
+        default: Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        if default.len() > 1 {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "pop expected at most 2 arguments, got {}",
+                default.len() + 1
+            )));
+        }
         let field = encode(&key)?;
         match self.write(py, |h| h.remove(&field))? {
             Some(value) => decode(py, &value),
-            None => default.ok_or_else(|| PyKeyError::new_err(key.unbind())),
+            None => match default.get_item(0) {
+                Ok(default) => Ok(default),
+                Err(_) => Err(PyKeyError::new_err(key.unbind())),
+            },
         }
     }
 

@@ -24,6 +24,8 @@ pub struct StrictRedlock {
     db: Arc<StrictDb>,
     store_key: Vec<u8>,
     lease: Mutex<LockLease>,
+    /// How `with lock:` acquires (pottery's `context_manager_blocking`/`_timeout`).
+    context: Mutex<(bool, f64)>,
 }
 
 /// The lease at `key` as an `Option<Lease>` slot, run `f` on it, write it back.
@@ -55,6 +57,7 @@ impl StrictRedlock {
             db,
             store_key: lease.store_key().into_bytes(),
             lease: Mutex::new(lease),
+            context: Mutex::new((true, -1.0)),
         })
     }
 
@@ -167,8 +170,12 @@ impl StrictRedlock {
         Ok(lease.extended(renewed)?)
     }
 
+    /// Acquire as `context_manager_blocking`/`_timeout` say; `QuorumNotAchieved`
+    /// if that fails.
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
-        if slf.get().acquire_with(slf.py(), Wait::Forever)? {
+        let (blocking, timeout) = *slf.get().context.lock();
+        let wait = Wait::from_args(blocking, timeout)?;
+        if slf.get().acquire_with(slf.py(), wait)? {
             Ok(slf)
         } else {
             Err(slf.get().lease.lock().not_acquired().into())
@@ -189,6 +196,26 @@ impl StrictRedlock {
     #[getter]
     fn auto_release_time(&self) -> f64 {
         self.lease.lock().auto_release().as_secs_f64()
+    }
+
+    #[getter]
+    fn context_manager_blocking(&self) -> bool {
+        self.context.lock().0
+    }
+
+    #[setter]
+    fn set_context_manager_blocking(&self, blocking: bool) {
+        self.context.lock().0 = blocking;
+    }
+
+    #[getter]
+    fn context_manager_timeout(&self) -> f64 {
+        self.context.lock().1
+    }
+
+    #[setter]
+    fn set_context_manager_timeout(&self, timeout: f64) {
+        self.context.lock().1 = timeout;
     }
 
     #[getter]
