@@ -3,9 +3,9 @@
 pub mod codec;
 pub mod connection;
 pub mod errors;
-pub mod server;
 pub mod inmemory;
 pub mod lease;
+pub mod server;
 
 use pyo3::prelude::*;
 

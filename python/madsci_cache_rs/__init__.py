@@ -2,7 +2,7 @@
 
 The JSON codec (``encode_json``/``decode_json``) is ``json.dumps(obj,
 sort_keys=True)``/``json.loads`` byte for byte: the wire format pottery uses.
-``PyCacheHandler``, ``RedisDict`` and ``RedisList`` keep madsci's state on a
+``PyCacheHandler``, ``RedisDict``, ``RedisList`` and ``Redlock`` keep madsci's state on a
 Valkey/Redis server in that format, one round trip per operation.
 ``InMemoryCacheHandler`` and the ``InMemory*`` classes reimplement madsci's;
 ``InMemoryCacheHandler(strict=True)`` behaves like a server. ``install()``
@@ -27,6 +27,7 @@ from madsci_cache_rs._native import (
     QuorumNotAchieved,
     RedisDict,
     RedisList,
+    Redlock,
     ReleaseUnlockedLock,
     StrictRedisDict,
     StrictRedisList,
@@ -65,6 +66,7 @@ __all__ = [
     "QuorumNotAchieved",
     "RedisDict",
     "RedisList",
+    "Redlock",
     "ReleaseUnlockedLock",
     "StrictRedisDict",
     "StrictRedisList",

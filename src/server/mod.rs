@@ -1,12 +1,15 @@
-//! The server family: `PyCacheHandler`, `RedisDict`, `RedisList`. They only
+//! The server family: `PyCacheHandler`, `RedisDict`, `RedisList`, `Redlock`. They only
 //! build commands and decode replies; `crate::connection` does the rest.
 
 mod args;
 pub mod dict;
 pub mod handler;
+pub mod handoff;
 pub mod list;
+pub mod lock;
 mod pydantic;
 mod scripts;
+pub mod subscriber;
 
 use pyo3::prelude::*;
 
@@ -14,5 +17,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handler::PyCacheHandler>()?;
     m.add_class::<dict::RedisDict>()?;
     m.add_class::<list::RedisList>()?;
+    m.add_class::<lock::Redlock>()?;
     Ok(())
 }
