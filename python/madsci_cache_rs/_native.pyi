@@ -14,6 +14,7 @@ __all__ = [
     "QuorumNotAchieved",
     "RedisDict",
     "RedisList",
+    "Redlock",
     "ReleaseUnlockedLock",
     "TooManyExtensions",
     "__version__",
@@ -58,6 +59,7 @@ class PyCacheHandler:
     def close(self) -> None: ...
     def create_dict(self, key: str) -> RedisDict: ...
     def create_list(self, key: str) -> RedisList: ...
+    def create_lock(self, key: str, auto_release_time: float = 60.0) -> Redlock: ...
 
 @final
 class RedisDict:
@@ -113,3 +115,37 @@ class RedisList:
     def __eq__(self, other: object, /) -> bool: ...
     def __ne__(self, other: object, /) -> bool: ...
     __hash__: ClassVar[None]  # type: ignore[assignment]
+
+@final
+class Redlock:
+    def __new__(
+        cls,
+        *,
+        key: str,
+        masters: Any = None,
+        raise_on_redis_errors: bool | None = None,
+        auto_release_time: float = 10.0,
+        num_extensions: int = 3,
+        context_manager_blocking: bool = True,
+        context_manager_timeout: float = -1.0,
+    ) -> Self: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def auto_release_time(self) -> float: ...
+    @property
+    def num_extensions(self) -> int: ...
+    context_manager_blocking: bool
+    context_manager_timeout: float
+    def acquire(
+        self,
+        *,
+        blocking: bool = True,
+        timeout: float = -1.0,
+        raise_on_redis_errors: bool | None = None,
+    ) -> bool: ...
+    def release(self, *, raise_on_redis_errors: bool | None = None) -> None: ...
+    def locked(self) -> float: ...
+    def extend(self, *, raise_on_redis_errors: bool | None = None) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *args: object) -> bool: ...

@@ -292,7 +292,9 @@ impl Redlock {
         num_extensions = DEFAULT_NUM_EXTENSIONS,
         context_manager_blocking = true,
         context_manager_timeout = -1.0,
-    ))]
+    ),
+    text_signature = "(*, key, masters=None, raise_on_redis_errors=None, auto_release_time=10.0, \
+                      num_extensions=3, context_manager_blocking=True, context_manager_timeout=-1.0)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -318,7 +320,10 @@ impl Redlock {
 
     /// Wait for the lock as `blocking`/`timeout` say (pottery's rules);
     /// `True` once held.
-    #[pyo3(signature = (*, blocking = true, timeout = -1.0, raise_on_redis_errors = None))]
+    #[pyo3(
+        signature = (*, blocking = true, timeout = -1.0, raise_on_redis_errors = None),
+        text_signature = "(self, /, *, blocking=True, timeout=-1.0, raise_on_redis_errors=None)"
+    )]
     fn acquire(
         &self,
         py: Python<'_>,
