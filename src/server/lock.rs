@@ -45,7 +45,8 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then
            redis.call('DEL', KEYS[1])
-           redis.call('PUBLISH', ARGV[2], ARGV[3])
+           -- pcall: a user not allowed to publish can still release.
+           redis.pcall('PUBLISH', ARGV[2], ARGV[3])
            return 1
          end
          return 0",
