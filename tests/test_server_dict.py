@@ -56,6 +56,9 @@ def test_mapping_api_matches_dict(handler, raw):
     assert len(d) == 3 and d
     assert d["a"] == 2.5 and d[3] == {"x": None}
     assert "a" in d and 3 in d and "3" not in d and "zz" not in d
+    # An unencodable key cannot be stored: False with no command, as pottery.
+    assert round_trips(raw, lambda: (object() in d, {1} in d)) == {}
+    assert (object() in d, {1} in d) == (False, False)
     assert sorted(d, key=repr) == sorted(model, key=repr)
     assert dict(d.items()) == model and set(d.keys()) == set(model)
     assert sorted(map(repr, d.values())) == sorted(map(repr, model.values()))
@@ -171,7 +174,7 @@ def _filled(handler, n=100):
         (lambda d: d.__setitem__("k1", 1), {"hset": 1}),
         (lambda d: d.__delitem__("k1"), {"hdel": 1}),
         (lambda d: d.pop("k1"), {"evalsha": 1, "hget": 1, "hdel": 1}),
-        (lambda d: d.clear(), {"del": 1}),
+        (lambda d: d.clear(), {"unlink": 1}),
         (lambda d: d == {}, {"hgetall": 1}),
     ],
     ids=lambda v: "" if callable(v) else "-".join(v),
@@ -181,6 +184,14 @@ def test_one_round_trip_per_operation(handler, raw, operation, expected):
     client sent one command (the EVALSHA) in those rows."""
     d = _filled(handler)
     assert round_trips(raw, lambda: operation(d)) == expected
+
+
+def test_update_from_another_redis_dict_reads_it_once(handler, raw):
+    src = handler.create_dict("src")
+    src.update({f"k{i}": i for i in range(20)})
+    dst = handler.create_dict("dst")
+    assert round_trips(raw, lambda: dst.update(src)) == {"hgetall": 1, "hset": 1}
+    assert dst.to_dict() == src.to_dict()
 
 
 def test_create_dict_costs_nothing(handler, raw):
@@ -205,6 +216,19 @@ def test_pydantic_validates_a_dict_object_in_one_round_trip(handler, raw):
     assert Status.model_validate(d).step == 4
     # Outside pydantic, get() is one HGET as usual and always fresh.
     assert round_trips(raw, lambda: (d.get("step"), d.get("step"))) == {"hget": 2}
+
+
+class StrictStatus(Status, extra="forbid"):
+    pass
+
+
+def test_pydantic_forbid_extra_reads_items_from_the_same_snapshot(handler, raw):
+    d = handler.create_dict("status")
+    d.update(ready=True, step=3)
+    assert round_trips(raw, lambda: StrictStatus.model_validate(d)) == {"hgetall": 1}
+    d["unknown"] = 1
+    with pytest.raises(pydantic.ValidationError, match="unknown"):
+        StrictStatus.model_validate(d)
 
 
 def test_unencodable_values_write_nothing(handler, raw):

@@ -78,7 +78,7 @@ def test_sequence_api_matches_list(handler, raw):
     with pytest.raises(ValueError, match="is not in list"):
         lst.index("nope")
     both(lambda s: s.remove(7))
-    with pytest.raises(ValueError, match="not in list"):
+    with pytest.raises(ValueError, match="not in RedisList"):
         lst.remove("nope")
     assert list(reversed(lst)) == list(reversed(model))
     both(lambda s: s.reverse())

@@ -3,10 +3,12 @@
 //! or `redacted_url`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{ConnectionAddr, IntoConnectionInfo};
 
+use super::tls::{client_config, TlsOptions};
 use crate::errors::CacheError;
 
 /// A server address. Cluster and Sentinel deployments (a later issue) add
@@ -23,15 +25,19 @@ pub struct Config {
     pub db: i64,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// `None` waits as long as the OS does. Our default is bounded (5 s) so an
-    /// unreachable host fails in seconds rather than minutes.
+    /// `None` waits as long as the OS does. Default 5 s, as redis-py 8's.
     pub connect_timeout: Option<Duration>,
-    /// Per-command read/write timeout; `None` (redis-py's default) waits
-    /// for the server however long it takes.
+    /// Per-command read/write timeout; `None` waits however long the
+    /// server takes. Default 5 s, as redis-py 8's.
     pub command_timeout: Option<Duration>,
+    /// `Some` for `rediss://`: TLS with these settings.
+    pub tls: Option<TlsOptions>,
+    /// Built from `tls` by `prepare`.
+    pub tls_config: Option<Arc<rustls::ClientConfig>>,
 }
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Config {
     pub fn tcp(host: &str, port: u16) -> Config {
@@ -44,25 +50,42 @@ impl Config {
             username: None,
             password: None,
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
-            command_timeout: None,
+            command_timeout: Some(DEFAULT_COMMAND_TIMEOUT),
+            tls: None,
+            tls_config: None,
         }
     }
 
-    /// Parse `redis://[user:pass@]host[:port][/db]` or `unix:///path?db=N`.
-    /// TLS (`rediss://`) is not built in: say so rather than connect in clear.
+    /// Check what can be checked without the network (TLS files) once all
+    /// options are set.
+    pub fn prepare(mut self) -> Result<Config, CacheError> {
+        self.tls_config = match &self.tls {
+            Some(options) => Some(client_config(options)?),
+            None => None,
+        };
+        Ok(self)
+    }
+
+    /// Parse `redis://[user:pass@]host[:port][/db]`, the same with
+    /// `rediss://` (TLS, verified as redis-py does by default), or
+    /// `unix:///path?db=N`.
     pub fn from_url(url: &str) -> Result<Config, CacheError> {
         let invalid = |detail: String| CacheError::InvalidValue {
             context: format!("cache server URL {}", redact_url(url)),
             detail,
         };
         let lower = url.to_ascii_lowercase();
-        if lower.starts_with("rediss://") || lower.starts_with("valkeys://") {
-            return Err(invalid(
-                "TLS (rediss://) is not built into this build of madsci_cache_rs".into(),
-            ));
-        }
+        let tls = ["rediss://", "valkeys://"]
+            .iter()
+            .find(|scheme| lower.starts_with(*scheme));
+        // The redis crate is built without TLS: parse the rest as redis://.
+        let plain = match tls {
+            Some(scheme) => format!("redis://{}", &url[scheme.len()..]),
+            None => url.to_owned(),
+        };
         // The redis crate's own parse errors never echo the URL.
-        let info = url
+        let info = plain
+            .as_str()
             .into_connection_info()
             .map_err(|e| invalid(e.to_string()))?;
         let addr = match info.addr() {
@@ -79,6 +102,7 @@ impl Config {
         cfg.db = redis.db();
         cfg.username = redis.username().map(str::to_owned);
         cfg.password = redis.password().map(str::to_owned);
+        cfg.tls = tls.map(|_| TlsOptions::verified());
         Ok(cfg)
     }
 
@@ -99,7 +123,14 @@ impl Config {
             (None, None) => String::new(),
         };
         match &self.addr {
-            Addr::Tcp { .. } => format!("redis://{user}{}/{}", self.address(), self.db),
+            Addr::Tcp { .. } => {
+                let scheme = if self.tls.is_some() {
+                    "rediss"
+                } else {
+                    "redis"
+                };
+                format!("{scheme}://{user}{}/{}", self.address(), self.db)
+            }
             Addr::Unix(path) => format!("unix://{user}{}?db={}", path.display(), self.db),
         }
     }
@@ -142,6 +173,14 @@ mod tests {
     }
 
     #[test]
+    fn rediss_turns_tls_on_with_verification() {
+        let c = Config::from_url("rediss://:pw@example.org:6380/1").unwrap();
+        assert_eq!(c.tls, Some(TlsOptions::verified()));
+        assert_eq!(c.redacted_url(), "rediss://***@example.org:6380/1");
+        assert!(Config::from_url("redis://h").unwrap().tls.is_none());
+    }
+
+    #[test]
     fn parses_unix_urls() {
         let c = Config::from_url("unix:///tmp/r.sock?db=2").unwrap();
         assert!(c.addr == Addr::Unix("/tmp/r.sock".into()));
@@ -152,7 +191,7 @@ mod tests {
     #[test]
     fn errors_never_show_the_password() {
         for url in [
-            "rediss://u:hunter2@h:1/0",
+            "rediss://u:hunter2@h:notaport/0",
             "redis://u:hunter2@h:notaport/0",
             "redis://:hunter2@/x",
         ] {

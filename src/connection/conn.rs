@@ -4,13 +4,18 @@ use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::{ClientConnection, StreamOwned};
 
 use super::config::{Addr, Config};
 use super::resp::{read_reply, Cmd, Reply};
+use super::tls::server_name;
 
 pub enum Stream {
     Tcp(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
     Unix(UnixStream),
 }
 
@@ -18,16 +23,15 @@ impl Stream {
     fn fd(&self) -> RawFd {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Tls(s) => s.sock.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
         }
     }
 
     fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => {
-                s.set_read_timeout(t)?;
-                s.set_write_timeout(t)
-            }
+            Stream::Tcp(s) => tcp_timeouts(s, t),
+            Stream::Tls(s) => tcp_timeouts(&s.sock, t),
             Stream::Unix(s) => {
                 s.set_read_timeout(t)?;
                 s.set_write_timeout(t)
@@ -40,6 +44,7 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
         }
     }
@@ -49,12 +54,37 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Stream::Tls(s) => s.flush(),
+            _ => Ok(()),
+        }
     }
+}
+
+fn tcp_timeouts(s: &TcpStream, t: Option<Duration>) -> io::Result<()> {
+    s.set_read_timeout(t)?;
+    s.set_write_timeout(t)
+}
+
+/// TLS on a connected socket, the handshake completed here so that a
+/// failure counts as "could not connect", never as a sent command.
+fn start_tls(
+    sock: TcpStream,
+    host: &str,
+    config: &Arc<rustls::ClientConfig>,
+) -> io::Result<StreamOwned<ClientConnection, TcpStream>> {
+    let conn = ClientConnection::new(config.clone(), server_name(host)?)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let mut tls = StreamOwned::new(conn, sock);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(tls)
 }
 
 /// Why a connection could not be opened.
@@ -70,8 +100,9 @@ pub enum OpenError {
 pub struct Conn {
     reader: BufReader<Stream>,
     out: Vec<u8>,
-    /// The process that opened it: a forked child must not share it.
-    pub pid: u32,
+    /// The process generation that opened it (see `fork.rs`): a forked
+    /// child must not use its parent's sockets.
+    pub generation: u64,
 }
 
 fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> io::Result<TcpStream> {
@@ -98,7 +129,13 @@ impl Conn {
                 // The redis crate leaves Nagle on; a request/reply protocol
                 // with small writes wants it off.
                 s.set_nodelay(true).map_err(OpenError::Io)?;
-                Stream::Tcp(s)
+                match &cfg.tls_config {
+                    Some(tls) => {
+                        tcp_timeouts(&s, cfg.connect_timeout).map_err(OpenError::Io)?;
+                        Stream::Tls(Box::new(start_tls(s, host, tls).map_err(OpenError::Io)?))
+                    }
+                    None => Stream::Tcp(s),
+                }
             }
             Addr::Unix(path) => Stream::Unix(UnixStream::connect(path).map_err(OpenError::Io)?),
         };
@@ -109,7 +146,7 @@ impl Conn {
         let mut conn = Conn {
             reader: BufReader::with_capacity(16 * 1024, stream),
             out: Vec::with_capacity(256),
-            pid: std::process::id(),
+            generation: super::fork::generation(),
         };
         let mut hello = Vec::new();
         if let Some(password) = &cfg.password {
@@ -142,7 +179,7 @@ impl Conn {
     /// buffered and the peer has not closed it (a restarted server closes
     /// every old socket). One non-blocking peek, nothing sent.
     pub fn is_reusable(&self) -> bool {
-        if !self.reader.buffer().is_empty() || self.pid != std::process::id() {
+        if !self.reader.buffer().is_empty() || self.generation != super::fork::generation() {
             return false;
         }
         let mut byte = 0u8;
@@ -164,7 +201,9 @@ impl Conn {
     pub fn request(&mut self, cmd: &Cmd) -> io::Result<Reply> {
         self.out.clear();
         cmd.write_to(&mut self.out);
-        self.reader.get_mut().write_all(&self.out)?;
+        let stream = self.reader.get_mut();
+        stream.write_all(&self.out)?;
+        stream.flush()?;
         read_reply(&mut self.reader)
     }
 
@@ -174,7 +213,9 @@ impl Conn {
         for cmd in cmds {
             cmd.write_to(&mut self.out);
         }
-        self.reader.get_mut().write_all(&self.out)?;
+        let stream = self.reader.get_mut();
+        stream.write_all(&self.out)?;
+        stream.flush()?;
         cmds.iter().map(|_| read_reply(&mut self.reader)).collect()
     }
 }

@@ -1,17 +1,21 @@
 //! The connection layer every server-backed structure sends through.
 //!
 //! `Client` is lazy, pooled, fork-aware and never re-sends a command that
-//! may have reached the server (see `retry`). Structures only build `Cmd`s
-//! and read `Reply`s, so a Cluster or Sentinel client (a later issue) can
-//! take `Client`'s place beneath them without changing them.
+//! may have reached the server (see `retry`). Structures only build `Cmd`s,
+//! read `Reply`s and hold a `dyn Transport`, so a Cluster or Sentinel
+//! transport (a later issue) takes `Client`'s place without changing them.
 
 pub mod config;
 pub mod conn;
+pub mod fork;
 pub mod pool;
 pub mod resp;
 pub mod retry;
+pub mod tls;
+pub mod transport;
 
 pub use config::Config;
 pub use pool::{Client, Describe, Script};
 pub use resp::{Cmd, Reply};
 pub use retry::RetryPolicy;
+pub use transport::Transport;

@@ -9,6 +9,7 @@ use super::config::Config;
 use super::conn::{Conn, OpenError};
 use super::resp::{Cmd, Reply};
 use super::retry::{RetryPolicy, Stage};
+use super::transport::Transport;
 use crate::errors::CacheError;
 
 const LOG: &str = "madsci_cache_rs";
@@ -33,7 +34,7 @@ impl Script {
 }
 
 struct Idle {
-    pid: u32,
+    generation: u64,
     conns: Vec<Conn>,
 }
 
@@ -58,7 +59,7 @@ impl Client {
             cfg,
             policy,
             idle: Mutex::new(Idle {
-                pid: std::process::id(),
+                generation: super::fork::generation(),
                 conns: Vec::new(),
             }),
             ever_connected: AtomicBool::new(false),
@@ -76,15 +77,15 @@ impl Client {
 
     /// An idle connection that is still good, or a new one.
     fn checkout(&self, what: Describe<'_>) -> Result<Conn, CacheError> {
-        let pid = std::process::id();
+        let generation = super::fork::generation();
         loop {
             let popped = {
                 let mut idle = self.idle.lock();
-                if idle.pid != pid {
+                if idle.generation != generation {
                     // A forked child: the parent's sockets are the parent's.
                     // Closing our copies of the descriptors sends nothing.
                     idle.conns.clear();
-                    idle.pid = pid;
+                    idle.generation = generation;
                 }
                 idle.conns.pop()
             };
@@ -101,7 +102,7 @@ impl Client {
 
     fn checkin(&self, conn: Conn) {
         let mut idle = self.idle.lock();
-        if idle.pid == conn.pid && idle.conns.len() < MAX_IDLE {
+        if idle.generation == conn.generation && idle.conns.len() < MAX_IDLE {
             idle.conns.push(conn);
         }
     }
@@ -173,56 +174,30 @@ impl Client {
             }
         }
     }
+}
 
-    /// One command; a server error becomes `CacheError::Response`.
-    pub fn call(&self, cmd: Cmd, what: Describe<'_>) -> Result<Reply, CacheError> {
-        let reply = self.pipeline(std::slice::from_ref(&cmd), what)?.pop();
-        self.check(reply.unwrap_or(Reply::Nil), what)
-    }
-
-    fn check(&self, reply: Reply, what: Describe<'_>) -> Result<Reply, CacheError> {
-        match reply {
-            Reply::Error(detail) => Err(CacheError::Response {
-                context: self.context(what),
-                detail,
-            }),
-            other => Ok(other),
-        }
-    }
-
-    /// Run a script atomically on the server, in one round trip when the
-    /// server has it cached.
-    pub fn eval(
-        &self,
-        script: &Script,
-        keys: &[&[u8]],
-        args: &[&[u8]],
-        what: Describe<'_>,
-    ) -> Result<Reply, CacheError> {
-        let build = |name: &'static str, body: &[u8]| {
-            let mut cmd = Cmd::new(name);
-            cmd.push(body);
-            cmd.push(keys.len().to_string().as_bytes());
-            keys.iter().chain(args).for_each(|a| cmd.push(a));
-            cmd
-        };
-        let reply = self.pipeline(&[build("EVALSHA", script.sha.as_bytes())], what)?;
-        let reply = reply.into_iter().next().unwrap_or(Reply::Nil);
-        match reply {
-            // NOSCRIPT means the script did not run: sending it is safe.
-            Reply::Error(e) if e.starts_with("NOSCRIPT") => {
-                let reply = self.pipeline(&[build("EVAL", script.src.as_bytes())], what)?;
-                self.check(reply.into_iter().next().unwrap_or(Reply::Nil), what)
-            }
-            other => self.check(other, what),
-        }
+impl Transport for Client {
+    fn pipeline(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
+        Client::pipeline(self, cmds, what)
     }
 
     /// Close the idle connections (idempotent). The client stays usable:
     /// the next command connects again, as redis-py's does.
-    pub fn close(&self) {
+    fn close(&self) {
         let conns = std::mem::take(&mut self.idle.lock().conns);
         drop(conns);
+    }
+
+    fn redacted_url(&self) -> String {
+        self.cfg.redacted_url()
+    }
+
+    fn address(&self) -> String {
+        self.cfg.address()
+    }
+
+    fn server_config(&self) -> Option<&Config> {
+        Some(&self.cfg)
     }
 }
 
@@ -235,3 +210,7 @@ fn io_error(context: String, e: &std::io::Error, what: String) -> CacheError {
         _ => CacheError::Connection { context, detail },
     }
 }
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;

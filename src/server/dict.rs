@@ -12,12 +12,12 @@ use super::handler::{describe, PyCacheHandler};
 use super::pydantic::validation_snapshot;
 use super::scripts::{DICT_POP, DICT_POPITEM, DICT_SETDEFAULT};
 use crate::codec::{decode_json_bytes, encode_json};
-use crate::connection::{Client, Cmd, Reply, Script};
+use crate::connection::{Cmd, Reply, Script, Transport};
 use crate::errors::run_detached;
 
 #[pyclass(frozen, mapping, module = "madsci_cache_rs", name = "RedisDict")]
 pub struct RedisDict {
-    client: Arc<Client>,
+    client: Arc<dyn Transport>,
     key: String,
 }
 
@@ -40,7 +40,7 @@ fn pairs_to_dict<'py>(py: Python<'py>, reply: &Reply) -> PyResult<Bound<'py, PyD
 }
 
 impl RedisDict {
-    pub fn with_client(client: Arc<Client>, key: &Bound<'_, PyAny>) -> PyResult<RedisDict> {
+    pub fn with_client(client: Arc<dyn Transport>, key: &Bound<'_, PyAny>) -> PyResult<RedisDict> {
         Ok(RedisDict {
             client,
             key: structure_key(key)?,
@@ -129,8 +129,14 @@ impl RedisDict {
         }
     }
 
+    /// A key that cannot be encoded cannot be stored: `False`, no command
+    /// (as pottery).
     fn __contains__(&self, py: Python<'_>, k: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let field = encode_json(k)?;
+        let field = match encode_json(k) {
+            Ok(field) => field,
+            Err(e) if e.is_instance_of::<PyTypeError>(py) => return Ok(false),
+            Err(e) => return Err(e),
+        };
         Ok(self.run(py, self.cmd("HEXISTS").arg(field))? == Reply::Int(1))
     }
 
@@ -190,8 +196,15 @@ impl RedisDict {
         self.snapshot(py)?.call_method0("values")
     }
 
-    fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.snapshot(py)?.call_method0("items")
+    /// pydantic calls this besides `get` for `extra='forbid'`/`'allow'`
+    /// models: served from the same validation snapshot.
+    fn items<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let (py, this) = (slf.py(), slf.get());
+        let snapshot = match validation_snapshot(slf.as_any(), || this.snapshot(py))? {
+            Some(snapshot) => snapshot,
+            None => this.snapshot(py)?,
+        };
+        snapshot.call_method0("items")
     }
 
     /// `dict.update` semantics, one HSET; every value is encoded before
@@ -204,7 +217,16 @@ impl RedisDict {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
         let merged = PyDict::new(py);
-        merged.call_method("update", args, kwargs)?;
+        // Another RedisDict would be read a key at a time by dict.update
+        // (keys(), then one HGET per key): read it in one HGETALL instead.
+        let args = match args.get_item(0).ok() {
+            Some(first) if args.len() == 1 => match first.cast::<RedisDict>() {
+                Ok(other) => PyTuple::new(py, [other.get().snapshot(py)?])?,
+                Err(_) => args.clone(),
+            },
+            _ => args.clone(),
+        };
+        merged.call_method("update", &args, kwargs)?;
         if merged.is_empty() {
             return Ok(());
         }
@@ -218,7 +240,7 @@ impl RedisDict {
     }
 
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
-        self.run(py, self.cmd("DEL"))?;
+        self.run(py, self.cmd("UNLINK"))?;
         Ok(())
     }
 

@@ -12,12 +12,13 @@ use super::dict::RedisDict;
 use super::list::RedisList;
 use super::lock::{create_lock, Redlock};
 use crate::connection::config::Addr;
-use crate::connection::{Client, Cmd, Config, Reply, RetryPolicy};
-use crate::errors::{run_detached, CacheError};
+use crate::connection::tls::TlsOptions;
+use crate::connection::{Client, Cmd, Config, Reply, RetryPolicy, Transport};
+use crate::errors::run_detached;
 
 #[pyclass(frozen, module = "madsci_cache_rs", name = "PyCacheHandler")]
 pub struct PyCacheHandler {
-    pub client: Arc<Client>,
+    pub client: Arc<dyn Transport>,
 }
 
 /// `GET "k"`: the Redis key as text, for messages (never a value).
@@ -46,8 +47,31 @@ fn seconds(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
     Ok(Some(Duration::from_secs_f64(s)))
 }
 
+/// redis-py's `ssl_cert_reqs`: "none" (or `ssl.CERT_NONE`, 0) turns
+/// verification off; "required"/"optional" (1, 2) keep it on.
+fn cert_reqs(value: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if value.is_none() {
+        return Ok(false);
+    }
+    if let Ok(n) = value.extract::<i64>() {
+        return Ok(n != 0);
+    }
+    match value.extract::<String>()?.to_ascii_lowercase().as_str() {
+        "none" => Ok(false),
+        "required" | "optional" => Ok(true),
+        other => Err(PyValueError::new_err(format!(
+            "ssl_cert_reqs must be 'none', 'optional' or 'required', not {other:?}"
+        ))),
+    }
+}
+
+fn tls_options(cfg: &mut Config) -> &mut TlsOptions {
+    cfg.tls.get_or_insert_with(TlsOptions::verified)
+}
+
 /// Apply `db`, `username`, `password`, `socket_timeout`,
-/// `socket_connect_timeout`, `connect_attempts`.
+/// `socket_connect_timeout`, `connect_attempts` and redis-py's `ssl` and
+/// `ssl_*` options.
 fn apply_options(
     cfg: &mut Config,
     policy: &mut RetryPolicy,
@@ -64,6 +88,18 @@ fn apply_options(
             "password" => cfg.password = value.extract()?,
             "socket_timeout" => cfg.command_timeout = seconds(&name, &value)?,
             "socket_connect_timeout" => cfg.connect_timeout = seconds(&name, &value)?,
+            "ssl" => {
+                if value.is_truthy()? {
+                    tls_options(cfg);
+                } else {
+                    cfg.tls = None;
+                }
+            }
+            "ssl_ca_certs" => tls_options(cfg).ca_certs = value.extract()?,
+            "ssl_certfile" => tls_options(cfg).certfile = value.extract()?,
+            "ssl_keyfile" => tls_options(cfg).keyfile = value.extract()?,
+            "ssl_cert_reqs" => tls_options(cfg).verify = cert_reqs(&value)?,
+            "ssl_check_hostname" => tls_options(cfg).check_hostname = value.is_truthy()?,
             "connect_attempts" => {
                 policy.connect_attempts = value.extract()?;
                 if policy.connect_attempts == 0 {
@@ -73,7 +109,8 @@ fn apply_options(
             _ => {
                 return Err(PyTypeError::new_err(format!(
                     "unexpected option {name:?}: expected db, username, password, \
-                     socket_timeout, socket_connect_timeout or connect_attempts"
+                     socket_timeout, socket_connect_timeout, connect_attempts, ssl, \
+                     ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs or ssl_check_hostname"
                 )))
             }
         }
@@ -90,13 +127,6 @@ fn config_from_redis_py(client: &Bound<'_, PyAny>) -> PyResult<Config> {
         .getattr("connection_class")?
         .getattr("__name__")?
         .extract()?;
-    if class_name.contains("SSL") {
-        return Err(CacheError::InvalidValue {
-            context: "PyCacheHandler(client)".into(),
-            detail: "the client uses TLS, which is not built into this build".into(),
-        }
-        .into());
-    }
     let get = |name: &str| kwargs.get_item(name);
     let mut cfg = if let Some(path) = get("path")?.filter(|p| !p.is_none()) {
         let mut cfg = Config::tcp("", 0);
@@ -124,14 +154,32 @@ fn config_from_redis_py(client: &Bound<'_, PyAny>) -> PyResult<Config> {
     if let Some(t) = get("socket_connect_timeout")?.filter(|v| !v.is_none()) {
         cfg.connect_timeout = seconds("socket_connect_timeout", &t)?;
     }
+    if class_name.contains("SSL") {
+        let path = |name: &str| -> PyResult<Option<std::path::PathBuf>> {
+            Ok(match get(name)? {
+                Some(v) if !v.is_none() => Some(v.extract()?),
+                _ => None,
+            })
+        };
+        let tls = tls_options(&mut cfg);
+        tls.ca_certs = path("ssl_ca_certs")?;
+        tls.certfile = path("ssl_certfile")?;
+        tls.keyfile = path("ssl_keyfile")?;
+        if let Some(reqs) = get("ssl_cert_reqs")? {
+            tls.verify = cert_reqs(&reqs)?;
+        }
+        if let Some(check) = get("ssl_check_hostname")? {
+            tls.check_hostname = check.is_truthy()?;
+        }
+    }
     Ok(cfg)
 }
 
 impl PyCacheHandler {
-    fn from_config(cfg: Config, policy: RetryPolicy) -> PyCacheHandler {
-        PyCacheHandler {
-            client: Arc::new(Client::new(cfg, policy)),
-        }
+    fn from_config(cfg: Config, policy: RetryPolicy) -> PyResult<PyCacheHandler> {
+        Ok(PyCacheHandler {
+            client: Arc::new(Client::new(cfg.prepare()?, policy)),
+        })
     }
 
     /// A handler from a redis-py client or a URL string.
@@ -150,7 +198,7 @@ impl PyCacheHandler {
                 }
             })?,
         };
-        Ok(Self::from_config(cfg, RetryPolicy::default()))
+        Self::from_config(cfg, RetryPolicy::default())
     }
 
     /// Run one command for `key`, without the GIL.
@@ -186,7 +234,7 @@ impl PyCacheHandler {
         cfg.password = password.filter(|p| !p.is_empty());
         let mut policy = RetryPolicy::default();
         apply_options(&mut cfg, &mut policy, options)?;
-        Ok(Self::from_config(cfg, policy))
+        Self::from_config(cfg, policy)
     }
 
     /// `redis://[[user]:password@]host[:port][/db]` or `unix:///path?db=N`.
@@ -200,7 +248,7 @@ impl PyCacheHandler {
         let mut cfg = Config::from_url(url)?;
         let mut policy = RetryPolicy::default();
         apply_options(&mut cfg, &mut policy, options)?;
-        Ok(Self::from_config(cfg, policy))
+        Self::from_config(cfg, policy)
     }
 
     fn get<'py>(
@@ -280,10 +328,10 @@ impl PyCacheHandler {
     /// The server's URL, without the password.
     #[getter]
     fn url(&self) -> String {
-        self.client.config().redacted_url()
+        self.client.redacted_url()
     }
 
     fn __repr__(&self) -> String {
-        format!("PyCacheHandler({:?})", self.client.config().redacted_url())
+        format!("PyCacheHandler({:?})", self.client.redacted_url())
     }
 }

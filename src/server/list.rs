@@ -14,12 +14,12 @@ use super::scripts::{
     LIST_FIND, LIST_INSERT, LIST_POP_AT, LIST_REMOVE_ANY, LIST_REPLACE, TOMBSTONE,
 };
 use crate::codec::{decode_json_bytes, encode_json};
-use crate::connection::{Client, Cmd, Reply, Script};
+use crate::connection::{Cmd, Reply, Script, Transport};
 use crate::errors::run_detached;
 
 #[pyclass(frozen, sequence, module = "madsci_cache_rs", name = "RedisList")]
 pub struct RedisList {
-    client: Arc<Client>,
+    client: Arc<dyn Transport>,
     key: String,
 }
 
@@ -44,7 +44,7 @@ fn index_arg(index: &Bound<'_, PyAny>) -> PyResult<i64> {
 }
 
 impl RedisList {
-    pub fn with_client(client: Arc<Client>, key: &Bound<'_, PyAny>) -> PyResult<RedisList> {
+    pub fn with_client(client: Arc<dyn Transport>, key: &Bound<'_, PyAny>) -> PyResult<RedisList> {
         Ok(RedisList {
             client,
             key: structure_key(key)?,
@@ -253,7 +253,7 @@ impl RedisList {
             }
         };
         match reply {
-            Reply::Nil if index == -1 => Err(PyIndexError::new_err("pop from empty list")),
+            Reply::Nil if index == -1 => Err(PyIndexError::new_err("pop from an empty RedisList")),
             Reply::Nil => Err(PyIndexError::new_err("pop index out of range")),
             reply => decode(py, &reply),
         }
@@ -273,7 +273,9 @@ impl RedisList {
             }
         };
         match reply {
-            Reply::Int(0) => Err(PyValueError::new_err("list.remove(x): x not in list")),
+            Reply::Int(0) => Err(PyValueError::new_err(
+                "RedisList.remove(x): x not in RedisList",
+            )),
             _ => Ok(()),
         }
     }
@@ -314,7 +316,7 @@ impl RedisList {
     }
 
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
-        self.run(py, self.cmd("DEL"))?;
+        self.run(py, self.cmd("UNLINK"))?;
         Ok(())
     }
 

@@ -18,7 +18,8 @@ use super::args::structure_key;
 use super::handler::{describe, PyCacheHandler};
 use super::handoff::{waiters_for, Attempt, Contender, LockId, Waiters};
 use super::subscriber::{self, Interest, CHANNEL};
-use crate::connection::{Client, Reply, Script};
+use crate::connection::config::Config;
+use crate::connection::{Reply, Script, Transport};
 use crate::errors::{run_detached, CacheError};
 use crate::lease::{LockLease, Wait, DEFAULT_NUM_EXTENSIONS};
 
@@ -86,7 +87,10 @@ struct State {
 
 #[pyclass(frozen, module = "madsci_cache_rs", name = "Redlock")]
 pub struct Redlock {
-    client: Arc<Client>,
+    client: Arc<dyn Transport>,
+    /// Where the release listener connects; `None` (TLS, or not a single
+    /// server): waiters rely on the poll.
+    listen: Option<Config>,
     store_key: Vec<u8>,
     id: LockId,
     waiters: Arc<Waiters>,
@@ -151,7 +155,7 @@ impl Contender for Try<'_> {
     }
 
     fn waiting(&mut self) {
-        self.interest = Some(subscriber::listen(self.lock.client.config()));
+        self.interest = self.lock.listen.as_ref().map(subscriber::listen);
     }
 
     fn check(&mut self, waited: Duration) -> PyResult<()> {
@@ -165,7 +169,7 @@ impl Contender for Try<'_> {
 
 impl Redlock {
     pub fn build(
-        client: Arc<Client>,
+        client: Arc<dyn Transport>,
         key: String,
         auto_release_time: f64,
         num_extensions: u32,
@@ -181,13 +185,16 @@ impl Redlock {
             )));
         }
         let store_key = lease.store_key().into_bytes();
-        let cfg = client.config();
+        let cfg = client.server_config();
         let id = LockId {
-            server: cfg.address(),
-            db: cfg.db,
+            server: client.address(),
+            db: cfg.map_or(0, |c| c.db),
             key: store_key.clone(),
         };
+        // The listener speaks plain TCP or a Unix socket; over TLS waiters poll.
+        let listen = cfg.filter(|c| c.tls_config.is_none()).cloned();
         Ok(Redlock {
+            listen,
             waiters: waiters_for(&id),
             client,
             store_key,
@@ -255,7 +262,7 @@ impl Redlock {
 /// The server for `masters`: pottery takes a set of redis-py clients; we
 /// take one server, given as a redis-py client, a `PyCacheHandler` or a URL.
 /// None or empty: pottery's default, a local server.
-fn client_for(py: Python<'_>, masters: Option<&Bound<'_, PyAny>>) -> PyResult<Arc<Client>> {
+fn client_for(py: Python<'_>, masters: Option<&Bound<'_, PyAny>>) -> PyResult<Arc<dyn Transport>> {
     let mut chosen = Vec::new();
     match masters {
         Some(m) if m.is_instance_of::<PyString>() => chosen.push(m.clone()),
@@ -485,7 +492,7 @@ impl Redlock {
 /// `PyCacheHandler.create_lock`: madsci's `Redlock(key=key,
 /// masters={client}, auto_release_time=auto_release_time)`.
 pub fn create_lock(
-    client: Arc<Client>,
+    client: Arc<dyn Transport>,
     key: &Bound<'_, PyAny>,
     auto_release_time: f64,
 ) -> PyResult<Redlock> {

