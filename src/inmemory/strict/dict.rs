@@ -103,7 +103,7 @@ impl StrictRedisDict {
         let field = encode(&key)?;
         match self.read(py, |h| h.and_then(|h| h.get(&field).cloned()))? {
             Some(value) => decode(py, &value),
-            None => Err(PyKeyError::new_err(key.unbind())),
+            None => Err(PyKeyError::new_err((key.unbind(),))),
         }
     }
 
@@ -121,7 +121,7 @@ impl StrictRedisDict {
         let field = encode(&key)?;
         match self.write(py, |h| h.remove(&field))? {
             Some(_) => Ok(()),
-            None => Err(PyKeyError::new_err(key.unbind())),
+            None => Err(PyKeyError::new_err((key.unbind(),))),
         }
     }
 
@@ -234,7 +234,7 @@ impl StrictRedisDict {
             Some(value) => decode(py, &value),
             None => match default.get_item(0) {
                 Ok(default) => Ok(default),
-                Err(_) => Err(PyKeyError::new_err(key.unbind())),
+                Err(_) => Err(PyKeyError::new_err((key.unbind(),))),
             },
         }
     }
