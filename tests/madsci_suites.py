@@ -105,6 +105,15 @@ else:
             setattr(sys.modules[".".join(_parts[: _i - 1])], _parts[_i - 1], _mod)
     sys.modules[_prefix + ".workflow_utils"] = _real
     sys.modules[_prefix].workflow_utils = _real
+
+
+def pytest_sessionfinish(session):
+    """Record whose InMemoryCacheHandler madsci's modules held during the run."""
+    probe = os.environ.get("MADSCI_SUITES_PROBE")
+    if probe:
+        import madsci.common.db_handlers as handlers
+        with open(probe, "w") as out:
+            out.write(handlers.InMemoryCacheHandler.__module__)
 '''
 
 
@@ -150,7 +159,15 @@ def run(workdir: Path, roots: dict[str, Path], ours: bool, extra: list[str]) -> 
             args += ["-p", "madsci_cache_rs.pytest_plugin"]
         args += [str(roots[dist] / f) for f in files] + extra
         print(f"== {label}: {dist}", flush=True)
+        probe = workdir / f"probe-{label}-{dist}.txt"
+        probe.unlink(missing_ok=True)
+        env["MADSCI_SUITES_PROBE"] = str(probe)
         proc = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True)
+        # A run "under our plugin" that left madsci's classes in place proves nothing.
+        holder = probe.read_text() if probe.exists() else "unknown"
+        expected = "madsci_cache_rs._native" if ours else "madsci.common.db_handlers.cache_handler"
+        if holder != expected:
+            raise SystemExit(f"{label} run of {dist} used InMemoryCacheHandler from {holder}")
         tail = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
         print("   " + (tail[0] if tail else proc.stderr[-500:]), flush=True)
         if not report.exists():
