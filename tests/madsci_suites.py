@@ -122,7 +122,11 @@ def fetch(workdir: Path) -> dict[str, Path]:
     downloads = workdir / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     wanted = [f"{dist.replace('_', '-')}=={VERSION}" for dist in SUITES]
-    missing = [w for w, d in zip(wanted, SUITES) if not list(downloads.glob(f"{d}-{VERSION}.tar.gz"))]
+    missing = [
+        w
+        for w, d in zip(wanted, SUITES, strict=True)
+        if not list(downloads.glob(f"{d}-{VERSION}.tar.gz"))
+    ]
     if missing:
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
@@ -152,7 +156,8 @@ def run(workdir: Path, roots: dict[str, Path], ours: bool, extra: list[str]) -> 
         report = workdir / f"report-{label}-{dist}.xml"
         args = [
             str(Path(sys.executable).with_name("pytest")),
-            "-q", "-p", "no:cacheprovider", "--rootdir", str(workdir), "-c", str(workdir / "pytest.ini"),
+            "-q", "-p", "no:cacheprovider",
+            "--rootdir", str(workdir), "-c", str(workdir / "pytest.ini"),
             f"--junitxml={report}", "-o", "junit_family=xunit2",
         ]  # fmt: skip
         if ours:
@@ -171,7 +176,9 @@ def run(workdir: Path, roots: dict[str, Path], ours: bool, extra: list[str]) -> 
         tail = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
         print("   " + (tail[0] if tail else proc.stderr[-500:]), flush=True)
         if not report.exists():
-            raise SystemExit(f"pytest wrote no report for {dist}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            raise SystemExit(
+                f"pytest wrote no report for {dist}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            )
         for case in ET.parse(report).getroot().iter("testcase"):
             test_id = f"{dist}::{case.get('classname')}::{case.get('name')}"
             outcome = "passed"
@@ -188,7 +195,9 @@ def compare(theirs: dict[str, str], ours: dict[str, str]) -> list[str]:
     problems = []
     for test_id, outcome in sorted(theirs.items()):
         if outcome == "passed" and ours.get(test_id) != "passed":
-            problems.append(f"{test_id}: passes with madsci's classes, {ours.get(test_id, 'missing')} with ours")
+            problems.append(
+                f"{test_id}: passes with madsci's classes, {ours.get(test_id, 'missing')} with ours"
+            )
     return problems
 
 
@@ -199,7 +208,9 @@ def summary(outcomes: dict[str, str]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, help="where to download and run (default: a temp dir)")
+    parser.add_argument(
+        "--workdir", type=Path, help="where to download and run (default: a temp dir)"
+    )
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     opts = parser.parse_args()
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="madsci-suites-"))

@@ -7,11 +7,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import hypothesis.strategies as st
+import madsci_cache_rs
 import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-
-import madsci_cache_rs
 from madsci_cache_rs import _install
 
 inmemory_redis = pytest.importorskip("madsci.common.local_backends.inmemory_redis")
@@ -24,21 +23,47 @@ def madsci_original(name: str):
 
 
 IMPLS = {
-    "madsci": {n: madsci_original(n) for n in ("InMemoryRedisClient", "InMemoryRedisDict", "InMemoryRedisList", "InMemoryRedlock")},
-    "ours": {n: getattr(madsci_cache_rs, n) for n in ("InMemoryRedisClient", "InMemoryRedisDict", "InMemoryRedisList", "InMemoryRedlock")},
+    "madsci": {
+        n: madsci_original(n)
+        for n in (
+            "InMemoryRedisClient",
+            "InMemoryRedisDict",
+            "InMemoryRedisList",
+            "InMemoryRedlock",
+        )
+    },
+    "ours": {
+        n: getattr(madsci_cache_rs, n)
+        for n in (
+            "InMemoryRedisClient",
+            "InMemoryRedisDict",
+            "InMemoryRedisList",
+            "InMemoryRedlock",
+        )
+    },
 }
 assert IMPLS["madsci"]["InMemoryRedisDict"] is not IMPLS["ours"]["InMemoryRedisDict"]
 
 # Keys mix types Python considers equal (1, 1.0, True) to exercise dict semantics.
-keys = st.one_of(st.sampled_from(["a", "b", "c", "1"]), st.integers(-2, 3), st.sampled_from([1.0, True, None]))
-values = st.one_of(st.none(), st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=3), st.floats(allow_nan=False))
-client_values = st.one_of(st.integers(-5, 5), st.sampled_from(["7", " 8 ", "1_0", "x", "1.5", "", "-3"]), st.none())
+keys = st.one_of(
+    st.sampled_from(["a", "b", "c", "1"]), st.integers(-2, 3), st.sampled_from([1.0, True, None])
+)
+values = st.one_of(
+    st.none(),
+    st.integers(),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=3),
+    st.floats(allow_nan=False),
+)
+client_values = st.one_of(
+    st.integers(-5, 5), st.sampled_from(["7", " 8 ", "1_0", "x", "1.5", "", "-3"]), st.none()
+)
 
 
 def outcome(fn):
     try:
         return ("ok", fn())
-    except Exception as exc:  # noqa: BLE001 - the error is the observation
+    except Exception as exc:
         return ("error", type(exc).__name__, str(exc))
 
 
@@ -54,7 +79,10 @@ class SameBehaviour(RuleBasedStateMachine):
             client = cls["InMemoryRedisClient"]()
             self.sides[side] = {
                 "client": client,
-                "dicts": [cls["InMemoryRedisDict"](key="d", redis=client), cls["InMemoryRedisDict"](key="d", redis=client)],
+                "dicts": [
+                    cls["InMemoryRedisDict"](key="d", redis=client),
+                    cls["InMemoryRedisDict"](key="d", redis=client),
+                ],
                 "list": cls["InMemoryRedisList"](key="l", redis=client),
             }
 
@@ -83,7 +111,10 @@ class SameBehaviour(RuleBasedStateMachine):
     def contains(self, k):
         self.both(lambda s: k in s["dicts"][0])
 
-    @rule(pairs=st.lists(st.tuples(keys, values), max_size=3), kw=st.dictionaries(st.sampled_from(["a", "z"]), values, max_size=2))
+    @rule(
+        pairs=st.lists(st.tuples(keys, values), max_size=3),
+        kw=st.dictionaries(st.sampled_from(["a", "z"]), values, max_size=2),
+    )
     def update(self, pairs, kw):
         self.both(lambda s: s["dicts"][0].update(pairs, **kw))
 
@@ -106,7 +137,13 @@ class SameBehaviour(RuleBasedStateMachine):
 
     @rule(other=st.dictionaries(keys, values, max_size=3))
     def equality(self, other):
-        self.both(lambda s: (s["dicts"][0] == other, s["dicts"][0] != other, s["dicts"][0] == s["dicts"][1]))
+        self.both(
+            lambda s: (
+                s["dicts"][0] == other,
+                s["dicts"][0] != other,
+                s["dicts"][0] == s["dicts"][1],
+            )
+        )
 
     @rule(v=values)
     def append(self, v):
@@ -124,7 +161,9 @@ class SameBehaviour(RuleBasedStateMachine):
     def client_set(self, k, v):
         self.both(lambda s: s["client"].set(k, v))
 
-    @rule(k=st.sampled_from(["n", "m", "fresh"]), amount=st.one_of(st.integers(-3, 3), st.just(2**65)))
+    @rule(
+        k=st.sampled_from(["n", "m", "fresh"]), amount=st.one_of(st.integers(-3, 3), st.just(2**65))
+    )
     def client_incr(self, k, amount):
         self.both(lambda s: s["client"].incr(k, amount))
 
@@ -134,9 +173,21 @@ class SameBehaviour(RuleBasedStateMachine):
 
     @invariant()
     def same_contents(self):
-        self.both(lambda s: (s["dicts"][0].items(), s["dicts"][0].to_dict(), list(s["dicts"][1]), len(s["dicts"][1])))
+        self.both(
+            lambda s: (
+                s["dicts"][0].items(),
+                s["dicts"][0].to_dict(),
+                list(s["dicts"][1]),
+                len(s["dicts"][1]),
+            )
+        )
         self.both(lambda s: (list(s["list"]), len(s["list"])))
-        self.both(lambda s: (sorted(map(repr, s["dicts"][0].keys())), sorted(map(repr, s["dicts"][0].values()))))
+        self.both(
+            lambda s: (
+                sorted(map(repr, s["dicts"][0].keys())),
+                sorted(map(repr, s["dicts"][0].values())),
+            )
+        )
 
 
 TestSameBehaviour = SameBehaviour.TestCase
@@ -152,12 +203,18 @@ class SameLockBehaviour(RuleBasedStateMachine):
         madsci_original("InMemoryRedlock")._locks.clear()
         madsci_cache_rs.clear_all_registries()
         self.workers = [ThreadPoolExecutor(1) for _ in range(2)]
-        self.locks = {side: [cls["InMemoryRedlock"](key="L"), cls["InMemoryRedlock"](key="L")] for side, cls in IMPLS.items()}
+        self.locks = {
+            side: [cls["InMemoryRedlock"](key="L"), cls["InMemoryRedlock"](key="L")]
+            for side, cls in IMPLS.items()
+        }
         self.owner: int | None = None
         self.depth = 0
 
     def both(self, thread, op):
-        results = {side: self.workers[thread].submit(lambda l=l: outcome(lambda: op(l))).result() for side, l in self.locks.items()}
+        results = {
+            side: self.workers[thread].submit(lambda lk=lk: outcome(lambda: op(lk))).result()
+            for side, lk in self.locks.items()
+        }
         assert results["ours"] == results["madsci"], results
         return results["ours"]
 
@@ -166,12 +223,12 @@ class SameLockBehaviour(RuleBasedStateMachine):
     def acquire(self, thread, which):
         if self.owner not in (None, thread):
             return  # would block forever on both sides
-        self.both(thread, lambda l: l[which].acquire())
+        self.both(thread, lambda lk: lk[which].acquire())
         self.owner, self.depth = thread, self.depth + 1
 
     @rule(thread=st.integers(0, 1), which=st.integers(0, 1))
     def release(self, thread, which):
-        result = self.both(thread, lambda l: l[which].release())
+        result = self.both(thread, lambda lk: lk[which].release())
         if result[0] == "ok":
             self.depth -= 1
             if self.depth == 0:
@@ -179,7 +236,7 @@ class SameLockBehaviour(RuleBasedStateMachine):
 
     @rule(thread=st.integers(0, 1), which=st.integers(0, 1))
     def locked(self, thread, which):
-        self.both(thread, lambda l: l[which].locked())
+        self.both(thread, lambda lk: lk[which].locked())
 
     def teardown(self):
         # Release what the model says is held, so the next example starts free.

@@ -7,7 +7,6 @@ from collections.abc import MutableMapping, MutableSequence
 
 import pydantic
 import pytest
-
 from madsci_cache_rs import (
     CacheHandler,
     InMemoryCacheHandler,
@@ -32,7 +31,7 @@ def run_in_thread(fn):
     def target():
         try:
             box["result"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+        except BaseException as exc:
             box["error"] = exc
 
     t = threading.Thread(target=target)

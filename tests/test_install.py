@@ -8,9 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 import madsci_cache_rs
+import pytest
 from madsci_cache_rs import _install
 
 madsci_ch = pytest.importorskip("madsci.common.db_handlers.cache_handler")
@@ -61,12 +60,17 @@ def test_madsci_code_builds_our_classes_once_installed(clean_install):
     assert isinstance(original_handler().create_dict("k"), madsci_cache_rs.InMemoryRedisDict)
     from madsci.common.local_backends.local_runner import LocalRunner  # noqa: F401
 
-    assert held("madsci.common.local_backends.local_runner", "InMemoryCacheHandler") is madsci_cache_rs.InMemoryCacheHandler
+    assert (
+        held("madsci.common.local_backends.local_runner", "InMemoryCacheHandler")
+        is madsci_cache_rs.InMemoryCacheHandler
+    )
 
 
 def test_our_handlers_count_as_madsci_cache_handlers():
     handler = madsci_cache_rs.InMemoryCacheHandler()
-    original = _install._originals.get(("madsci.common.db_handlers.cache_handler", "CacheHandler"), madsci_ch.CacheHandler)
+    original = _install._originals.get(
+        ("madsci.common.db_handlers.cache_handler", "CacheHandler"), madsci_ch.CacheHandler
+    )
     assert isinstance(handler, original)
     assert isinstance(handler, madsci_cache_rs.CacheHandler)
     assert isinstance(madsci_cache_rs.InMemoryCacheHandler(strict=True), original)
@@ -104,14 +108,26 @@ PROBE_TEST = textwrap.dedent(
 )
 def test_pytest_plugin(tmp_path: Path, args, env_flag, expect):
     (tmp_path / "conftest.py").write_text(
-        "from madsci.common.db_handlers.cache_handler import InMemoryCacheHandler as BOUND_AT_CONFTEST_IMPORT\n"
+        "from madsci.common.db_handlers.cache_handler import InMemoryCacheHandler\n"
+        "BOUND_AT_CONFTEST_IMPORT = InMemoryCacheHandler\n"
     )
     (tmp_path / "test_probe.py").write_text(PROBE_TEST.replace("EXPECT", str(expect)))
     env = {k: v for k, v in os.environ.items() if k != "MADSCI_CACHE_RS"}
     if env_flag:
         env["MADSCI_CACHE_RS"] = env_flag
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore", *args, str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "ignore",
+            *args,
+            str(tmp_path),
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,

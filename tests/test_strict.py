@@ -8,7 +8,6 @@ import threading
 from collections.abc import MutableMapping, MutableSequence
 
 import pytest
-
 from madsci_cache_rs import (
     CacheResponseError,
     ExtendUnlockedLock,
@@ -185,7 +184,7 @@ def observe(call):
     """A call's result, or the name of the error it raised."""
     try:
         return ("ok", call())
-    except Exception as exc:  # noqa: BLE001 - the error's kind is the observation
+    except Exception as exc:
         kind = type(exc).__name__
         if kind in {"ResponseError", "CacheResponseError"}:
             kind = "server error"
@@ -252,7 +251,6 @@ def scenario(h) -> list:
 def test_strict_memory_matches_a_real_server():
     pytest.importorskip("pottery")
     from madsci.common.db_handlers.cache_handler import PyCacheHandler as MadsciPyCacheHandler
-
     from madsci_cache_rs import _install
     from madsci_cache_rs.testing import PrivateServer
 
