@@ -13,7 +13,7 @@ venv=.venv
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-py="$venv/bin/python"
+py="$PWD/$venv/bin/python"
 "$py" -m pip install -q --upgrade pip
 "$py" -m pip install -q -r tests/requirements.txt
 "$venv/bin/maturin" develop --release -q

@@ -1,5 +1,20 @@
 from typing import Any
 
+__all__ = [
+    "CacheConnectionError",
+    "CacheError",
+    "CacheResponseError",
+    "CacheTimeoutError",
+    "ExtendUnlockedLock",
+    "PrimitiveError",
+    "QuorumNotAchieved",
+    "ReleaseUnlockedLock",
+    "TooManyExtensions",
+    "__version__",
+    "decode_json",
+    "encode_json",
+]
+
 __version__: str
 
 def encode_json(obj: Any) -> str: ...

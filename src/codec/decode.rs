@@ -143,7 +143,13 @@ struct Parser<'a, 'py> {
     surrogates: bool,
     depth: usize,
     scratch: Vec<u8>,
+    /// Recently seen short ASCII keys: documents repeat their keys, and a
+    /// reused `str` also brings its cached hash to the dict insert.
+    keys: [Option<Bound<'py, PyString>>; KEY_CACHE_SLOTS],
 }
+
+const KEY_CACHE_SLOTS: usize = 64;
+const KEY_CACHE_MAX_LEN: usize = 32;
 
 #[inline]
 fn is_ws(b: u8) -> bool {
@@ -158,6 +164,7 @@ impl<'a, 'py> Parser<'a, 'py> {
             surrogates,
             depth: 0,
             scratch: Vec::new(),
+            keys: [const { None }; KEY_CACHE_SLOTS],
         }
     }
 
@@ -266,14 +273,18 @@ impl<'a, 'py> Parser<'a, 'py> {
                         at,
                     ));
                 }
-                let (key, end) = self.string(at + 1)?;
+                let (key, end) = self.key(at + 1)?;
                 at = self.skip_ws(end);
                 if self.byte(at) != Some(b':') {
                     return Err(Failure::Syntax("Expecting ':' delimiter", at));
                 }
                 at = self.skip_ws(at + 1);
                 let (value, end) = self.value(at)?;
-                dict.set_item(key, value)?;
+                // SAFETY: a fresh dict and two live objects; SetItem takes its own references.
+                if unsafe { ffi::PyDict_SetItem(dict.as_ptr(), key.as_ptr(), value.as_ptr()) } != 0
+                {
+                    return Err(PyErr::fetch(self.py).into());
+                }
                 at = self.skip_ws(end);
                 match self.byte(at) {
                     Some(b'}') => break,
@@ -286,12 +297,12 @@ impl<'a, 'py> Parser<'a, 'py> {
     }
 
     fn array(&mut self, at: usize) -> Result<(Bound<'py, PyAny>, usize), Failure> {
-        let list = pyo3::types::PyList::empty(self.py);
+        let mut items = Vec::new();
         let mut at = self.skip_ws(at);
         if self.byte(at) != Some(b']') {
             loop {
                 let (value, end) = self.value(at)?;
-                list.append(value)?;
+                items.push(value);
                 at = self.skip_ws(end);
                 match self.byte(at) {
                     Some(b']') => break,
@@ -300,7 +311,57 @@ impl<'a, 'py> Parser<'a, 'py> {
                 }
             }
         }
-        Ok((list.into_any(), at + 1))
+        // SAFETY: PyList_New(n) has n empty slots; SET_ITEM steals each
+        // reference exactly once.
+        let list = unsafe {
+            let list = Bound::from_owned_ptr_or_err(
+                self.py,
+                ffi::PyList_New(items.len() as ffi::Py_ssize_t),
+            )?;
+            for (i, item) in items.into_iter().enumerate() {
+                ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr());
+            }
+            list
+        };
+        Ok((list, at + 1))
+    }
+
+    /// An object key: a string, reused from the cache when it is short ASCII
+    /// without escapes.
+    fn key(&mut self, start: usize) -> Result<(Bound<'py, PyString>, usize), Failure> {
+        let input = self.input;
+        let mut at = start;
+        let limit = (start + KEY_CACHE_MAX_LEN).min(input.len());
+        while at < limit
+            && input[at] != b'"'
+            && (0x20..0x80).contains(&input[at])
+            && input[at] != b'\\'
+        {
+            at += 1;
+        }
+        if at >= limit || input[at] != b'"' {
+            return self.string(start);
+        }
+        let bytes = &input[start..at];
+        let slot = bytes.iter().fold(bytes.len(), |h, &b| {
+            h.wrapping_mul(31).wrapping_add(b as usize)
+        }) % KEY_CACHE_SLOTS;
+        if let Some(cached) = &self.keys[slot] {
+            // SAFETY: cached keys are compact ASCII strs, whose data is their bytes.
+            let data = unsafe {
+                let p = cached.as_ptr();
+                std::slice::from_raw_parts(
+                    ffi::PyUnicode_DATA(p) as *const u8,
+                    ffi::PyUnicode_GET_LENGTH(p) as usize,
+                )
+            };
+            if data == bytes {
+                return Ok((cached.clone(), at + 1));
+            }
+        }
+        let key = self.make_str(bytes, false)?;
+        self.keys[slot] = Some(key.clone());
+        Ok((key, at + 1))
     }
 
     /// The body of a string whose opening quote is at `start - 1`.
@@ -388,6 +449,22 @@ impl<'a, 'py> Parser<'a, 'py> {
     }
 
     fn make_str(&self, bytes: &[u8], wtf8: bool) -> Result<Bound<'py, PyString>, Failure> {
+        if bytes.is_ascii() {
+            // SAFETY: a new compact ASCII str of the right length, filled
+            // before anyone else can see it.
+            return unsafe {
+                let s = Bound::from_owned_ptr_or_err(
+                    self.py,
+                    ffi::PyUnicode_New(bytes.len() as ffi::Py_ssize_t, 127),
+                )?;
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    ffi::PyUnicode_DATA(s.as_ptr()) as *mut u8,
+                    bytes.len(),
+                );
+                Ok(s.cast_into_unchecked::<PyString>())
+            };
+        }
         let errors: &CStr = if wtf8 { c"surrogatepass" } else { c"strict" };
         // SAFETY: `bytes` is UTF-8 (or WTF-8 with `surrogatepass`); the call
         // returns a new reference or NULL with an exception set.

@@ -24,6 +24,7 @@ pub fn encode_json(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     let mut encoder = Encoder {
         out: Vec::with_capacity(128),
         open: Vec::new(),
+        items: Vec::new(),
     };
     encoder.value(obj)?;
     Ok(encoder.out)
@@ -32,8 +33,21 @@ pub fn encode_json(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 /// Encode `obj` and return the text as a Python `str`.
 pub fn encode_json_str<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
     let bytes = encode_json(obj)?;
-    let text = std::str::from_utf8(&bytes).expect("the encoder writes ASCII only");
-    Ok(PyString::new(obj.py(), text))
+    debug_assert!(bytes.is_ascii());
+    // SAFETY: a new compact ASCII str of exactly `bytes.len()` code points,
+    // filled before anyone else can see it; the encoder writes ASCII only.
+    unsafe {
+        let s = Bound::from_owned_ptr_or_err(
+            obj.py(),
+            ffi::PyUnicode_New(bytes.len() as ffi::Py_ssize_t, 127),
+        )?;
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            ffi::PyUnicode_DATA(s.as_ptr()) as *mut u8,
+            bytes.len(),
+        );
+        Ok(s.cast_into_unchecked::<PyString>())
+    }
 }
 
 /// Borrow the code points of a `str` (or `str` subclass) object.
@@ -50,10 +64,13 @@ pub(crate) unsafe fn code_units<'a>(ptr: *mut ffi::PyObject) -> CodeUnits<'a> {
     }
 }
 
-struct Encoder {
+struct Encoder<'py> {
     out: Vec<u8>,
     /// Containers being encoded, for `json`'s circular-reference check.
     open: Vec<*mut ffi::PyObject>,
+    /// The sorted items of every dict being encoded, innermost last: one
+    /// allocation for the whole document instead of one per dict.
+    items: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
 }
 
 /// Leaves the interpreter's recursion counter when dropped.
@@ -81,8 +98,8 @@ impl Drop for RecursionGuard {
     }
 }
 
-impl Encoder {
-    fn value(&mut self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+impl<'py> Encoder<'py> {
+    fn value(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
         let ptr = obj.as_ptr();
         // SAFETY: type checks and reads on a live object we hold a reference to.
         unsafe {
@@ -147,18 +164,20 @@ impl Encoder {
         }
     }
 
-    fn sequence(&mut self, seq: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn sequence(&mut self, seq: &Bound<'py, PyAny>) -> PyResult<()> {
         let ptr = seq.as_ptr();
-        // SAFETY: `seq` is a list or tuple; sizes are re-read on every step
-        // because nothing below may assume the list keeps its length.
-        let len = |p| unsafe {
-            if ffi::PyList_Check(p) != 0 {
-                ffi::PyList_GET_SIZE(p)
+        // SAFETY: `seq` is a list or tuple. The length is re-read on every
+        // step (a list may shrink under us) and each item is taken as a new
+        // reference before use.
+        let is_list = unsafe { ffi::PyList_Check(ptr) } != 0;
+        let len = || unsafe {
+            if is_list {
+                ffi::PyList_GET_SIZE(ptr)
             } else {
-                ffi::PyTuple_GET_SIZE(p)
+                ffi::PyTuple_GET_SIZE(ptr)
             }
         };
-        if len(ptr) == 0 {
+        if len() == 0 {
             self.out.extend_from_slice(b"[]");
             return Ok(());
         }
@@ -166,11 +185,20 @@ impl Encoder {
         self.open.push(ptr);
         self.out.push(b'[');
         let mut i = 0;
-        while i < len(ptr) {
+        while i < len() {
             if i > 0 {
                 self.out.extend_from_slice(b", ");
             }
-            let item = seq.get_item(i)?;
+            // SAFETY: `i` is in bounds (checked just above); borrowed item
+            // turned into an owned reference at once.
+            let item = unsafe {
+                let borrowed = if is_list {
+                    ffi::PyList_GET_ITEM(ptr, i)
+                } else {
+                    ffi::PyTuple_GET_ITEM(ptr, i)
+                };
+                Bound::from_borrowed_ptr(seq.py(), borrowed)
+            };
             self.value(&item)?;
             i += 1;
         }
@@ -179,7 +207,7 @@ impl Encoder {
         Ok(())
     }
 
-    fn dict(&mut self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn dict(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
         let ptr = obj.as_ptr();
         // SAFETY: `obj` passed PyDict_Check; PyDict_Size reads the dict storage
         // as the C encoder does (also for subclasses).
@@ -189,16 +217,19 @@ impl Encoder {
         }
         self.check_circular(ptr)?;
         self.open.push(ptr);
-        let items = sorted_items(obj)?;
+        let first = self.items.len();
+        push_sorted_items(obj, &mut self.items)?;
         self.out.push(b'{');
-        for (n, (key, value)) in items.iter().enumerate() {
-            if n > 0 {
+        for n in first..self.items.len() {
+            if n > first {
                 self.out.extend_from_slice(b", ");
             }
-            self.key(key)?;
+            let (key, value) = self.items[n].clone();
+            self.key(&key)?;
             self.out.extend_from_slice(b": ");
-            self.value(value)?;
+            self.value(&value)?;
         }
+        self.items.truncate(first);
         self.out.push(b'}');
         self.open.pop();
         Ok(())
@@ -237,43 +268,52 @@ impl Encoder {
     }
 }
 
-type Items<'py> = Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>;
-
-/// The dict's items in `sorted(d.items())` order.
+/// Append the dict's items to `items` in `sorted(d.items())` order.
 ///
 /// Plain dicts whose keys are all exact `str` are sorted here by code point
 /// (distinct keys never compare equal, so tuple comparison reduces to key
 /// comparison); anything else is sorted by Python itself.
-fn sorted_items<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Items<'py>> {
+fn push_sorted_items<'py>(
+    obj: &Bound<'py, PyAny>,
+    items: &mut Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+) -> PyResult<()> {
     let py = obj.py();
-    if let Ok(dict) = obj.cast_exact::<PyDict>() {
-        let mut items: Items<'py> = Vec::with_capacity(dict.len());
+    if obj.is_exact_instance_of::<PyDict>() {
+        let first = items.len();
         let mut all_str = true;
-        for (key, value) in dict.iter() {
-            // SAFETY: exact type check on a live object.
-            all_str &= unsafe { ffi::PyUnicode_CheckExact(key.as_ptr()) } != 0;
-            items.push((key, value));
+        let (mut pos, mut key, mut value) = (0, std::ptr::null_mut(), std::ptr::null_mut());
+        // SAFETY: PyDict_Next over an exact dict; no Python code runs in this
+        // loop, so the dict cannot change under it. Borrowed key and value
+        // become owned references at once.
+        unsafe {
+            while ffi::PyDict_Next(obj.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
+                all_str &= ffi::PyUnicode_CheckExact(key) != 0;
+                items.push((
+                    Bound::from_borrowed_ptr(py, key),
+                    Bound::from_borrowed_ptr(py, value),
+                ));
+            }
         }
         if all_str {
             // SAFETY: every key is a live exact str held by `items`.
-            items.sort_unstable_by(|(a, _), (b, _)| unsafe {
+            items[first..].sort_unstable_by(|(a, _), (b, _)| unsafe {
                 code_units(a.as_ptr()).cmp_code_points(&code_units(b.as_ptr()))
             });
-            return Ok(items);
+            return Ok(());
         }
+        items.truncate(first);
     }
     // SAFETY: PyMapping_Items returns a new reference to a list (or NULL).
     let list = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyMapping_Items(obj.as_ptr()))? };
     let list = list.cast_into::<PyList>()?;
     list.sort()?;
-    let mut items = Vec::with_capacity(list.len());
     for item in list.iter() {
         let (key, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item
             .extract()
             .map_err(|_| PyValueError::new_err("items must return 2-tuples"))?;
         items.push((key, value));
     }
-    Ok(items)
+    Ok(())
 }
 
 fn not_serializable(obj: &Bound<'_, PyAny>) -> PyErr {

@@ -38,6 +38,10 @@ impl CodeUnits<'_> {
     pub fn write_json_string(&self, out: &mut Vec<u8>) {
         out.push(b'"');
         match self {
+            // Most keys and values are plain ASCII: copy them in one go.
+            CodeUnits::Latin1(s) if s.iter().all(|&c| is_plain(u32::from(c))) => {
+                out.extend_from_slice(s)
+            }
             CodeUnits::Latin1(s) => write_escaped(out, s),
             CodeUnits::Ucs2(s) => write_escaped(out, s),
             CodeUnits::Ucs4(s) => write_escaped(out, s),
@@ -53,7 +57,7 @@ fn is_plain(c: u32) -> bool {
 }
 
 fn write_escaped<T: Copy + Into<u32>>(out: &mut Vec<u8>, units: &[T]) {
-    out.reserve(units.len());
+    out.reserve(units.len() + 2);
     for &unit in units {
         let c: u32 = unit.into();
         if is_plain(c) {
