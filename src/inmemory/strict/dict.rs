@@ -11,7 +11,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyIterator, PyList, PyMapping, PyString, PyTuple, PyType};
 use pyo3::IntoPyObjectExt;
 
-use super::db::{wrong_type, Hash, Keyspace, Slot, StrictDb};
+use super::db::{wrong_type, Hash, Keyspace, Slot, StrictDb, Text};
 use crate::codec::{decode_json_bytes, encode_json};
 use crate::errors::CacheError;
 
@@ -24,8 +24,9 @@ pub struct StrictRedisDict {
 static KEYS_VIEW: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static VALUES_VIEW: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
-fn encode(obj: &Bound<'_, PyAny>) -> PyResult<String> {
-    Ok(String::from_utf8(encode_json(obj)?).expect("the encoder writes ASCII"))
+fn encode(obj: &Bound<'_, PyAny>) -> PyResult<Text> {
+    let bytes = encode_json(obj)?;
+    Ok(Text::from(std::str::from_utf8(&bytes).expect("the encoder writes ASCII")))
 }
 
 fn decode<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -72,7 +73,7 @@ impl StrictRedisDict {
         Ok(out)
     }
 
-    fn snapshot(&self, py: Python<'_>) -> PyResult<Vec<(String, String)>> {
+    fn snapshot(&self, py: Python<'_>) -> PyResult<Vec<(Text, Text)>> {
         Ok(self.read(py, |h| {
             h.map(|h| {
                 h.entries()
@@ -242,7 +243,7 @@ impl StrictRedisDict {
     /// The first pair in iteration order, as `MutableMapping.popitem`.
     fn popitem<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let taken = self.write(py, |h| {
-            let first = h.entries().first().map(|(k, _)| (*k).clone());
+            let first = h.entries().next().map(|(k, _)| k.clone());
             first.and_then(|k| h.remove(&k).map(|v| (k, v)))
         })?;
         match taken {

@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyIterator, PyList, PySlice, PyString};
 use pyo3::IntoPyObjectExt;
 
-use super::db::{wrong_type, Keyspace, Slot, StrictDb};
+use super::db::{wrong_type, Keyspace, Slot, StrictDb, Text};
 use crate::codec::{decode_json_bytes, encode_json};
 use crate::errors::CacheError;
 
@@ -23,8 +23,9 @@ pub struct StrictRedisList {
     key: Vec<u8>,
 }
 
-fn encode(obj: &Bound<'_, PyAny>) -> PyResult<String> {
-    Ok(String::from_utf8(encode_json(obj)?).expect("the encoder writes ASCII"))
+fn encode(obj: &Bound<'_, PyAny>) -> PyResult<Text> {
+    let bytes = encode_json(obj)?;
+    Ok(Text::from(std::str::from_utf8(&bytes).expect("the encoder writes ASCII")))
 }
 
 fn decode<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -49,7 +50,7 @@ impl StrictRedisList {
         }
     }
 
-    fn read<T>(&self, py: Python<'_>, f: impl FnOnce(&[String]) -> T) -> Result<T, CacheError> {
+    fn read<T>(&self, py: Python<'_>, f: impl FnOnce(&[Text]) -> T) -> Result<T, CacheError> {
         let mut state = self.db.lock(py);
         match state.live(&self.key, Instant::now()) {
             None => Ok(f(&[])),
@@ -59,7 +60,7 @@ impl StrictRedisList {
     }
 
     /// Items and the keyspace version they were read at.
-    fn snapshot(&self, py: Python<'_>) -> Result<(Vec<String>, u64), CacheError> {
+    fn snapshot(&self, py: Python<'_>) -> Result<(Vec<Text>, u64), CacheError> {
         let mut state = self.db.lock(py);
         let version = state.version;
         match state.live(&self.key, Instant::now()) {
@@ -75,7 +76,7 @@ impl StrictRedisList {
         &self,
         py: Python<'_>,
         expect: Option<u64>,
-        f: impl FnOnce(&mut Vec<String>) -> T,
+        f: impl FnOnce(&mut Vec<Text>) -> T,
     ) -> Result<Option<T>, CacheError> {
         let mut state = self.db.lock(py);
         let state: &mut Keyspace = &mut state;
@@ -100,13 +101,13 @@ impl StrictRedisList {
         Ok(Some(out))
     }
 
-    fn write_now<T>(&self, py: Python<'_>, f: impl FnOnce(&mut Vec<String>) -> T) -> PyResult<T> {
+    fn write_now<T>(&self, py: Python<'_>, f: impl FnOnce(&mut Vec<Text>) -> T) -> PyResult<T> {
         Ok(self
             .write(py, None, f)?
             .expect("unconditional writes always run"))
     }
 
-    fn decoded<'py>(py: Python<'py>, items: &[String]) -> PyResult<Bound<'py, PyList>> {
+    fn decoded<'py>(py: Python<'py>, items: &[Text]) -> PyResult<Bound<'py, PyList>> {
         PyList::new(
             py,
             items
@@ -119,7 +120,7 @@ impl StrictRedisList {
     /// Positions in `items[start..stop]` whose decoded item `== value`.
     fn matches(
         py: Python<'_>,
-        items: &[String],
+        items: &[Text],
         value: &Bound<'_, PyAny>,
         first_only: bool,
     ) -> PyResult<Vec<usize>> {
@@ -295,7 +296,7 @@ impl StrictRedisList {
                 let positions = PyList::new(py, 0..items.len())?;
                 positions.as_any().del_item(&index)?;
                 let keep: Vec<usize> = positions.extract()?;
-                let kept: Vec<String> = keep.into_iter().map(|i| items[i].clone()).collect();
+                let kept: Vec<Text> = keep.into_iter().map(|i| items[i].clone()).collect();
                 if self
                     .write(py, Some(version), |items| *items = kept)?
                     .is_some()
@@ -318,7 +319,7 @@ impl StrictRedisList {
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
-        Ok(self.read(py, <[String]>::len)?)
+        Ok(self.read(py, <[Text]>::len)?)
     }
 
     fn __contains__(&self, py: Python<'_>, value: Bound<'_, PyAny>) -> PyResult<bool> {
