@@ -7,10 +7,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import hypothesis.strategies as st
-import madsci_cache_rs
 import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+import madsci_cache_rs
 from madsci_cache_rs import _install
 
 inmemory_redis = pytest.importorskip("madsci.common.local_backends.inmemory_redis")

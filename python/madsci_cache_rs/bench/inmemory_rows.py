@@ -117,9 +117,7 @@ def rows(rounds: int = 15) -> list[Row]:
             fake["lock: with create_lock(k): pass"]()
         except Exception:  # fakeredis without lupa cannot run pottery's scripts
             del fake["lock: with create_lock(k): pass"]
-    out += _pairs(
-        "strict vs fakeredis", strict, fake, "madsci PyCacheHandler on fakeredis", rounds
-    )
+    out += _pairs("strict vs fakeredis", strict, fake, "madsci PyCacheHandler on fakeredis", rounds)
     out += _pairs(
         "strict vs madsci in-memory", strict, theirs_default, "madsci InMemoryCacheHandler", rounds
     )

@@ -318,11 +318,17 @@ mod tests {
         h.insert("a".into(), "3".into());
         h.remove("b");
         h.insert("b".into(), "4".into());
-        let got: Vec<_> = h
-            .entries()
-            .into_iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        assert_eq!(got, [("a".into(), "3".into()), ("b".into(), "4".into())]);
+        let got: Vec<(&str, &str)> = h.entries().map(|(k, v)| (&**k, &**v)).collect();
+        assert_eq!(got, [("a", "3"), ("b", "4")]);
+        // Holes left by removals are compacted without losing order or lookups.
+        for i in 0..40 {
+            h.insert(i.to_string().into(), "x".into());
+        }
+        for i in 0..35 {
+            h.remove(&i.to_string());
+        }
+        assert_eq!(h.len(), 7);
+        assert_eq!(h.get("39").map(|v| &**v), Some("x"));
+        assert_eq!(h.entries().next().map(|(k, _)| &**k), Some("a"));
     }
 }

@@ -12,7 +12,7 @@ use pyo3::types::{PyDict, PyIterator, PyList, PyMapping, PyString, PyTuple, PyTy
 use pyo3::IntoPyObjectExt;
 
 use super::db::{wrong_type, Hash, Keyspace, Slot, StrictDb, Text};
-use crate::codec::{decode_json_bytes, encode_json};
+use super::{decode, encode};
 use crate::errors::CacheError;
 
 #[pyclass(frozen, mapping, module = "madsci_cache_rs._native")]
@@ -23,15 +23,6 @@ pub struct StrictRedisDict {
 
 static KEYS_VIEW: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static VALUES_VIEW: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-
-fn encode(obj: &Bound<'_, PyAny>) -> PyResult<Text> {
-    let bytes = encode_json(obj)?;
-    Ok(Text::from(std::str::from_utf8(&bytes).expect("the encoder writes ASCII")))
-}
-
-fn decode<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
-    decode_json_bytes(py, text.as_bytes())
-}
 
 impl StrictRedisDict {
     pub fn build(db: Arc<StrictDb>, key: &str) -> Self {
@@ -75,13 +66,8 @@ impl StrictRedisDict {
 
     fn snapshot(&self, py: Python<'_>) -> PyResult<Vec<(Text, Text)>> {
         Ok(self.read(py, |h| {
-            h.map(|h| {
-                h.entries()
-                    .into_iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
+            h.map(|h| h.entries().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()
         })?)
     }
 
@@ -133,12 +119,7 @@ impl StrictRedisDict {
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyIterator>> {
         let keys = self.read(py, |h| {
-            h.map(|h| {
-                h.entries()
-                    .into_iter()
-                    .map(|(k, _)| k.clone())
-                    .collect::<Vec<_>>()
-            })
+            h.map(|h| h.entries().map(|(k, _)| k.clone()).collect::<Vec<_>>())
         })?;
         let decoded = keys
             .unwrap_or_default()

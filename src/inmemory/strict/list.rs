@@ -14,22 +14,13 @@ use pyo3::types::{PyIterator, PyList, PySlice, PyString};
 use pyo3::IntoPyObjectExt;
 
 use super::db::{wrong_type, Keyspace, Slot, StrictDb, Text};
-use crate::codec::{decode_json_bytes, encode_json};
+use super::{decode, encode};
 use crate::errors::CacheError;
 
 #[pyclass(frozen, sequence, module = "madsci_cache_rs._native")]
 pub struct StrictRedisList {
     db: Arc<StrictDb>,
     key: Vec<u8>,
-}
-
-fn encode(obj: &Bound<'_, PyAny>) -> PyResult<Text> {
-    let bytes = encode_json(obj)?;
-    Ok(Text::from(std::str::from_utf8(&bytes).expect("the encoder writes ASCII")))
-}
-
-fn decode<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
-    decode_json_bytes(py, text.as_bytes())
 }
 
 /// Python's index normalisation; `None` when out of range.
