@@ -14,7 +14,12 @@ Set-up quirks handled here (the sdists lack madsci's repository-root conftest):
 * ``test_workcell_engine.py`` imports a source-tree path
   (``madsci_workcell_manager.madsci.workcell_manager.workflow_utils``),
   aliased to the installed module;
-* each sdist is extracted whole, so tests find ``schema.json`` beside them.
+* each sdist is extracted whole, so tests find ``schema.json`` beside them;
+* madsci's few real-server tests start ``testcontainers.redis.RedisContainer``
+  (Docker): when testcontainers is absent, a stand-in starts a private
+  valkey (``madsci_cache_rs.testing.PrivateServer``) instead, so they run
+  rather than skip;
+* ``HOME`` is a private directory: madsci writes logs under ``~/.madsci``.
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ SUITES: dict[str, list[str]] = {
         "tests/test_location_reconciliation.py",
         "tests/test_location_migration.py",
         "tests/test_lab_config.py",
+        "tests/test_location_client.py",
+        "tests/test_location_schema.py",
+        "tests/test_location_template_types.py",
     ],
     "madsci_client": [
         "tests/test_workcell_client.py",
@@ -107,6 +115,43 @@ else:
     sys.modules[_prefix].workflow_utils = _real
 
 
+try:
+    import testcontainers.redis  # noqa: F401 - the real thing, if installed
+except ImportError:
+    _pkg = sys.modules.setdefault("testcontainers", types.ModuleType("testcontainers"))
+    _pkg.__path__ = []
+    _redis = types.ModuleType("testcontainers.redis")
+
+    class RedisContainer:
+        """Stand-in for testcontainers' Redis container: a private valkey."""
+
+        def __init__(self, image="redis:7", **_kwargs):
+            self._server = None
+
+        def __enter__(self):
+            from madsci_cache_rs.testing import PrivateServer
+
+            self._server = PrivateServer().start()
+            return self
+
+        def __exit__(self, *exc):
+            self._server.close()
+
+        def get_container_host_ip(self):
+            return self._server.host
+
+        def get_exposed_port(self, port):
+            return self._server.port
+
+    _redis.RedisContainer = RedisContainer
+    _pkg.redis = _redis
+    sys.modules["testcontainers.redis"] = _redis
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "integration: needs a real server")
+
+
 def pytest_sessionfinish(session):
     """Record whose InMemoryCacheHandler madsci's modules held during the run."""
     probe = os.environ.get("MADSCI_SUITES_PROBE")
@@ -142,7 +187,9 @@ def fetch(workdir: Path) -> dict[str, Path]:
                 tar.extractall(workdir, filter="data")
         roots[dist] = root
     (workdir / "conftest.py").write_text(ROOT_CONFTEST)
-    (workdir / "pytest.ini").write_text("[pytest]\nasyncio_mode = auto\n")
+    (workdir / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
     return roots
 
 
@@ -152,6 +199,7 @@ def run(workdir: Path, roots: dict[str, Path], ours: bool, extra: list[str]) -> 
     label = "ours" if ours else "madsci"
     env = dict(os.environ)
     env.pop("MADSCI_CACHE_RS", None)
+    env["HOME"] = tempfile.mkdtemp(prefix=f"home-{label}-", dir=workdir)
     for dist, files in SUITES.items():
         report = workdir / f"report-{label}-{dist}.xml"
         args = [
