@@ -112,8 +112,13 @@ impl StrictRedisDict {
         }
     }
 
+    /// A key that cannot be encoded is simply absent (pottery's rule).
     fn __contains__(&self, py: Python<'_>, key: Bound<'_, PyAny>) -> PyResult<bool> {
-        let field = encode(&key)?;
+        let field = match encode(&key) {
+            Ok(field) => field,
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyTypeError>(py) => return Ok(false),
+            Err(e) => return Err(e),
+        };
         Ok(self.read(py, |h| h.is_some_and(|h| h.get(&field).is_some()))?)
     }
 
@@ -240,16 +245,26 @@ impl StrictRedisDict {
         key: Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        // `MutableMapping.setdefault` as pottery runs it: an existing value is
+        // read back (the default is never encoded); otherwise the default is
+        // stored and returned as given.
         let default = default.unwrap_or_else(|| py.None().into_bound(py));
-        let (field, value) = (encode(&key)?, encode(&default)?);
-        let stored = self.write(py, |h| match h.get(&field) {
-            Some(existing) => existing.clone(),
+        let field = encode(&key)?;
+        if let Some(existing) = self.read(py, |h| h.and_then(|h| h.get(&field).cloned()))? {
+            return decode(py, &existing);
+        }
+        let value = encode(&default)?;
+        let raced = self.write(py, |h| match h.get(&field) {
+            Some(existing) => Some(existing.clone()),
             None => {
-                h.insert(field, value.clone());
-                value
+                h.insert(field, value);
+                None
             }
         })?;
-        decode(py, &stored)
+        match raced {
+            Some(existing) => decode(py, &existing),
+            None => Ok(default),
+        }
     }
 
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
