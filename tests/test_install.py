@@ -136,3 +136,21 @@ def test_pytest_plugin(tmp_path: Path, args, env_flag, expect):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 passed" in proc.stdout
+
+
+@pytest.mark.parametrize("madsci_first", [False, True])
+def test_isinstance_of_madsci_cache_handler_in_either_import_order(madsci_first):
+    imports = ["import madsci_cache_rs", "import madsci.common.db_handlers as handlers"]
+    if madsci_first:
+        imports.reverse()
+    code = "\n".join(
+        [
+            *imports,
+            "ours = madsci_cache_rs.InMemoryCacheHandler",
+            "assert isinstance(ours(), handlers.CacheHandler)",
+            "assert isinstance(ours(strict=True), handlers.CacheHandler)",
+            "assert handlers.InMemoryCacheHandler is not madsci_cache_rs.InMemoryCacheHandler",
+        ]
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
