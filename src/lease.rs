@@ -39,9 +39,9 @@ impl Wait {
             detail: detail.into(),
         };
         match (blocking, timeout) {
-            (false, t) if t == -1.0 => Ok(Wait::Once),
+            (false, -1.0) => Ok(Wait::Once),
             (false, _) => Err(invalid("can't specify a timeout for a non-blocking call")),
-            (true, t) if t == -1.0 => Ok(Wait::Forever),
+            (true, -1.0) => Ok(Wait::Forever),
             (true, t) if t.is_nan() || t < 0.0 => {
                 Err(invalid("timeout value must be a non-negative number or -1"))
             }

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+
 from madsci_cache_rs import PyCacheHandler
 from madsci_cache_rs.testing import PrivateServer, ServerUnavailable
 

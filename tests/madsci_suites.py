@@ -14,7 +14,12 @@ Set-up quirks handled here (the sdists lack madsci's repository-root conftest):
 * ``test_workcell_engine.py`` imports a source-tree path
   (``madsci_workcell_manager.madsci.workcell_manager.workflow_utils``),
   aliased to the installed module;
-* each sdist is extracted whole, so tests find ``schema.json`` beside them.
+* each sdist is extracted whole, so tests find ``schema.json`` beside them;
+* madsci's few real-server tests start ``testcontainers.redis.RedisContainer``
+  (Docker): when testcontainers is absent, a stand-in starts a private
+  valkey (``madsci_cache_rs.testing.PrivateServer``) instead, so they run
+  rather than skip;
+* ``HOME`` is a private directory: madsci writes logs under ``~/.madsci``.
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ SUITES: dict[str, list[str]] = {
         "tests/test_location_reconciliation.py",
         "tests/test_location_migration.py",
         "tests/test_lab_config.py",
+        "tests/test_location_client.py",
+        "tests/test_location_schema.py",
+        "tests/test_location_template_types.py",
     ],
     "madsci_client": [
         "tests/test_workcell_client.py",
@@ -105,6 +113,52 @@ else:
             setattr(sys.modules[".".join(_parts[: _i - 1])], _parts[_i - 1], _mod)
     sys.modules[_prefix + ".workflow_utils"] = _real
     sys.modules[_prefix].workflow_utils = _real
+
+
+try:
+    import testcontainers.redis  # noqa: F401 - the real thing, if installed
+except ImportError:
+    _pkg = sys.modules.setdefault("testcontainers", types.ModuleType("testcontainers"))
+    _pkg.__path__ = []
+    _redis = types.ModuleType("testcontainers.redis")
+
+    class RedisContainer:
+        """Stand-in for testcontainers' Redis container: a private valkey."""
+
+        def __init__(self, image="redis:7", **_kwargs):
+            self._server = None
+
+        def __enter__(self):
+            from madsci_cache_rs.testing import PrivateServer
+
+            self._server = PrivateServer().start()
+            return self
+
+        def __exit__(self, *exc):
+            self._server.close()
+
+        def get_container_host_ip(self):
+            return self._server.host
+
+        def get_exposed_port(self, port):
+            return self._server.port
+
+    _redis.RedisContainer = RedisContainer
+    _pkg.redis = _redis
+    sys.modules["testcontainers.redis"] = _redis
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "integration: needs a real server")
+
+
+def pytest_sessionfinish(session):
+    """Record whose InMemoryCacheHandler madsci's modules held during the run."""
+    probe = os.environ.get("MADSCI_SUITES_PROBE")
+    if probe:
+        import madsci.common.db_handlers as handlers
+        with open(probe, "w") as out:
+            out.write(handlers.InMemoryCacheHandler.__module__)
 '''
 
 
@@ -113,7 +167,11 @@ def fetch(workdir: Path) -> dict[str, Path]:
     downloads = workdir / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     wanted = [f"{dist.replace('_', '-')}=={VERSION}" for dist in SUITES]
-    missing = [w for w, d in zip(wanted, SUITES) if not list(downloads.glob(f"{d}-{VERSION}.tar.gz"))]
+    missing = [
+        w
+        for w, d in zip(wanted, SUITES, strict=True)
+        if not list(downloads.glob(f"{d}-{VERSION}.tar.gz"))
+    ]
     if missing:
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
@@ -129,7 +187,9 @@ def fetch(workdir: Path) -> dict[str, Path]:
                 tar.extractall(workdir, filter="data")
         roots[dist] = root
     (workdir / "conftest.py").write_text(ROOT_CONFTEST)
-    (workdir / "pytest.ini").write_text("[pytest]\nasyncio_mode = auto\n")
+    (workdir / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
     return roots
 
 
@@ -139,22 +199,34 @@ def run(workdir: Path, roots: dict[str, Path], ours: bool, extra: list[str]) -> 
     label = "ours" if ours else "madsci"
     env = dict(os.environ)
     env.pop("MADSCI_CACHE_RS", None)
+    env["HOME"] = tempfile.mkdtemp(prefix=f"home-{label}-", dir=workdir)
     for dist, files in SUITES.items():
         report = workdir / f"report-{label}-{dist}.xml"
         args = [
             str(Path(sys.executable).with_name("pytest")),
-            "-q", "-p", "no:cacheprovider", "--rootdir", str(workdir), "-c", str(workdir / "pytest.ini"),
+            "-q", "-p", "no:cacheprovider",
+            "--rootdir", str(workdir), "-c", str(workdir / "pytest.ini"),
             f"--junitxml={report}", "-o", "junit_family=xunit2",
         ]  # fmt: skip
         if ours:
             args += ["-p", "madsci_cache_rs.pytest_plugin"]
         args += [str(roots[dist] / f) for f in files] + extra
         print(f"== {label}: {dist}", flush=True)
+        probe = workdir / f"probe-{label}-{dist}.txt"
+        probe.unlink(missing_ok=True)
+        env["MADSCI_SUITES_PROBE"] = str(probe)
         proc = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True)
+        # A run "under our plugin" that left madsci's classes in place proves nothing.
+        holder = probe.read_text() if probe.exists() else "unknown"
+        expected = "madsci_cache_rs._native" if ours else "madsci.common.db_handlers.cache_handler"
+        if holder != expected:
+            raise SystemExit(f"{label} run of {dist} used InMemoryCacheHandler from {holder}")
         tail = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
         print("   " + (tail[0] if tail else proc.stderr[-500:]), flush=True)
         if not report.exists():
-            raise SystemExit(f"pytest wrote no report for {dist}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            raise SystemExit(
+                f"pytest wrote no report for {dist}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            )
         for case in ET.parse(report).getroot().iter("testcase"):
             test_id = f"{dist}::{case.get('classname')}::{case.get('name')}"
             outcome = "passed"
@@ -171,7 +243,9 @@ def compare(theirs: dict[str, str], ours: dict[str, str]) -> list[str]:
     problems = []
     for test_id, outcome in sorted(theirs.items()):
         if outcome == "passed" and ours.get(test_id) != "passed":
-            problems.append(f"{test_id}: passes with madsci's classes, {ours.get(test_id, 'missing')} with ours")
+            problems.append(
+                f"{test_id}: passes with madsci's classes, {ours.get(test_id, 'missing')} with ours"
+            )
     return problems
 
 
@@ -182,7 +256,9 @@ def summary(outcomes: dict[str, str]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, help="where to download and run (default: a temp dir)")
+    parser.add_argument(
+        "--workdir", type=Path, help="where to download and run (default: a temp dir)"
+    )
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     opts = parser.parse_args()
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="madsci-suites-"))

@@ -17,6 +17,7 @@ import sys
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from madsci_cache_rs import decode_json, encode_json
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import madsci_cache_rs as m
 import pytest
+
+import madsci_cache_rs as m
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 from collections.abc import MutableMapping, MutableSequence
 
+import hypothesis.strategies as st
 import pydantic
 import pytest
+from hypothesis import given, settings
 
 from madsci_cache_rs import (
     CacheHandler,
@@ -32,7 +34,7 @@ def run_in_thread(fn):
     def target():
         try:
             box["result"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+        except BaseException as exc:
             box["error"] = exc
 
     t = threading.Thread(target=target)
@@ -293,3 +295,56 @@ def test_handler_accepts_a_foreign_client():
     assert foreign.calls == [("incr", "n", 3), ("set", "k", 1)]
     h.create_dict("d")["a"] = 1
     assert InMemoryRedisDict(key="d", redis=foreign)["a"] == 1
+
+
+# madsci's list has only append/remove/iteration/len/in; the rest of the
+# sequence API must behave as a plain Python list does.
+list_ops = st.one_of(
+    st.tuples(st.just("append"), st.integers(0, 3)),
+    st.tuples(st.just("extend"), st.lists(st.integers(0, 3), max_size=3)),
+    st.tuples(st.just("insert"), st.tuples(st.integers(-5, 5), st.integers(0, 3))),
+    st.tuples(st.just("pop"), st.integers(-4, 4)),
+    st.tuples(st.just("remove"), st.integers(0, 3)),
+    st.tuples(st.just("index"), st.integers(0, 3)),
+    st.tuples(st.just("count"), st.integers(0, 3)),
+    st.tuples(st.just("getitem"), st.one_of(st.integers(-4, 4), st.slices(5))),
+    st.tuples(st.just("setitem"), st.tuples(st.integers(-4, 4), st.integers(0, 3))),
+    st.tuples(
+        st.just("setslice"), st.tuples(st.slices(5), st.lists(st.integers(0, 3), max_size=3))
+    ),
+    st.tuples(st.just("delitem"), st.one_of(st.integers(-4, 4), st.slices(5))),
+)
+
+
+def apply(target, op, arg):
+    if op == "getitem":
+        return target[arg]
+    if op == "setitem":
+        target[arg[0]] = arg[1]
+        return None
+    if op == "setslice":
+        target[arg[0]] = arg[1]
+        return None
+    if op == "delitem":
+        del target[arg]
+        return None
+    if op == "insert":
+        return target.insert(*arg)
+    return getattr(target, op)(arg)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=st.lists(list_ops, max_size=12))
+def test_list_sequence_api_matches_a_python_list(ops):
+    clear_all_registries()
+    ours = InMemoryRedisList(key="seq", redis=InMemoryRedisClient())
+    plain: list = []
+    for op, arg in ops:
+        results = []
+        for target in (ours, plain):
+            try:
+                results.append(("ok", apply(target, op, arg)))
+            except Exception as exc:
+                results.append(("error", type(exc).__name__))
+        assert results[0] == results[1], (op, arg)
+        assert ours.to_list() == plain

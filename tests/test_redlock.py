@@ -16,6 +16,7 @@ import uuid
 import pottery
 import pytest
 import redis
+
 from madsci_cache_rs import (
     CacheConnectionError,
     CacheTimeoutError,

@@ -11,6 +11,7 @@ import pytest
 from conftest import round_trips
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from madsci_cache_rs import CacheResponseError, RedisDict, encode_json
 
 json_scalars = (

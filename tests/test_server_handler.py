@@ -10,6 +10,7 @@ import time
 
 import pytest
 import redis
+
 from madsci_cache_rs import (
     CacheConnectionError,
     CacheError,

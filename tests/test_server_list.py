@@ -10,6 +10,7 @@ import pytest
 from conftest import round_trips
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from madsci_cache_rs import CacheResponseError, RedisList, encode_json
 
 pytestmark = pytest.mark.filterwarnings("ignore::pottery.InefficientAccessWarning")

@@ -10,6 +10,7 @@ import threading
 
 import pytest
 import redis
+
 from madsci_cache_rs import CacheConnectionError, CacheTimeoutError, PyCacheHandler
 from madsci_cache_rs.testing import PrivateServer
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from madsci_cache_rs import CacheConnectionError, PyCacheHandler
 from madsci_cache_rs.testing import ServerUnavailable, find_server_binary, free_port
 

@@ -185,7 +185,7 @@ def observe(call):
     """A call's result, or the name of the error it raised."""
     try:
         return ("ok", call())
-    except Exception as exc:  # noqa: BLE001 - the error's kind is the observation
+    except Exception as exc:
         kind = type(exc).__name__
         if kind in {"ResponseError", "CacheResponseError"}:
             kind = "server error"
@@ -268,3 +268,34 @@ def test_strict_memory_matches_a_real_server():
             reference.close()
     ours = scenario(InMemoryCacheHandler(strict=True))
     assert ours == theirs
+
+
+def test_one_lock_object_shared_by_threads_does_not_deadlock(strict):
+    """``extend`` waits for the keyspace while holding the lock object's state;
+    other threads waiting for that state must not hold the GIL meanwhile."""
+    lock = strict.create_lock("shared", auto_release_time=30)
+    lock.acquire()
+    d = strict.create_dict("churn")
+    errors = []
+
+    def extender():
+        for _ in range(300):
+            try:
+                lock.extend()
+            except TooManyExtensions:
+                pass
+            except Exception as exc:
+                errors.append(exc)
+
+    def reader():
+        for i in range(300):
+            _ = lock.locked(), lock.auto_release_time, lock.num_extensions
+            d[i % 7] = i
+
+    threads = [threading.Thread(target=f) for f in (extender, reader, reader, extender)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    lock.release()

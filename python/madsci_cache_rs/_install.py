@@ -71,7 +71,9 @@ def register_with_madsci(module: ModuleType) -> None:
     (and madsci's subclasses count as ours), so ``isinstance`` holds both ways."""
     from madsci_cache_rs.cache_handler import CacheHandler
 
-    theirs = _originals.get((module.__name__, "CacheHandler"), getattr(module, "CacheHandler", None))
+    theirs = _originals.get(
+        (module.__name__, "CacheHandler"), getattr(module, "CacheHandler", None)
+    )
     if theirs is None or theirs is CacheHandler:
         return
     ours = _ours()

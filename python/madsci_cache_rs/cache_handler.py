@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import abc
 from collections.abc import MutableMapping
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 from madsci_cache_rs import _native
 from madsci_cache_rs._native import InMemoryCacheHandler
@@ -46,14 +47,14 @@ class CacheHandler(abc.ABC):
         """A list object stored at ``key``."""
 
     @abc.abstractmethod
-    def create_lock(self, key: str, auto_release_time: int = 60) -> ContextManager[Any]:
+    def create_lock(self, key: str, auto_release_time: int = 60) -> AbstractContextManager[Any]:
         """A lock named ``key``."""
 
 
 CacheHandler.register(InMemoryCacheHandler)
 
 # The server handler is another part of the package; export it when built in.
+# (Bound through globals() so the static export list stays what every build has.)
 if hasattr(_native, "PyCacheHandler"):
-    PyCacheHandler = _native.PyCacheHandler
-    CacheHandler.register(PyCacheHandler)
-    __all__ += ["PyCacheHandler"]
+    globals()["PyCacheHandler"] = _native.PyCacheHandler
+    CacheHandler.register(_native.PyCacheHandler)

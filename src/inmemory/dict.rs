@@ -108,7 +108,7 @@ impl InMemoryRedisDict {
     ) -> PyResult<Bound<'py, PyAny>> {
         match self.store(py).get_item(&key)? {
             Some(value) => Ok(value),
-            None => Err(PyKeyError::new_err(key.unbind())),
+            None => Err(PyKeyError::new_err((key.unbind(),))),
         }
     }
 

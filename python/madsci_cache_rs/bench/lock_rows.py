@@ -32,7 +32,9 @@ PREFIX = "bench:lock:"
 def _handler(kind: str, url: str) -> Any:
     if kind == "ours":
         return PyCacheHandler.from_url(url)
-    from madsci.common.db_handlers.cache_handler import PyCacheHandler as Reference
+    from madsci.common.db_handlers.cache_handler import (  # type: ignore[import-untyped]
+        PyCacheHandler as Reference,
+    )
 
     warnings.filterwarnings("ignore", module="pottery")
     parsed = urlparse(url)

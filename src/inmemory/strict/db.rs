@@ -1,6 +1,7 @@
 //! The strict keyspace and its server-like string commands.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -12,53 +13,73 @@ use crate::errors::CacheError;
 use crate::inmemory::lock_detached;
 use crate::lease::Lease;
 
+/// Stored text: shared, so snapshots taken under the mutex cost a
+/// reference count per item rather than a copy.
+pub type Text = Arc<str>;
+
 /// A hash that iterates in insertion order, as a small Redis hash does.
+/// Removed fields leave holes that are compacted once they dominate.
 #[derive(Default, Clone)]
 pub struct Hash {
-    next: u64,
-    fields: HashMap<String, (u64, String)>,
+    slots: Vec<Option<(Text, Text)>>,
+    index: HashMap<Text, usize>,
 }
 
 impl Hash {
-    pub fn get(&self, field: &str) -> Option<&String> {
-        self.fields.get(field).map(|(_, v)| v)
+    pub fn get(&self, field: &str) -> Option<&Text> {
+        let i = *self.index.get(field)?;
+        self.slots[i].as_ref().map(|(_, v)| v)
     }
 
     /// Overwriting keeps the field's place; a new field goes last.
-    pub fn insert(&mut self, field: String, value: String) {
-        match self.fields.get_mut(&field) {
-            Some(slot) => slot.1 = value,
+    pub fn insert(&mut self, field: Text, value: Text) {
+        match self.index.get(&field) {
+            Some(&i) => {
+                if let Some(slot) = self.slots[i].as_mut() {
+                    slot.1 = value;
+                }
+            }
             None => {
-                self.next += 1;
-                self.fields.insert(field, (self.next, value));
+                self.index.insert(field.clone(), self.slots.len());
+                self.slots.push(Some((field, value)));
             }
         }
     }
 
-    pub fn remove(&mut self, field: &str) -> Option<String> {
-        self.fields.remove(field).map(|(_, v)| v)
+    pub fn remove(&mut self, field: &str) -> Option<Text> {
+        let i = self.index.remove(field)?;
+        let (_, value) = self.slots[i].take()?;
+        if self.slots.len() > 16 && self.index.len() * 2 < self.slots.len() {
+            self.compact();
+        }
+        Some(value)
+    }
+
+    fn compact(&mut self) {
+        self.slots.retain(Option::is_some);
+        for (i, (k, _)) in self.slots.iter().flatten().enumerate() {
+            self.index.insert(k.clone(), i);
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.fields.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.index.is_empty()
     }
 
     /// Fields and values in insertion order.
-    pub fn entries(&self) -> Vec<(&String, &String)> {
-        let mut all: Vec<_> = self.fields.iter().map(|(k, (n, v))| (*n, k, v)).collect();
-        all.sort_unstable_by_key(|(n, _, _)| *n);
-        all.into_iter().map(|(_, k, v)| (k, v)).collect()
+    pub fn entries(&self) -> impl Iterator<Item = (&Text, &Text)> {
+        self.slots.iter().flatten().map(|(k, v)| (k, v))
     }
 }
 
 pub enum Slot {
     Str(Vec<u8>),
     Hash(Hash),
-    List(Vec<String>),
+    List(Vec<Text>),
     Lease(Lease),
 }
 
@@ -297,11 +318,17 @@ mod tests {
         h.insert("a".into(), "3".into());
         h.remove("b");
         h.insert("b".into(), "4".into());
-        let got: Vec<_> = h
-            .entries()
-            .into_iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        assert_eq!(got, [("a".into(), "3".into()), ("b".into(), "4".into())]);
+        let got: Vec<(&str, &str)> = h.entries().map(|(k, v)| (&**k, &**v)).collect();
+        assert_eq!(got, [("a", "3"), ("b", "4")]);
+        // Holes left by removals are compacted without losing order or lookups.
+        for i in 0..40 {
+            h.insert(i.to_string().into(), "x".into());
+        }
+        for i in 0..35 {
+            h.remove(&i.to_string());
+        }
+        assert_eq!(h.len(), 7);
+        assert_eq!(h.get("39").map(|v| &**v), Some("x"));
+        assert_eq!(h.entries().next().map(|(k, _)| &**k), Some("a"));
     }
 }

@@ -11,8 +11,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyIterator, PyList, PyMapping, PyString, PyTuple, PyType};
 use pyo3::IntoPyObjectExt;
 
-use super::db::{wrong_type, Hash, Keyspace, Slot, StrictDb};
-use crate::codec::{decode_json_bytes, encode_json};
+use super::db::{wrong_type, Hash, Keyspace, Slot, StrictDb, Text};
+use super::{decode, encode};
 use crate::errors::CacheError;
 
 #[pyclass(frozen, mapping, module = "madsci_cache_rs._native")]
@@ -23,14 +23,6 @@ pub struct StrictRedisDict {
 
 static KEYS_VIEW: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static VALUES_VIEW: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-
-fn encode(obj: &Bound<'_, PyAny>) -> PyResult<String> {
-    Ok(String::from_utf8(encode_json(obj)?).expect("the encoder writes ASCII"))
-}
-
-fn decode<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
-    decode_json_bytes(py, text.as_bytes())
-}
 
 impl StrictRedisDict {
     pub fn build(db: Arc<StrictDb>, key: &str) -> Self {
@@ -72,15 +64,10 @@ impl StrictRedisDict {
         Ok(out)
     }
 
-    fn snapshot(&self, py: Python<'_>) -> PyResult<Vec<(String, String)>> {
+    fn snapshot(&self, py: Python<'_>) -> PyResult<Vec<(Text, Text)>> {
         Ok(self.read(py, |h| {
-            h.map(|h| {
-                h.entries()
-                    .into_iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
+            h.map(|h| h.entries().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()
         })?)
     }
 
@@ -103,7 +90,7 @@ impl StrictRedisDict {
         let field = encode(&key)?;
         match self.read(py, |h| h.and_then(|h| h.get(&field).cloned()))? {
             Some(value) => decode(py, &value),
-            None => Err(PyKeyError::new_err(key.unbind())),
+            None => Err(PyKeyError::new_err((key.unbind(),))),
         }
     }
 
@@ -121,23 +108,23 @@ impl StrictRedisDict {
         let field = encode(&key)?;
         match self.write(py, |h| h.remove(&field))? {
             Some(_) => Ok(()),
-            None => Err(PyKeyError::new_err(key.unbind())),
+            None => Err(PyKeyError::new_err((key.unbind(),))),
         }
     }
 
+    /// A key that cannot be encoded is simply absent (pottery's rule).
     fn __contains__(&self, py: Python<'_>, key: Bound<'_, PyAny>) -> PyResult<bool> {
-        let field = encode(&key)?;
+        let field = match encode(&key) {
+            Ok(field) => field,
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyTypeError>(py) => return Ok(false),
+            Err(e) => return Err(e),
+        };
         Ok(self.read(py, |h| h.is_some_and(|h| h.get(&field).is_some()))?)
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyIterator>> {
         let keys = self.read(py, |h| {
-            h.map(|h| {
-                h.entries()
-                    .into_iter()
-                    .map(|(k, _)| k.clone())
-                    .collect::<Vec<_>>()
-            })
+            h.map(|h| h.entries().map(|(k, _)| k.clone()).collect::<Vec<_>>())
         })?;
         let decoded = keys
             .unwrap_or_default()
@@ -234,7 +221,7 @@ impl StrictRedisDict {
             Some(value) => decode(py, &value),
             None => match default.get_item(0) {
                 Ok(default) => Ok(default),
-                Err(_) => Err(PyKeyError::new_err(key.unbind())),
+                Err(_) => Err(PyKeyError::new_err((key.unbind(),))),
             },
         }
     }
@@ -242,7 +229,7 @@ impl StrictRedisDict {
     /// The first pair in iteration order, as `MutableMapping.popitem`.
     fn popitem<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let taken = self.write(py, |h| {
-            let first = h.entries().first().map(|(k, _)| (*k).clone());
+            let first = h.entries().next().map(|(k, _)| k.clone());
             first.and_then(|k| h.remove(&k).map(|v| (k, v)))
         })?;
         match taken {
@@ -258,16 +245,26 @@ impl StrictRedisDict {
         key: Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        // `MutableMapping.setdefault` as pottery runs it: an existing value is
+        // read back (the default is never encoded); otherwise the default is
+        // stored and returned as given.
         let default = default.unwrap_or_else(|| py.None().into_bound(py));
-        let (field, value) = (encode(&key)?, encode(&default)?);
-        let stored = self.write(py, |h| match h.get(&field) {
-            Some(existing) => existing.clone(),
+        let field = encode(&key)?;
+        if let Some(existing) = self.read(py, |h| h.and_then(|h| h.get(&field).cloned()))? {
+            return decode(py, &existing);
+        }
+        let value = encode(&default)?;
+        let raced = self.write(py, |h| match h.get(&field) {
+            Some(existing) => Some(existing.clone()),
             None => {
-                h.insert(field, value.clone());
-                value
+                h.insert(field, value);
+                None
             }
         })?;
-        decode(py, &stored)
+        match raced {
+            Some(existing) => decode(py, &existing),
+            None => Ok(default),
+        }
     }
 
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -13,22 +13,14 @@ use pyo3::prelude::*;
 use pyo3::types::{PyIterator, PyList, PySlice, PyString};
 use pyo3::IntoPyObjectExt;
 
-use super::db::{wrong_type, Keyspace, Slot, StrictDb};
-use crate::codec::{decode_json_bytes, encode_json};
+use super::db::{wrong_type, Keyspace, Slot, StrictDb, Text};
+use super::{decode, encode};
 use crate::errors::CacheError;
 
 #[pyclass(frozen, sequence, module = "madsci_cache_rs._native")]
 pub struct StrictRedisList {
     db: Arc<StrictDb>,
     key: Vec<u8>,
-}
-
-fn encode(obj: &Bound<'_, PyAny>) -> PyResult<String> {
-    Ok(String::from_utf8(encode_json(obj)?).expect("the encoder writes ASCII"))
-}
-
-fn decode<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
-    decode_json_bytes(py, text.as_bytes())
 }
 
 /// Python's index normalisation; `None` when out of range.
@@ -49,7 +41,7 @@ impl StrictRedisList {
         }
     }
 
-    fn read<T>(&self, py: Python<'_>, f: impl FnOnce(&[String]) -> T) -> Result<T, CacheError> {
+    fn read<T>(&self, py: Python<'_>, f: impl FnOnce(&[Text]) -> T) -> Result<T, CacheError> {
         let mut state = self.db.lock(py);
         match state.live(&self.key, Instant::now()) {
             None => Ok(f(&[])),
@@ -59,7 +51,7 @@ impl StrictRedisList {
     }
 
     /// Items and the keyspace version they were read at.
-    fn snapshot(&self, py: Python<'_>) -> Result<(Vec<String>, u64), CacheError> {
+    fn snapshot(&self, py: Python<'_>) -> Result<(Vec<Text>, u64), CacheError> {
         let mut state = self.db.lock(py);
         let version = state.version;
         match state.live(&self.key, Instant::now()) {
@@ -75,7 +67,7 @@ impl StrictRedisList {
         &self,
         py: Python<'_>,
         expect: Option<u64>,
-        f: impl FnOnce(&mut Vec<String>) -> T,
+        f: impl FnOnce(&mut Vec<Text>) -> T,
     ) -> Result<Option<T>, CacheError> {
         let mut state = self.db.lock(py);
         let state: &mut Keyspace = &mut state;
@@ -100,13 +92,13 @@ impl StrictRedisList {
         Ok(Some(out))
     }
 
-    fn write_now<T>(&self, py: Python<'_>, f: impl FnOnce(&mut Vec<String>) -> T) -> PyResult<T> {
+    fn write_now<T>(&self, py: Python<'_>, f: impl FnOnce(&mut Vec<Text>) -> T) -> PyResult<T> {
         Ok(self
             .write(py, None, f)?
             .expect("unconditional writes always run"))
     }
 
-    fn decoded<'py>(py: Python<'py>, items: &[String]) -> PyResult<Bound<'py, PyList>> {
+    fn decoded<'py>(py: Python<'py>, items: &[Text]) -> PyResult<Bound<'py, PyList>> {
         PyList::new(
             py,
             items
@@ -119,7 +111,7 @@ impl StrictRedisList {
     /// Positions in `items[start..stop]` whose decoded item `== value`.
     fn matches(
         py: Python<'_>,
-        items: &[String],
+        items: &[Text],
         value: &Bound<'_, PyAny>,
         first_only: bool,
     ) -> PyResult<Vec<usize>> {
@@ -295,7 +287,7 @@ impl StrictRedisList {
                 let positions = PyList::new(py, 0..items.len())?;
                 positions.as_any().del_item(&index)?;
                 let keep: Vec<usize> = positions.extract()?;
-                let kept: Vec<String> = keep.into_iter().map(|i| items[i].clone()).collect();
+                let kept: Vec<Text> = keep.into_iter().map(|i| items[i].clone()).collect();
                 if self
                     .write(py, Some(version), |items| *items = kept)?
                     .is_some()
@@ -318,7 +310,7 @@ impl StrictRedisList {
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
-        Ok(self.read(py, <[String]>::len)?)
+        Ok(self.read(py, <[Text]>::len)?)
     }
 
     fn __contains__(&self, py: Python<'_>, value: Bound<'_, PyAny>) -> PyResult<bool> {

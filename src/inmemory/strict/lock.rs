@@ -13,6 +13,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use pyo3::IntoPyObjectExt;
 
+use crate::inmemory::lock_detached;
+
 use super::db::{deadline_after, Keyspace, Slot, StrictDb};
 use crate::lease::{
     acquire_slot, extend_slot, release_slot, remaining_in_slot, Lease, LockLease, Wait,
@@ -23,6 +25,8 @@ use crate::lease::{
 pub struct StrictRedlock {
     db: Arc<StrictDb>,
     store_key: Vec<u8>,
+    /// Taken with `lock_detached`: `extend` holds it while it waits for the
+    /// keyspace, so a thread waiting for it must not keep the GIL.
     lease: Mutex<LockLease>,
     /// How `with lock:` acquires (pottery's `context_manager_blocking`/`_timeout`).
     context: Mutex<(bool, f64)>,
@@ -63,7 +67,7 @@ impl StrictRedlock {
 
     fn acquire_with(&self, py: Python<'_>, wait: Wait) -> PyResult<bool> {
         let (token, ttl) = {
-            let mut lease = self.lease.lock();
+            let mut lease = lock_detached(py, &self.lease);
             (lease.start_attempt(), lease.auto_release())
         };
         let key = self.store_key.clone();
@@ -103,7 +107,7 @@ impl StrictRedlock {
     }
 
     fn release(&self, py: Python<'_>) -> PyResult<()> {
-        let lease = self.lease.lock().clone();
+        let lease = lock_detached(py, &self.lease).clone();
         let removed = match lease.token() {
             None => false,
             Some(token) => {
@@ -129,7 +133,7 @@ impl StrictRedlock {
     /// Seconds left on our lease (less pottery's drift allowance), `0` if we
     /// do not hold it.
     fn locked(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let lease = self.lease.lock().clone();
+        let lease = lock_detached(py, &self.lease).clone();
         let remaining = lease.token().and_then(|token| {
             let mut state = self.db.lock(py);
             let now = Instant::now();
@@ -150,7 +154,7 @@ impl StrictRedlock {
     /// Renew the lease to a full `auto_release_time`, at most
     /// `num_extensions` times per acquisition.
     fn extend(&self, py: Python<'_>) -> PyResult<()> {
-        let mut lease = self.lease.lock();
+        let mut lease = lock_detached(py, &self.lease);
         lease.check_extend()?;
         let renewed = match lease.token() {
             None => false,
@@ -178,7 +182,9 @@ impl StrictRedlock {
         if slf.get().acquire_with(slf.py(), wait)? {
             Ok(slf)
         } else {
-            Err(slf.get().lease.lock().not_acquired().into())
+            Err(lock_detached(slf.py(), &slf.get().lease)
+                .not_acquired()
+                .into())
         }
     }
 
@@ -194,8 +200,8 @@ impl StrictRedlock {
     }
 
     #[getter]
-    fn auto_release_time(&self) -> f64 {
-        self.lease.lock().auto_release().as_secs_f64()
+    fn auto_release_time(&self, py: Python<'_>) -> f64 {
+        lock_detached(py, &self.lease).auto_release().as_secs_f64()
     }
 
     #[getter]
@@ -219,8 +225,8 @@ impl StrictRedlock {
     }
 
     #[getter]
-    fn num_extensions(&self) -> u32 {
-        self.lease.lock().num_extensions()
+    fn num_extensions(&self, py: Python<'_>) -> u32 {
+        lock_detached(py, &self.lease).num_extensions()
     }
 
     fn __repr__(&self) -> String {

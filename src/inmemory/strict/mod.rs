@@ -23,6 +23,19 @@ pub use lock::StrictRedlock;
 
 use pyo3::prelude::*;
 
+/// `encode(value)` as stored text (the codec writes ASCII only).
+pub(crate) fn encode(obj: &Bound<'_, PyAny>) -> PyResult<db::Text> {
+    let bytes = crate::codec::encode_json(obj)?;
+    Ok(db::Text::from(
+        std::str::from_utf8(&bytes).expect("the encoder writes ASCII"),
+    ))
+}
+
+/// A fresh object from stored text.
+pub(crate) fn decode<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
+    crate::codec::decode_json_bytes(py, text.as_bytes())
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<StrictRedisDict>()?;
     m.add_class::<StrictRedisList>()?;
