@@ -432,6 +432,41 @@ def test_handoff_across_processes_is_measured(server, handler, capsys):
     _report(capsys, server, "across processes", _handoffs_across_processes(server.url, handler, 20))
 
 
+def _listeners(raw: redis.Redis) -> list[dict]:
+    return [c for c in raw.client_list() if c.get("name") == "madsci_cache_rs-lock-listener"]
+
+
+def test_a_wait_starts_one_listener_which_stops_when_idle(handler, raw):
+    """Releases by other processes arrive on one subscribed connection per
+    process, opened for the wait and closed a little after the last one."""
+    holder = handler.create_lock("k")
+    holder.acquire()
+    seen: list[list[dict]] = []
+
+    def waiter() -> None:
+        lock = handler.create_lock("k")
+        if lock.acquire(timeout=10):
+            lock.release()
+
+    threads = [threading.Thread(target=waiter) for _ in range(3)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 5
+    while not seen or not seen[-1]:
+        seen.append(_listeners(raw))
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    holder.release()
+    for t in threads:
+        t.join()
+    assert len(seen[-1]) == 1 and seen[-1][0]["sub"] == "1", seen[-1]
+    deadline = time.monotonic() + 30
+    while _listeners(raw) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _listeners(raw) == []
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_hears_releases_on_its_own_listener(handler, raw):
     """The parent's listener thread does not exist in a fork: the child
