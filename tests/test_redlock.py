@@ -4,6 +4,7 @@ hand-off (measured, reported, not asserted), a server restart, a lost reply."""
 
 from __future__ import annotations
 
+import _thread
 import logging
 import multiprocessing
 import os
@@ -223,6 +224,18 @@ def test_waiting_releases_the_gil(handler):
     waiter.join()
     holder.release()
     assert total and still_waiting, "the waiting thread held the GIL"
+
+
+def test_ctrl_c_interrupts_a_wait(handler):
+    holder = handler.create_lock("k")
+    holder.acquire()
+    waiter = handler.create_lock("k")
+    threading.Timer(0.2, _thread.interrupt_main).start()
+    with pytest.raises(KeyboardInterrupt):
+        waiter.acquire(timeout=30)
+    holder.release()
+    assert waiter.acquire(blocking=False) is True  # it left the queue
+    waiter.release()
 
 
 def test_long_waits_are_logged(handler, caplog):
