@@ -125,7 +125,8 @@ impl Contender for Try<'_> {
             Ok(Reply::Int(ms)) if ms >= 0 => Ok(Attempt::Held {
                 ttl: Some(Duration::from_millis(ms as u64)),
             }),
-            // -2: it vanished between SET and PTTL; try again at once.
+            // -2 (no key) cannot follow a failed SET NX in one script;
+            // should a server ever say it, the key is free: try at once.
             Ok(Reply::Int(-2)) => Ok(Attempt::Held {
                 ttl: Some(Duration::ZERO),
             }),
