@@ -172,7 +172,6 @@ impl Waiters {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(false);
         }
-        c.waiting();
         let ticket = {
             let mut q = self.queue();
             let number = q.next_ticket;
@@ -183,6 +182,9 @@ impl Waiters {
                 number,
             }
         };
+        // After queueing: starting the listener may take a thread spawn,
+        // and a releaser must find us queued meanwhile.
+        c.waiting();
         let mut checked = Instant::now();
         loop {
             {
