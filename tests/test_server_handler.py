@@ -3,8 +3,10 @@ what `set` accepts (redis-py's rules), errors and passwords."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import pickle
+import socket
 import subprocess
 import time
 
@@ -276,3 +278,52 @@ def test_unix_socket_urls(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_host_that_never_answers_fails_after_one_connect_timeout():
+    """A listener whose backlog is full drops SYNs: connecting hangs. The
+    connect timeout is not multiplied by retries, and it is reported as a
+    connection error (the server is unreachable)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.connect(("127.0.0.1", port))
+        fillers.append(s)
+    try:
+        h = PyCacheHandler.from_settings("127.0.0.1", port, socket_connect_timeout=0.2)
+        with pytest.raises(CacheConnectionError, match=r"after 1 attempt\(s\).*timed out"):
+            h.get("k")
+        assert h.ping() is False
+    finally:
+        for s in [*fillers, listener]:
+            s.close()
+
+
+def test_acl_users_log_in_with_username_and_password(secured):
+    admin = redis.Redis(host=secured.host, port=secured.port, password="hunter2-secret")
+    admin.acl_setuser(
+        "alice", enabled=True, passwords=["+wonderland-9"], keys=["*"], commands=["+@all"]
+    )
+    try:
+        h = PyCacheHandler.from_settings(
+            secured.host, secured.port, password="wonderland-9", username="alice"
+        )
+        h.set("acl", "yes")
+        assert admin.get("acl") == b"yes"
+        url = PyCacheHandler.from_url(f"redis://alice:wonderland-9@{secured.host}:{secured.port}/0")
+        assert url.get("acl") == "yes"
+        assert "wonderland" not in repr(url) and "alice" in repr(url)
+        wrong = PyCacheHandler.from_settings(
+            secured.host, secured.port, password="wonderland-0", username="alice"
+        )
+        with pytest.raises(CacheResponseError) as err:
+            wrong.get("acl")
+        assert "wonderland" not in str(err.value)
+    finally:
+        admin.acl_deluser("alice")

@@ -39,8 +39,14 @@ def test_sequence_api_matches_list(handler, raw):
     model += [1, 2.0, "x", None, True, {"a": [1]}]
     assert lst.to_list() == model and lst == model
     assert [lst[i] for i in range(-6, 6)] == [model[i] for i in range(-6, 6)]
-    for s in (slice(1, 3), slice(None, None, -1), slice(-200, 2), slice(4, 1), slice(None, 0)):
-        assert lst[s] == model[s]
+    bounds = (None, 0, 1, 2, 5, 6, 100, -1, -2, -6, -7, -100)
+    for start in bounds:
+        for stop in bounds:
+            for step in (None, 1, 2, 3, -1, -2, -5):
+                s = slice(start, stop, step)
+                assert lst[s] == model[s], s
+    with pytest.raises(ValueError, match="zero"):
+        lst[::0]
     with pytest.raises(IndexError):
         lst[6]
     with pytest.raises(IndexError):
@@ -108,6 +114,77 @@ def test_membership_uses_python_equality(handler, stored, probe):
     assert lst.to_list() == ["pad", "pad"]
 
 
+@pytest.mark.parametrize(
+    ("stored", "probe"),
+    [([1, 2], (1, 2)), ({"1": "a"}, {1: "a"}), ([float("nan")], [float("nan")]), ("x", object())],
+)
+def test_values_no_stored_item_can_equal_are_not_found(handler, raw, stored, probe):
+    lst = handler.create_list("l")
+    lst.append(stored)
+    model = [handler.create_list("l")[0]]  # what pottery compares against: decoded items
+    assert (probe in lst) is (probe in model) is False
+    with pytest.raises(ValueError):
+        lst.remove(probe)
+    with pytest.raises(ValueError):
+        lst.index(probe)
+    assert lst.count(probe) == 0
+    assert raw.llen("l") == 1
+
+
+SLICES = [
+    slice(start, stop, step)
+    for start in (None, 0, 1, 4, 9, -1, -3, -20)
+    for stop in (None, 0, 2, 5, 20, -1, -4, -20)
+    for step in (None, 1, 2, -1, -3)
+]
+
+
+def test_slice_assignment_and_deletion_match_list(handler, raw):
+    lst = handler.create_list("l")
+    for s in SLICES:
+        base = list(range(8))
+        raw.delete("l")
+        lst.extend(base)
+        model = list(base)
+        try:
+            model[s] = ["a", "b"]
+        except ValueError as exc:
+            with pytest.raises(ValueError, match="extended slice"):
+                lst[s] = ["a", "b"]
+            assert lst.to_list() == base, (s, exc)
+        else:
+            lst[s] = ["a", "b"]
+            assert lst.to_list() == model, s
+        raw.delete("l")
+        lst.extend(base)
+        model = list(base)
+        del model[s]
+        del lst[s]
+        assert lst.to_list() == model, s
+
+
+def test_slice_writes_are_one_script_and_encode_first(handler, raw):
+    lst = handler.create_list("l")
+    lst.extend(range(10))
+    lst[0:1] = [0]  # load the scripts
+    del lst[9:9]
+    lst.reverse()
+    lst.reverse()
+    assert round_trips(raw, lambda: lst.__setitem__(slice(2, 4), "xyz")) == {
+        "evalsha": 1, "llen": 1, "lrange": 2, "del": 1, "rpush": 1,
+    }  # fmt: skip
+    assert round_trips(raw, lambda: lst.__delitem__(slice(None, None, 3))) == {
+        "evalsha": 1, "llen": 1, "lset": 4, "lrem": 1,
+    }  # fmt: skip
+    assert round_trips(raw, lst.reverse) == {"evalsha": 1, "lrange": 1, "del": 1, "rpush": 1}
+    before = raw.lrange("l", 0, -1)
+    with pytest.raises(TypeError):
+        lst[0:2] = [1, object()]
+    with pytest.raises(TypeError, match="iterable"):
+        lst[0:2] = 5
+    assert raw.lrange("l", 0, -1) == before
+
+
 def test_nan_is_never_found(handler):
     lst = handler.create_list("l")
     lst.append(float("nan"))
@@ -137,6 +214,7 @@ def _filled(handler, n=100):
     lst.remove(1.0)
     lst.pop(1)
     lst.insert(1, {"i": 1, "s": "x" * 10})
+    lst[0:1]
     return lst
 
 
@@ -155,7 +233,8 @@ LAST = {"i": 99, "s": "x" * 10}
         (lambda lst: lst.count(LAST), {"lrange": 1}),
         (lambda lst: len(lst), {"llen": 1}),
         (lambda lst: lst[5], {"lindex": 1}),
-        (lambda lst: lst[5:10], {"lrange": 1}),
+        (lambda lst: lst[5:10], {"evalsha": 1, "llen": 1, "lrange": 1}),
+        (lambda lst: lst[::-7], {"evalsha": 1, "llen": 1, "lrange": 1}),
         (lambda lst: lst.__setitem__(5, 1), {"lset": 1}),
         (lambda lst: lst.append(1), {"rpush": 1}),
         (lambda lst: lst.extend(range(10)), {"rpush": 1}),

@@ -67,10 +67,6 @@ impl Client {
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
     fn context(&self, what: Describe<'_>) -> String {
         format!("{} on {}", what(), self.cfg.address())
     }
@@ -123,15 +119,22 @@ impl Client {
                 }
                 Err(OpenError::Io(e)) => {
                     failed += 1;
-                    match self.policy.next_delay(Stage::Connect, failed) {
+                    let stage = match e.kind() {
+                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                            Stage::ConnectTimedOut
+                        }
+                        _ => Stage::Connect,
+                    };
+                    match self.policy.next_delay(stage, failed) {
                         Some(delay) => std::thread::sleep(delay),
                         None => {
                             self.lost.store(true, Ordering::Relaxed);
-                            return Err(io_error(
-                                self.context(what),
-                                &e,
-                                format!("could not connect after {failed} attempt(s)"),
-                            ));
+                            // Even a connect timeout is a connection error:
+                            // "the server is unreachable", not "it is slow".
+                            return Err(CacheError::Connection {
+                                context: self.context(what),
+                                detail: format!("could not connect after {failed} attempt(s): {e}"),
+                            });
                         }
                     }
                 }
@@ -152,7 +155,7 @@ impl Client {
 
     /// Send `cmds` in one write and return their replies; server errors are
     /// returned as `Reply::Error`, not raised.
-    pub fn pipeline(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
+    fn send(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
         let mut conn = self.checkout(what)?;
         match conn.request_many(cmds) {
             Ok(replies) => {
@@ -178,7 +181,7 @@ impl Client {
 
 impl Transport for Client {
     fn pipeline(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
-        Client::pipeline(self, cmds, what)
+        self.send(cmds, what)
     }
 
     /// Close the idle connections (idempotent). The client stays usable:

@@ -5,7 +5,7 @@
 //! a pooled socket for liveness without sending anything, and owns its
 //! socket options (`TCP_NODELAY`).
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Read};
 
 /// One reply from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,39 @@ pub enum Reply {
     /// The server said no (`-ERR ...`); the connection stays usable.
     Error(String),
     Array(Vec<Reply>),
+    /// An array of bulk strings (HGETALL, LRANGE, ...), stored end to end
+    /// in one buffer: one allocation instead of one per element.
+    Bulks {
+        data: Vec<u8>,
+        ends: Vec<usize>,
+    },
+}
+
+impl Reply {
+    /// The elements of an array reply as byte strings (`None` for nil or
+    /// for an element that is not a string); empty for anything else.
+    pub fn elements(&self) -> Vec<Option<&[u8]>> {
+        match self {
+            Reply::Bulks { data, ends } => {
+                let mut start = 0;
+                ends.iter()
+                    .map(|&end| {
+                        let item = &data[start..end];
+                        start = end;
+                        Some(item)
+                    })
+                    .collect()
+            }
+            Reply::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    Reply::Bulk(b) => Some(b.as_slice()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// A command packed in RESP form, built while the caller still holds the
@@ -98,6 +131,53 @@ fn parse_int(bytes: &[u8]) -> io::Result<i64> {
         .ok_or_else(|| protocol_error("bad integer"))
 }
 
+/// Append a bulk string's `len` bytes to `out` (no zero-filling), then
+/// check and drop its CRLF.
+fn read_bulk_into<R: BufRead>(r: &mut R, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
+    let start = out.len();
+    let want = len as u64 + 2;
+    if Read::take(&mut *r, want).read_to_end(out)? as u64 != want {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the server closed the connection",
+        ));
+    }
+    if !out.ends_with(b"\r\n") {
+        return Err(protocol_error("bulk string without CRLF"));
+    }
+    out.truncate(start + len);
+    Ok(())
+}
+
+/// An array: flat while every element is a bulk string, general otherwise.
+fn read_array<R: BufRead>(r: &mut R, line: &mut Vec<u8>, len: usize) -> io::Result<Reply> {
+    let mut data = Vec::new();
+    let mut ends = Vec::with_capacity(len.min(1 << 16));
+    for i in 0..len {
+        read_line(r, line)?;
+        if let Some(rest) = line.strip_prefix(b"$") {
+            let n = parse_int(rest)?;
+            if n >= 0 {
+                read_bulk_into(r, n as usize, &mut data)?;
+                ends.push(data.len());
+                continue;
+            }
+        }
+        // Not a plain string: spell out what was read so far, continue generally.
+        let mut items = Reply::Bulks { data, ends }
+            .elements()
+            .into_iter()
+            .map(|b| Reply::Bulk(b.unwrap_or_default().to_vec()))
+            .collect::<Vec<_>>();
+        items.push(read_after_header(r, line)?);
+        for _ in i + 1..len {
+            items.push(read_one(r, line)?);
+        }
+        return Ok(Reply::Array(items));
+    }
+    Ok(Reply::Bulks { data, ends })
+}
+
 /// Read one complete reply. Nesting is bounded by the server (our scripts
 /// return flat arrays), so recursion is fine.
 pub fn read_reply<R: BufRead>(r: &mut R) -> io::Result<Reply> {
@@ -107,6 +187,11 @@ pub fn read_reply<R: BufRead>(r: &mut R) -> io::Result<Reply> {
 
 fn read_one<R: BufRead>(r: &mut R, line: &mut Vec<u8>) -> io::Result<Reply> {
     read_line(r, line)?;
+    read_after_header(r, line)
+}
+
+/// The rest of a reply whose first line is in `line`.
+fn read_after_header<R: BufRead>(r: &mut R, line: &mut Vec<u8>) -> io::Result<Reply> {
     let (&kind, rest) = line.split_first().ok_or_else(|| protocol_error("empty"))?;
     match kind {
         b'+' => Ok(Reply::Status(String::from_utf8_lossy(rest).into_owned())),
@@ -117,12 +202,8 @@ fn read_one<R: BufRead>(r: &mut R, line: &mut Vec<u8>) -> io::Result<Reply> {
             if len < 0 {
                 return Ok(Reply::Nil);
             }
-            let mut data = vec![0u8; len as usize + 2];
-            r.read_exact(&mut data)?;
-            if !data.ends_with(b"\r\n") {
-                return Err(protocol_error("bulk string without CRLF"));
-            }
-            data.truncate(len as usize);
+            let mut data = Vec::with_capacity(len as usize + 2);
+            read_bulk_into(r, len as usize, &mut data)?;
             Ok(Reply::Bulk(data))
         }
         b'*' => {
@@ -130,11 +211,7 @@ fn read_one<R: BufRead>(r: &mut R, line: &mut Vec<u8>) -> io::Result<Reply> {
             if len < 0 {
                 return Ok(Reply::Nil);
             }
-            let mut items = Vec::with_capacity(len.min(1 << 16) as usize);
-            for _ in 0..len {
-                items.push(read_one(r, line)?);
-            }
-            Ok(Reply::Array(items))
+            read_array(r, line, len as usize)
         }
         _ => Err(protocol_error("unknown reply type")),
     }
@@ -164,6 +241,25 @@ mod tests {
         assert_eq!(
             parse(b"*2\r\n$1\r\na\r\n$-1\r\n").unwrap(),
             Reply::Array(vec![Reply::Bulk(b"a".to_vec()), Reply::Nil])
+        );
+        let flat = parse(b"*3\r\n$1\r\na\r\n$0\r\n\r\n$2\r\nbc\r\n").unwrap();
+        assert!(matches!(flat, Reply::Bulks { .. }));
+        assert_eq!(
+            flat.elements(),
+            [Some(&b"a"[..]), Some(&b""[..]), Some(&b"bc"[..])]
+        );
+        let mixed = parse(b"*3\r\n$1\r\na\r\n:5\r\n$1\r\nb\r\n").unwrap();
+        assert_eq!(
+            mixed,
+            Reply::Array(vec![
+                Reply::Bulk(b"a".to_vec()),
+                Reply::Int(5),
+                Reply::Bulk(b"b".to_vec())
+            ])
+        );
+        assert_eq!(
+            parse(b"*0\r\n").unwrap().elements(),
+            Vec::<Option<&[u8]>>::new()
         );
         assert_eq!(
             parse(b"-ERR no\r\n").unwrap(),

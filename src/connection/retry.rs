@@ -7,9 +7,13 @@ use std::time::Duration;
 /// How far a command got before it failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// No connection could be made (refused, unreachable, connect timeout,
-    /// or the handshake broke): the command's bytes never left.
+    /// No connection could be made (refused, reset, or the handshake
+    /// broke): the command's bytes never left.
     Connect,
+    /// The connection attempt ran out of time: the command never left,
+    /// but another attempt would only wait as long again, so it is not
+    /// retried (an unreachable host fails after one connect timeout).
+    ConnectTimedOut,
     /// The command was (or may have been) written: its effect is unknown.
     Sent,
 }
@@ -41,7 +45,7 @@ impl RetryPolicy {
     /// before the next one, or `None` to give up and report the error.
     pub fn next_delay(&self, stage: Stage, failed: u32) -> Option<Duration> {
         match stage {
-            Stage::Sent => None,
+            Stage::Sent | Stage::ConnectTimedOut => None,
             Stage::Connect if failed >= self.connect_attempts => None,
             Stage::Connect => {
                 let doubling = failed.saturating_sub(1).min(16);
@@ -78,6 +82,14 @@ mod tests {
             Some(Duration::from_millis(20))
         );
         assert_eq!(p.next_delay(Stage::Connect, 3), None);
+    }
+
+    #[test]
+    fn a_connect_timeout_is_not_multiplied() {
+        assert_eq!(
+            RetryPolicy::default().next_delay(Stage::ConnectTimedOut, 1),
+            None
+        );
     }
 
     #[test]

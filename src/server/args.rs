@@ -1,11 +1,11 @@
 //! Python values -> command arguments.
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyString};
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyMemoryView, PyString};
 
-use crate::codec::encode_json;
 use crate::codec::float::write_json_float;
+use crate::codec::{decode_json_bytes, encode_json};
 
 /// What redis-py's encoder accepts as a key or a `set` value, as the same
 /// bytes: `bytes`-likes as they are, `str` as UTF-8, `int`/`float` as their
@@ -34,10 +34,9 @@ pub fn redis_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     if obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyFloat>() {
         return Ok(obj.repr()?.to_str()?.as_bytes().to_vec());
     }
-    if let Ok(view) = obj.call_method0("tobytes") {
-        if obj.get_type().name()? == "memoryview" {
-            return Ok(view.cast::<PyBytes>()?.as_bytes().to_vec());
-        }
+    if obj.is_instance_of::<PyMemoryView>() {
+        let bytes = obj.call_method0("tobytes")?;
+        return Ok(bytes.cast::<PyBytes>()?.as_bytes().to_vec());
     }
     Err(refused(obj))
 }
@@ -66,10 +65,28 @@ pub fn structure_key(key: &Bound<'_, PyAny>) -> PyResult<String> {
 
 /// Every encoding of a value that `==` another value stored in a list
 /// could have: `1`, `1.0` and `True` are equal in Python but stored as
-/// `1`, `1.0` and `true`. Containers are compared by their canonical
-/// (sorted-keys) encoding. `NaN` equals nothing.
+/// `1`, `1.0` and `true`. Empty when no stored (decoded) value can equal
+/// it: `NaN`, anything `json` cannot encode, and containers that do not
+/// survive the round trip (a tuple is stored as a list, which never
+/// equals it; an `int` dict key comes back as `str`). Other containers
+/// are compared by their canonical (sorted-keys) encoding, so numbers
+/// nested in them must be spelled alike (`[1]` does not find `[1.0]`).
 pub fn equal_encodings(value: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
-    let exact = encode_json(value)?;
+    let py = value.py();
+    let exact = match encode_json(value) {
+        Ok(exact) => exact,
+        Err(e) if e.is_instance_of::<PyTypeError>(py) || e.is_instance_of::<PyValueError>(py) => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(e),
+    };
+    let scalar = value.is_none()
+        || value.is_instance_of::<PyString>()
+        || value.is_instance_of::<PyInt>()
+        || value.is_instance_of::<PyFloat>();
+    if !scalar && !decode_json_bytes(py, &exact)?.eq(value)? {
+        return Ok(Vec::new());
+    }
     let number = if value.is_instance_of::<PyBool>() {
         Some(if value.is_truthy()? { 1.0 } else { 0.0 })
     } else if value.is_instance_of::<PyFloat>() {

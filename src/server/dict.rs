@@ -11,7 +11,8 @@ use super::args::structure_key;
 use super::handler::{describe, PyCacheHandler};
 use super::pydantic::validation_snapshot;
 use super::scripts::{DICT_POP, DICT_POPITEM, DICT_SETDEFAULT};
-use crate::codec::{decode_json_bytes, encode_json};
+use super::values::{decode_list, decode_pairs, decode_reply};
+use crate::codec::encode_json;
 use crate::connection::{Cmd, Reply, Script, Transport};
 use crate::errors::run_detached;
 
@@ -19,24 +20,6 @@ use crate::errors::run_detached;
 pub struct RedisDict {
     client: Arc<dyn Transport>,
     key: String,
-}
-
-fn decode<'py>(py: Python<'py>, reply: &Reply) -> PyResult<Bound<'py, PyAny>> {
-    match reply {
-        Reply::Bulk(b) => decode_json_bytes(py, b),
-        _ => Ok(py.None().into_bound(py)),
-    }
-}
-
-/// Flat `[field, value, ...]` (HGETALL) into a new `dict`.
-fn pairs_to_dict<'py>(py: Python<'py>, reply: &Reply) -> PyResult<Bound<'py, PyDict>> {
-    let dict = PyDict::new(py);
-    if let Reply::Array(items) = reply {
-        for pair in items.chunks_exact(2) {
-            dict.set_item(decode(py, &pair[0])?, decode(py, &pair[1])?)?;
-        }
-    }
-    Ok(dict)
 }
 
 impl RedisDict {
@@ -65,17 +48,11 @@ impl RedisDict {
     }
 
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        pairs_to_dict(py, &self.run(py, self.cmd("HGETALL"))?)
+        decode_pairs(py, &self.run(py, self.cmd("HGETALL"))?)
     }
 
     fn decoded_list<'py>(&self, py: Python<'py>, cmd: Cmd) -> PyResult<Bound<'py, PyList>> {
-        let list = PyList::empty(py);
-        if let Reply::Array(items) = self.run(py, cmd)? {
-            for item in &items {
-                list.append(decode(py, item)?)?;
-            }
-        }
-        Ok(list)
+        decode_list(py, &self.run(py, cmd)?)
     }
 }
 
@@ -106,7 +83,7 @@ impl RedisDict {
         let field = encode_json(k)?;
         match self.run(py, self.cmd("HGET").arg(field))? {
             Reply::Nil => Err(PyKeyError::new_err(k.clone().unbind())),
-            reply => decode(py, &reply),
+            reply => decode_reply(py, &reply),
         }
     }
 
@@ -172,7 +149,7 @@ impl RedisDict {
         let field = encode_json(k)?;
         match this.run(py, this.cmd("HGET").arg(field))? {
             Reply::Nil => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
-            reply => decode(py, &reply),
+            reply => decode_reply(py, &reply),
         }
     }
 
@@ -263,14 +240,15 @@ impl RedisDict {
                 Ok(d) => Ok(d),
                 Err(_) => Err(PyKeyError::new_err(k.clone().unbind())),
             },
-            reply => decode(py, &reply),
+            reply => decode_reply(py, &reply),
         }
     }
 
     fn popitem<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         match self.eval(py, &DICT_POPITEM, "popitem", &[])? {
-            Reply::Array(pair) if pair.len() == 2 => {
-                PyTuple::new(py, [decode(py, &pair[0])?, decode(py, &pair[1])?])
+            reply @ (Reply::Bulks { .. } | Reply::Array(_)) => {
+                let pair = decode_list(py, &reply)?;
+                PyTuple::new(py, pair)
             }
             _ => Err(PyKeyError::new_err("popitem(): dictionary is empty")),
         }
@@ -286,7 +264,7 @@ impl RedisDict {
         let default = default.unwrap_or_else(|| py.None().into_bound(py));
         let (field, value) = (encode_json(k)?, encode_json(&default)?);
         let reply = self.eval(py, &DICT_SETDEFAULT, "HSETNX+HGET", &[&field, &value])?;
-        decode(py, &reply)
+        decode_reply(py, &reply)
     }
 
     /// Equal to any mapping with the same items (`Mapping.__eq__`).

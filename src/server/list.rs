@@ -1,6 +1,6 @@
 //! `RedisList`: a Redis list of `encode(item)` (pottery's wire format), one
-//! round trip per operation. Index operations Redis has no command for run
-//! as scripts; slices are cut locally from one LRANGE.
+//! round trip per operation. Index and slice operations Redis has no
+//! command for run as scripts, so they are atomic too.
 
 use std::sync::Arc;
 
@@ -11,9 +11,11 @@ use pyo3::types::{PyList, PySlice};
 use super::args::{equal_encodings, structure_key};
 use super::handler::{describe, PyCacheHandler};
 use super::scripts::{
-    LIST_FIND, LIST_INSERT, LIST_POP_AT, LIST_REMOVE_ANY, LIST_REPLACE, TOMBSTONE,
+    LIST_FIND, LIST_INSERT, LIST_POP_AT, LIST_REMOVE_ANY, LIST_REVERSE, LIST_SLICE, LIST_SLICE_DEL,
+    LIST_SLICE_SET, TOMBSTONE,
 };
-use crate::codec::{decode_json_bytes, encode_json};
+use super::values::{decode_list, decode_reply};
+use crate::codec::encode_json;
 use crate::connection::{Cmd, Reply, Script, Transport};
 use crate::errors::run_detached;
 
@@ -21,13 +23,6 @@ use crate::errors::run_detached;
 pub struct RedisList {
     client: Arc<dyn Transport>,
     key: String,
-}
-
-fn decode<'py>(py: Python<'py>, reply: &Reply) -> PyResult<Bound<'py, PyAny>> {
-    match reply {
-        Reply::Bulk(b) => decode_json_bytes(py, b),
-        _ => Ok(py.None().into_bound(py)),
-    }
 }
 
 fn index_arg(index: &Bound<'_, PyAny>) -> PyResult<i64> {
@@ -41,6 +36,30 @@ fn index_arg(index: &Bound<'_, PyAny>) -> PyResult<i64> {
                 .unwrap_or_default()
         ))
     })
+}
+
+/// A slice's start, stop and step as script arguments ('' for None).
+fn slice_args(slice: &Bound<'_, PySlice>) -> PyResult<[String; 3]> {
+    let part = |name: &str| -> PyResult<String> {
+        let v = slice.getattr(name)?;
+        Ok(if v.is_none() {
+            String::new()
+        } else {
+            index_arg(&v)?.to_string()
+        })
+    };
+    let step = match part("step")?.as_str() {
+        "" => "1".to_owned(),
+        "0" => return Err(PyValueError::new_err("slice step cannot be zero")),
+        s => s.to_owned(),
+    };
+    Ok([part("start")?, part("stop")?, step])
+}
+
+/// LSET's "ERR index out of range" / "ERR no such key".
+fn is_out_of_range(e: &PyErr) -> bool {
+    let text = e.to_string();
+    text.contains("index out of range") || text.contains("no such key")
 }
 
 impl RedisList {
@@ -70,24 +89,7 @@ impl RedisList {
 
     /// The whole list, decoded (one LRANGE).
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let list = PyList::empty(py);
-        if let Reply::Array(items) = self.run(py, self.cmd("LRANGE").arg("0").arg("-1"))? {
-            for item in &items {
-                list.append(decode(py, item)?)?;
-            }
-        }
-        Ok(list)
-    }
-
-    /// Replace the whole list atomically with `items` (already Python values).
-    fn replace(&self, py: Python<'_>, items: &Bound<'_, PyList>) -> PyResult<()> {
-        let encoded = items
-            .iter()
-            .map(|v| encode_json(&v))
-            .collect::<PyResult<Vec<_>>>()?;
-        let args: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        self.eval(py, &LIST_REPLACE, "replace", &args)?;
-        Ok(())
+        decode_list(py, &self.run(py, self.cmd("LRANGE").arg("0").arg("-1"))?)
     }
 
     /// First index of an element equal to `value`, one call.
@@ -134,38 +136,56 @@ impl RedisList {
         }
     }
 
+    /// An int index is one LINDEX; a slice is one script that returns only
+    /// the slice.
     fn __getitem__<'py>(
         &self,
         py: Python<'py>,
         index: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if index.is_instance_of::<PySlice>() {
-            return self.snapshot(py)?.as_any().get_item(index);
+        if let Ok(slice) = index.cast::<PySlice>() {
+            let [start, stop, step] = slice_args(slice)?;
+            let args = [start.as_bytes(), stop.as_bytes(), step.as_bytes()];
+            let reply = self.eval(py, &LIST_SLICE, "slice", &args)?;
+            return Ok(decode_list(py, &reply)?.into_any());
         }
         let i = index_arg(index)?;
         match self.run(py, self.cmd("LINDEX").arg(i.to_string()))? {
             Reply::Nil => Err(PyIndexError::new_err("list index out of range")),
-            reply => decode(py, &reply),
+            reply => decode_reply(py, &reply),
         }
     }
 
-    /// Slice assignment reads the list, then replaces it (two round trips,
-    /// not atomic); an int index is one LSET.
+    /// One LSET, or for a slice one script (atomic; every value encoded
+    /// before anything is sent).
     fn __setitem__(
         &self,
         py: Python<'_>,
         index: &Bound<'_, PyAny>,
         value: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        if index.is_instance_of::<PySlice>() {
-            let items = self.snapshot(py)?;
-            items.as_any().set_item(index, value)?;
-            return self.replace(py, &items);
+        if let Ok(slice) = index.cast::<PySlice>() {
+            let [start, stop, step] = slice_args(slice)?;
+            let values = value
+                .try_iter()
+                .map_err(|_| PyTypeError::new_err("can only assign an iterable"))?
+                .map(|v| encode_json(&v?))
+                .collect::<PyResult<Vec<_>>>()?;
+            let mut args = vec![start.as_bytes(), stop.as_bytes(), step.as_bytes()];
+            args.extend(values.iter().map(Vec::as_slice));
+            return match self.eval(py, &LIST_SLICE_SET, "slice assignment", &args) {
+                Err(e) if e.to_string().contains("SLICE attempt") => {
+                    let text = e.to_string();
+                    let detail = &text[text.find("attempt").unwrap_or(0)..];
+                    Err(PyValueError::new_err(detail.to_owned()))
+                }
+                other => other.map(|_| ()),
+            };
         }
         let i = index_arg(index)?;
         let encoded = encode_json(value)?;
         match self.run(py, self.cmd("LSET").arg(i.to_string()).arg(encoded)) {
-            Err(e) if e.to_string().contains("ERR") => {
+            Err(e) if is_out_of_range(&e) => {
                 Err(PyIndexError::new_err("list assignment index out of range"))
             }
             other => other.map(|_| ()),
@@ -173,10 +193,16 @@ impl RedisList {
     }
 
     fn __delitem__(&self, py: Python<'_>, index: &Bound<'_, PyAny>) -> PyResult<()> {
-        if index.is_instance_of::<PySlice>() {
-            let items = self.snapshot(py)?;
-            items.as_any().del_item(index)?;
-            return self.replace(py, &items);
+        if let Ok(slice) = index.cast::<PySlice>() {
+            let [start, stop, step] = slice_args(slice)?;
+            let args = [
+                start.as_bytes(),
+                stop.as_bytes(),
+                step.as_bytes(),
+                TOMBSTONE,
+            ];
+            self.eval(py, &LIST_SLICE_DEL, "slice deletion", &args)?;
+            return Ok(());
         }
         let i = index_arg(index)?.to_string();
         match self.eval(py, &LIST_POP_AT, "delete", &[i.as_bytes(), TOMBSTONE])? {
@@ -255,7 +281,7 @@ impl RedisList {
         match reply {
             Reply::Nil if index == -1 => Err(PyIndexError::new_err("pop from an empty RedisList")),
             Reply::Nil => Err(PyIndexError::new_err("pop index out of range")),
-            reply => decode(py, &reply),
+            reply => decode_reply(py, &reply),
         }
     }
 
@@ -320,11 +346,10 @@ impl RedisList {
         Ok(())
     }
 
-    /// Reads, then replaces the list (two round trips).
+    /// One script, atomic.
     fn reverse(&self, py: Python<'_>) -> PyResult<()> {
-        let items = self.snapshot(py)?;
-        items.reverse()?;
-        self.replace(py, &items)
+        self.eval(py, &LIST_REVERSE, "reverse", &[])?;
+        Ok(())
     }
 
     /// Equal to a `list` or a `RedisList` with equal items, as pottery's.

@@ -7,9 +7,11 @@ pub mod handler;
 pub mod handoff;
 pub mod list;
 pub mod lock;
+mod options;
 mod pydantic;
 mod scripts;
 pub mod subscriber;
+mod values;
 
 use pyo3::prelude::*;
 

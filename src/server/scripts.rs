@@ -91,13 +91,101 @@ pub static LIST_REMOVE_ANY: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// Replace the whole list with ARGV (slice assignment, `reverse`).
-pub static LIST_REPLACE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "redis.call('DEL', KEYS[1])
-         for i = 1, #ARGV, 1000 do
-           redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+/// Python's slice rules (`slice.indices`) in Lua, shared by the slice
+/// scripts: ARGV[1..3] are start, stop, step ('' for None). Leaves `n`
+/// (the length) and `idx` (the selected indices, in slice order).
+const SLICE_INDICES: &str = "
+    local n = redis.call('LLEN', KEYS[1])
+    local step = tonumber(ARGV[3])
+    local lower, upper = 0, n
+    if step < 0 then lower, upper = -1, n - 1 end
+    local function bound(v, default)
+      if v == '' then return default end
+      v = tonumber(v)
+      if v < 0 then
+        v = v + n
+        if v < lower then v = lower end
+      elseif v > upper then v = upper end
+      return v
+    end
+    local start, stop
+    if step > 0 then
+      start, stop = bound(ARGV[1], lower), bound(ARGV[2], upper)
+    else
+      start, stop = bound(ARGV[1], upper), bound(ARGV[2], lower)
+    end
+    local idx = {}
+    local i = start
+    while (step > 0 and i < stop) or (step < 0 and i > stop) do
+      idx[#idx + 1] = i
+      i = i + step
+    end
+";
+
+fn slice_script(body: &str) -> Script {
+    Script::new(Box::leak(format!("{SLICE_INDICES}{body}").into_boxed_str()))
+}
+
+/// `lst[start:stop:step]`: only the slice travels.
+pub static LIST_SLICE: LazyLock<Script> = LazyLock::new(|| {
+    slice_script(
+        "local out = {}
+         if #idx == 0 then return out end
+         local lo, hi = idx[1], idx[#idx]
+         if lo > hi then lo, hi = hi, lo end
+         local items = redis.call('LRANGE', KEYS[1], lo, hi)
+         for k = 1, #idx do out[k] = items[idx[k] - lo + 1] end
+         return out",
+    )
+});
+
+/// `del lst[start:stop:step]`. ARGV[4]: tombstone.
+pub static LIST_SLICE_DEL: LazyLock<Script> = LazyLock::new(|| {
+    slice_script(
+        "for k = 1, #idx do redis.call('LSET', KEYS[1], idx[k], ARGV[4]) end
+         if #idx > 0 then redis.call('LREM', KEYS[1], 0, ARGV[4]) end
+         return #idx",
+    )
+});
+
+/// `lst[start:stop:step] = values` (ARGV[4..]), atomically. A step-1 slice
+/// may change the length; an extended one must match it, as in Python.
+pub static LIST_SLICE_SET: LazyLock<Script> = LazyLock::new(|| {
+    slice_script(
+        "local values = {}
+         for k = 4, #ARGV do values[#values + 1] = ARGV[k] end
+         if step ~= 1 then
+           if #values ~= #idx then
+             return redis.error_reply('SLICE attempt to assign sequence of size ' ..
+               #values .. ' to extended slice of size ' .. #idx)
+           end
+           for k = 1, #idx do redis.call('LSET', KEYS[1], idx[k], values[k]) end
+           return #idx
          end
-         return #ARGV",
+         if stop < start then stop = start end
+         local all = {}
+         if start > 0 then all = redis.call('LRANGE', KEYS[1], 0, start - 1) end
+         for k = 1, #values do all[#all + 1] = values[k] end
+         local tail = redis.call('LRANGE', KEYS[1], stop, -1)
+         for k = 1, #tail do all[#all + 1] = tail[k] end
+         redis.call('DEL', KEYS[1])
+         for k = 1, #all, 1000 do
+           redis.call('RPUSH', KEYS[1], unpack(all, k, math.min(k + 999, #all)))
+         end
+         return #values",
+    )
+});
+
+pub static LIST_REVERSE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local items = redis.call('LRANGE', KEYS[1], 0, -1)
+         if #items < 2 then return #items end
+         local rev = {}
+         for k = #items, 1, -1 do rev[#rev + 1] = items[k] end
+         redis.call('DEL', KEYS[1])
+         for k = 1, #rev, 1000 do
+           redis.call('RPUSH', KEYS[1], unpack(rev, k, math.min(k + 999, #rev)))
+         end
+         return #rev",
     )
 });

@@ -22,6 +22,18 @@ from madsci_cache_rs.bench.timing import compare
 ENTRIES = 100
 
 
+STATUS = {"ready": True, "busy": False, "paused": False, "errored": False, "step": 3, "note": ""}
+
+
+def _status_model() -> Any:
+    """A six-field model like madsci's WorkcellStatus (built lazily: pydantic
+    is the reference's dependency, not ours)."""
+    import pydantic
+
+    fields = {name: (type(value), value) for name, value in STATUS.items()}
+    return pydantic.create_model("Status", **fields)  # type: ignore[call-overload]
+
+
 def _record(i: int) -> dict[str, object]:
     return {"name": f"node_{i}", "status": {"ready": i % 2 == 0, "step": i}, "tags": ["a", i]}
 
@@ -106,6 +118,8 @@ def rows(url: str, repeat: int = 15) -> list[dict[str, object]]:
         d.clear()
         h.create_list("bench:list").clear()
     ours.create_dict("bench:dict").update({f"key_{i}": _record(i) for i in range(ENTRIES)})
+    ours.create_dict("bench:status").update(STATUS)
+    status = _status_model()
     ours.create_list("bench:list").extend(_record(i) for i in range(ENTRIES))
     last = _record(ENTRIES - 1)
 
@@ -139,6 +153,11 @@ def rows(url: str, repeat: int = 15) -> list[dict[str, object]]:
             ),
         ),
         ("dict", "getitem", lambda h: lambda: h.create_dict("bench:dict")["key_7"]),
+        (
+            "dict",
+            "pydantic model_validate (6 fields)",
+            lambda h: lambda: status.model_validate(h.create_dict("bench:status")),
+        ),
         (
             "list",
             f"iterate ({ENTRIES} items)",

@@ -1,0 +1,153 @@
+//! Connection settings from Python: `from_settings`/`from_url` options and
+//! a redis-py client's connection pool, under redis-py's option names.
+
+use std::time::Duration;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::connection::config::Addr;
+use crate::connection::tls::TlsOptions;
+use crate::connection::{Config, RetryPolicy};
+
+fn seconds(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    let s: f64 = value.extract()?;
+    if !(s > 0.0 && s.is_finite()) {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be a positive number of seconds or None, not {s}"
+        )));
+    }
+    Ok(Some(Duration::from_secs_f64(s)))
+}
+
+/// redis-py's `ssl_cert_reqs`: "none" (or `ssl.CERT_NONE`, 0) turns
+/// verification off; "required"/"optional" (1, 2) keep it on.
+fn cert_reqs(value: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if value.is_none() {
+        return Ok(false);
+    }
+    if let Ok(n) = value.extract::<i64>() {
+        return Ok(n != 0);
+    }
+    match value.extract::<String>()?.to_ascii_lowercase().as_str() {
+        "none" => Ok(false),
+        "required" | "optional" => Ok(true),
+        other => Err(PyValueError::new_err(format!(
+            "ssl_cert_reqs must be 'none', 'optional' or 'required', not {other:?}"
+        ))),
+    }
+}
+
+fn tls_options(cfg: &mut Config) -> &mut TlsOptions {
+    cfg.tls.get_or_insert_with(TlsOptions::verified)
+}
+
+/// Apply `db`, `username`, `password`, `socket_timeout`,
+/// `socket_connect_timeout`, `connect_attempts` and redis-py's `ssl` and
+/// `ssl_*` options.
+pub fn apply_options(
+    cfg: &mut Config,
+    policy: &mut RetryPolicy,
+    options: Option<&Bound<'_, PyDict>>,
+) -> PyResult<()> {
+    let Some(options) = options else {
+        return Ok(());
+    };
+    for (name, value) in options.iter() {
+        let name: String = name.extract()?;
+        match name.as_str() {
+            "db" => cfg.db = value.extract()?,
+            "username" => cfg.username = value.extract()?,
+            "password" => cfg.password = value.extract()?,
+            "socket_timeout" => cfg.command_timeout = seconds(&name, &value)?,
+            "socket_connect_timeout" => cfg.connect_timeout = seconds(&name, &value)?,
+            "ssl" => {
+                if value.is_truthy()? {
+                    tls_options(cfg);
+                } else {
+                    cfg.tls = None;
+                }
+            }
+            "ssl_ca_certs" => tls_options(cfg).ca_certs = value.extract()?,
+            "ssl_certfile" => tls_options(cfg).certfile = value.extract()?,
+            "ssl_keyfile" => tls_options(cfg).keyfile = value.extract()?,
+            "ssl_cert_reqs" => tls_options(cfg).verify = cert_reqs(&value)?,
+            "ssl_check_hostname" => tls_options(cfg).check_hostname = value.is_truthy()?,
+            "connect_attempts" => {
+                policy.connect_attempts = value.extract()?;
+                if policy.connect_attempts == 0 {
+                    return Err(PyValueError::new_err("connect_attempts must be at least 1"));
+                }
+            }
+            _ => {
+                return Err(PyTypeError::new_err(format!(
+                    "unexpected option {name:?}: expected db, username, password, \
+                     socket_timeout, socket_connect_timeout, connect_attempts, ssl, \
+                     ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs or ssl_check_hostname"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A redis-py `Redis` client's settings, read from its connection pool.
+pub fn config_from_redis_py(client: &Bound<'_, PyAny>) -> PyResult<Config> {
+    let pool = client.getattr("connection_pool")?;
+    let kwargs = pool.getattr("connection_kwargs")?;
+    let kwargs = kwargs.cast::<PyDict>()?;
+    let class_name: String = pool
+        .getattr("connection_class")?
+        .getattr("__name__")?
+        .extract()?;
+    let get = |name: &str| kwargs.get_item(name);
+    let mut cfg = if let Some(path) = get("path")?.filter(|p| !p.is_none()) {
+        let mut cfg = Config::tcp("", 0);
+        cfg.addr = Addr::Unix(path.extract::<String>()?.into());
+        cfg
+    } else {
+        let host: String = match get("host")? {
+            Some(h) if !h.is_none() => h.extract()?,
+            _ => "localhost".into(),
+        };
+        let port: u16 = match get("port")? {
+            Some(p) if !p.is_none() => p.extract()?,
+            _ => 6379,
+        };
+        Config::tcp(&host, port)
+    };
+    if let Some(db) = get("db")?.filter(|v| !v.is_none()) {
+        cfg.db = db.extract()?;
+    }
+    cfg.username = get("username")?.and_then(|v| v.extract().ok());
+    cfg.password = get("password")?.and_then(|v| v.extract().ok());
+    if let Some(t) = get("socket_timeout")? {
+        cfg.command_timeout = seconds("socket_timeout", &t)?;
+    }
+    if let Some(t) = get("socket_connect_timeout")?.filter(|v| !v.is_none()) {
+        cfg.connect_timeout = seconds("socket_connect_timeout", &t)?;
+    }
+    if class_name.contains("SSL") {
+        let path = |name: &str| -> PyResult<Option<std::path::PathBuf>> {
+            Ok(match get(name)? {
+                Some(v) if !v.is_none() => Some(v.extract()?),
+                _ => None,
+            })
+        };
+        let tls = tls_options(&mut cfg);
+        tls.ca_certs = path("ssl_ca_certs")?;
+        tls.certfile = path("ssl_certfile")?;
+        tls.keyfile = path("ssl_keyfile")?;
+        if let Some(reqs) = get("ssl_cert_reqs")? {
+            tls.verify = cert_reqs(&reqs)?;
+        }
+        if let Some(check) = get("ssl_check_hostname")? {
+            tls.check_hostname = check.is_truthy()?;
+        }
+    }
+    Ok(cfg)
+}

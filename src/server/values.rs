@@ -1,0 +1,58 @@
+//! Replies -> Python values through the JSON codec.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use crate::codec::decode_json_bytes;
+use crate::connection::Reply;
+
+/// `json.loads(bytes)`. A plain string literal (printable ASCII, no
+/// escapes: every dict key pottery writes for a `str` key without special
+/// characters) becomes its text directly, which is exactly what the
+/// parser would return, without setting a parser up.
+pub fn decode<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    if let [b'"', inner @ .., b'"'] = bytes {
+        if inner
+            .iter()
+            .all(|&c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\')
+        {
+            // All ASCII, so valid UTF-8.
+            let text = std::str::from_utf8(inner).expect("ASCII is UTF-8");
+            return Ok(PyString::new(py, text).into_any());
+        }
+    }
+    decode_json_bytes(py, bytes)
+}
+
+/// A single bulk reply decoded; nil (or anything else) is `None`.
+pub fn decode_reply<'py>(py: Python<'py>, reply: &Reply) -> PyResult<Bound<'py, PyAny>> {
+    match reply {
+        Reply::Bulk(b) => decode(py, b),
+        _ => Ok(py.None().into_bound(py)),
+    }
+}
+
+fn decode_element<'py>(py: Python<'py>, item: Option<&[u8]>) -> PyResult<Bound<'py, PyAny>> {
+    match item {
+        Some(b) => decode(py, b),
+        None => Ok(py.None().into_bound(py)),
+    }
+}
+
+/// An array reply's elements, decoded, as a new `list`.
+pub fn decode_list<'py>(py: Python<'py>, reply: &Reply) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for item in reply.elements() {
+        list.append(decode_element(py, item)?)?;
+    }
+    Ok(list)
+}
+
+/// A flat `[field, value, ...]` reply (HGETALL) as a new `dict`.
+pub fn decode_pairs<'py>(py: Python<'py>, reply: &Reply) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for pair in reply.elements().chunks_exact(2) {
+        dict.set_item(decode_element(py, pair[0])?, decode_element(py, pair[1])?)?;
+    }
+    Ok(dict)
+}
