@@ -7,7 +7,10 @@ from __future__ import annotations
 import threading
 from collections.abc import MutableMapping, MutableSequence
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given, settings
+from test_inmemory import apply, list_ops
 
 from madsci_cache_rs import (
     CacheResponseError,
@@ -299,3 +302,19 @@ def test_one_lock_object_shared_by_threads_does_not_deadlock(strict):
         t.join()
     assert errors == []
     lock.release()
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=st.lists(list_ops, max_size=12))
+def test_strict_list_sequence_api_matches_a_python_list(ops):
+    ours = InMemoryCacheHandler(strict=True).create_list("seq")
+    plain: list = []
+    for op, arg in ops:
+        results = []
+        for target in (ours, plain):
+            try:
+                results.append(("ok", apply(target, op, arg)))
+            except Exception as exc:
+                results.append(("error", type(exc).__name__))
+        assert results[0] == results[1], (op, arg)
+        assert ours.to_list() == plain
