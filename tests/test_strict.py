@@ -318,3 +318,25 @@ def test_strict_list_sequence_api_matches_a_python_list(ops):
                 results.append(("error", type(exc).__name__))
         assert results[0] == results[1], (op, arg)
         assert ours.to_list() == plain
+
+
+def test_reads_give_what_json_gives_back(strict):
+    import enum
+    import json
+
+    class Color(enum.IntEnum):
+        RED = 1
+
+    class Name(str):
+        pass
+
+    d = strict.create_dict("types")
+    lst = strict.create_list("types:list")
+    for value in (Color.RED, Name("n"), 1.5, -0.0, 2**70, "é\ud800", None, True, [1, (2,)]):
+        d["v"] = value
+        lst.append(value)
+        back = d["v"]
+        assert type(back) is type(json.loads(json.dumps(value)))
+        assert back == json.loads(json.dumps(value))
+    assert lst.to_list()[0] == 1 and type(lst.to_list()[0]) is int
+    assert type(lst[1]) is str and d.to_dict() == {"v": [1, [2]]}
