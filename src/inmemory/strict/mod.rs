@@ -39,11 +39,14 @@ pub(crate) fn encode(obj: &Bound<'_, PyAny>) -> PyResult<db::Text> {
 /// (subclasses such as `IntEnum` decode to their base type, so they are not).
 fn immutable_scalar(obj: &Bound<'_, PyAny>) -> bool {
     use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
+    // NaN is left out: `x in [x]` is true by identity, so a shared NaN
+    // would be found where the server's fresh one is not.
     obj.is_none()
         || obj.is_exact_instance_of::<PyString>()
         || obj.is_exact_instance_of::<PyInt>()
-        || obj.is_exact_instance_of::<PyFloat>()
         || obj.is_exact_instance_of::<PyBool>()
+        || (obj.is_exact_instance_of::<PyFloat>()
+            && obj.extract::<f64>().is_ok_and(|f| !f.is_nan()))
 }
 
 /// A fresh object (or the shared immutable one) from stored text.
