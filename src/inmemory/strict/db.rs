@@ -22,7 +22,7 @@ use crate::lease::Lease;
 /// object, so sharing it is indistinguishable from a fresh copy, and it spares
 /// the decoder on dict keys and on lists of strings.
 pub struct Stored {
-    pub text: Arc<str>,
+    pub text: Box<str>,
     pub scalar: Option<Py<PyAny>>,
 }
 
@@ -42,12 +42,36 @@ impl PartialEq for Stored {
 
 pub type Text = Arc<Stored>;
 
+/// A hash field in the index: the stored text, looked up by `&str`.
+#[derive(Clone)]
+struct Field(Text);
+
+impl std::borrow::Borrow<str> for Field {
+    fn borrow(&self) -> &str {
+        &self.0.text
+    }
+}
+
+impl std::hash::Hash for Field {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.text.hash(state);
+    }
+}
+
+impl PartialEq for Field {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.text == other.0.text
+    }
+}
+
+impl Eq for Field {}
+
 /// A hash that iterates in insertion order, as a small Redis hash does.
 /// Removed fields leave holes that are compacted once they dominate.
 #[derive(Default, Clone)]
 pub struct Hash {
     slots: Vec<Option<(Text, Text)>>,
-    index: HashMap<Arc<str>, usize>,
+    index: HashMap<Field, usize>,
 }
 
 impl Hash {
@@ -65,7 +89,7 @@ impl Hash {
                 }
             }
             None => {
-                self.index.insert(field.text.clone(), self.slots.len());
+                self.index.insert(Field(field.clone()), self.slots.len());
                 self.slots.push(Some((field, value)));
             }
         }
@@ -83,7 +107,7 @@ impl Hash {
     fn compact(&mut self) {
         self.slots.retain(Option::is_some);
         for (i, (k, _)) in self.slots.iter().flatten().enumerate() {
-            self.index.insert(k.text.clone(), i);
+            self.index.insert(Field(k.clone()), i);
         }
     }
 

@@ -27,10 +27,10 @@ use pyo3::prelude::*;
 /// the object too when it is an immutable scalar (see `db::Stored`).
 pub(crate) fn encode(obj: &Bound<'_, PyAny>) -> PyResult<db::Text> {
     let bytes = crate::codec::encode_json(obj)?;
-    let text = std::str::from_utf8(&bytes).expect("the encoder writes ASCII");
+    let text = String::from_utf8(bytes).expect("the encoder writes ASCII");
     let scalar = immutable_scalar(obj).then(|| obj.clone().unbind());
     Ok(std::sync::Arc::new(db::Stored {
-        text: text.into(),
+        text: text.into_boxed_str(),
         scalar,
     }))
 }
