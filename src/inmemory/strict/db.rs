@@ -9,7 +9,8 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyString};
 
-use crate::errors::CacheError;
+use crate::errors::{run_detached, CacheError};
+use crate::inmemory::lock::SIGNAL_CHECK;
 use crate::inmemory::lock_detached;
 use crate::lease::Lease;
 
@@ -214,38 +215,44 @@ impl StrictDb {
         lock_detached(py, &self.state)
     }
 
-    /// Wait (GIL released) until `ready` returns `Some`, or `deadline` passes.
-    /// `ready` also says how long the current holder's lease has left, so a
-    /// waiter wakes when a lease expires even if nobody releases it.
+    /// Wait (GIL released) until `ready` returns `Ok`, or `deadline` passes.
+    /// `ready` also says when the current holder's lease runs out, so a
+    /// waiter wakes when a lease expires even if nobody releases it. Pending
+    /// signals (Ctrl-C) are looked at between slices of `SIGNAL_CHECK`.
     pub fn wait_for<T: Send>(
         &self,
         py: Python<'_>,
         deadline: Option<Instant>,
         mut ready: impl FnMut(&mut Keyspace, Instant) -> Result<T, Option<Instant>> + Send,
-    ) -> Option<T> {
-        py.detach(|| {
-            let mut state = self.state.lock();
-            loop {
-                let now = Instant::now();
-                let expiry = match ready(&mut state, now) {
-                    Ok(done) => return Some(done),
-                    Err(expiry) => expiry,
-                };
-                if deadline.is_some_and(|d| now >= d) {
-                    return None;
-                }
-                let wake = match (deadline, expiry) {
-                    (Some(d), Some(e)) => Some(d.min(e)),
-                    (d, e) => d.or(e),
-                };
-                match wake {
-                    Some(at) => {
-                        self.freed.wait_until(&mut state, at);
+    ) -> PyResult<Option<T>> {
+        loop {
+            let outcome = run_detached(py, || {
+                let slice_end = Instant::now() + SIGNAL_CHECK;
+                let mut state = self.state.lock();
+                loop {
+                    let now = Instant::now();
+                    let expiry = match ready(&mut state, now) {
+                        Ok(done) => return Ok(Some(Some(done))),
+                        Err(expiry) => expiry,
+                    };
+                    if deadline.is_some_and(|d| now >= d) {
+                        return Ok(Some(None));
                     }
-                    None => self.freed.wait(&mut state),
+                    if now >= slice_end {
+                        return Ok(None);
+                    }
+                    let mut wake = slice_end;
+                    for limit in [deadline, expiry].into_iter().flatten() {
+                        wake = wake.min(limit);
+                    }
+                    self.freed.wait_until(&mut state, wake);
                 }
+            })?;
+            match outcome {
+                Some(result) => return Ok(result),
+                None => py.check_signals()?,
             }
-        })
+        }
     }
 
     pub fn get<'py>(
