@@ -18,7 +18,8 @@ use pyo3::types::{PyByteArray, PyBytes, PyString, PyType};
 use super::text::push_wtf8;
 
 const MAX_DEPTH: usize = 10_000;
-const RECURSION_WHERE: &CStr = c" while decoding a JSON object from a unicode string";
+const IN_OBJECT: &CStr = c" while decoding a JSON object from a unicode string";
+const IN_ARRAY: &CStr = c" while decoding a JSON array from a unicode string";
 
 /// Decode a `str`, `bytes` or `bytearray` as `json.loads` does.
 pub fn decode_json<'py>(text: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
@@ -212,13 +213,13 @@ impl<'a, 'py> Parser<'a, 'py> {
             None => Err(Failure::Syntax("Expecting value", at)),
             Some(b'"') => self.string(at + 1).map(|(s, end)| (s.into_any(), end)),
             Some(b'{') => {
-                self.enter()?;
+                self.enter(IN_OBJECT)?;
                 let result = self.object(at + 1);
                 self.leave();
                 result
             }
             Some(b'[') => {
-                self.enter()?;
+                self.enter(IN_ARRAY)?;
                 let result = self.array(at + 1);
                 self.leave();
                 result
@@ -241,15 +242,16 @@ impl<'a, 'py> Parser<'a, 'py> {
         }
     }
 
-    fn enter(&mut self) -> Result<(), Failure> {
+    fn enter(&mut self, place: &CStr) -> Result<(), Failure> {
         if self.depth >= MAX_DEPTH {
-            return Err(PyRecursionError::new_err(
-                "maximum recursion depth exceeded while decoding a JSON object from a unicode string",
-            )
+            let place = place.to_string_lossy();
+            return Err(PyRecursionError::new_err(format!(
+                "maximum recursion depth exceeded{place}"
+            ))
             .into());
         }
         // SAFETY: attached to the interpreter; paired with `leave`.
-        if unsafe { ffi::Py_EnterRecursiveCall(RECURSION_WHERE.as_ptr()) } != 0 {
+        if unsafe { ffi::Py_EnterRecursiveCall(place.as_ptr()) } != 0 {
             return Err(PyErr::fetch(self.py).into());
         }
         self.depth += 1;
