@@ -348,3 +348,27 @@ def test_list_sequence_api_matches_a_python_list(ops):
                 results.append(("error", type(exc).__name__))
         assert results[0] == results[1], (op, arg)
         assert ours.to_list() == plain
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_blocked_acquire_can_be_interrupted(strict):
+    import _thread
+
+    handler = InMemoryCacheHandler(strict=strict)
+    held, finish = threading.Event(), threading.Event()
+
+    def hold():
+        with handler.create_lock("intr"):
+            held.set()
+            finish.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    threading.Timer(0.2, _thread.interrupt_main).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            handler.create_lock("intr").acquire()
+    finally:
+        finish.set()
+        holder.join()

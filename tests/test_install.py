@@ -90,8 +90,9 @@ PROBE_TEST = textwrap.dedent(
     import madsci_cache_rs
     from conftest import BOUND_AT_CONFTEST_IMPORT
 
-    def test_probe(madsci_cache_handler, madsci_strict_cache_handler):
+    def test_probe(madsci_cache_handler, madsci_strict_cache_handler, madsci_cache_server):
         assert madsci_strict_cache_handler.strict and not madsci_cache_handler.strict
+        assert madsci_cache_server.running and madsci_cache_server.port != 6379
         ours = handlers.InMemoryCacheHandler is madsci_cache_rs.InMemoryCacheHandler
         assert ours is EXPECT
         assert (BOUND_AT_CONFTEST_IMPORT is madsci_cache_rs.InMemoryCacheHandler) is EXPECT

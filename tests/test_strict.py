@@ -7,7 +7,10 @@ from __future__ import annotations
 import threading
 from collections.abc import MutableMapping, MutableSequence
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given, settings
+from test_inmemory import apply, list_ops
 
 from madsci_cache_rs import (
     CacheResponseError,
@@ -299,3 +302,41 @@ def test_one_lock_object_shared_by_threads_does_not_deadlock(strict):
         t.join()
     assert errors == []
     lock.release()
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=st.lists(list_ops, max_size=12))
+def test_strict_list_sequence_api_matches_a_python_list(ops):
+    ours = InMemoryCacheHandler(strict=True).create_list("seq")
+    plain: list = []
+    for op, arg in ops:
+        results = []
+        for target in (ours, plain):
+            try:
+                results.append(("ok", apply(target, op, arg)))
+            except Exception as exc:
+                results.append(("error", type(exc).__name__))
+        assert results[0] == results[1], (op, arg)
+        assert ours.to_list() == plain
+
+
+def test_reads_give_what_json_gives_back(strict):
+    import enum
+    import json
+
+    class Color(enum.IntEnum):
+        RED = 1
+
+    class Name(str):
+        pass
+
+    d = strict.create_dict("types")
+    lst = strict.create_list("types:list")
+    for value in (Color.RED, Name("n"), 1.5, -0.0, 2**70, "é\ud800", None, True, [1, (2,)]):
+        d["v"] = value
+        lst.append(value)
+        back = d["v"]
+        assert type(back) is type(json.loads(json.dumps(value)))
+        assert back == json.loads(json.dumps(value))
+    assert lst.to_list()[0] == 1 and type(lst.to_list()[0]) is int
+    assert type(lst[1]) is str and d.to_dict() == {"v": [1, [2]]}

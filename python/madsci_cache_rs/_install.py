@@ -140,6 +140,8 @@ class _RegisterOnImport(importlib.abc.MetaPathFinder):
         def exec_module(module: ModuleType) -> None:
             original_exec(module)
             register_with_madsci(module)
+            if self in sys.meta_path:  # done: stop looking at every import
+                sys.meta_path.remove(self)
 
         loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec

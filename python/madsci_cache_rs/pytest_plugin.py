@@ -75,6 +75,21 @@ def madsci_cache_handler() -> Iterator[InMemoryCacheHandler]:
     handler.close()
 
 
+@pytest.fixture(scope="session")
+def madsci_cache_server() -> Iterator[Any]:
+    """A private valkey on a free loopback port for the whole session
+    (``madsci_cache_rs.testing.PrivateServer``: ``.host``, ``.port``, ``.url``);
+    skips when no server binary is installed."""
+    from madsci_cache_rs.testing import PrivateServer, ServerUnavailable
+
+    try:
+        server = PrivateServer()
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+    with server:
+        yield server
+
+
 @pytest.fixture
 def madsci_strict_cache_handler() -> Iterator[InMemoryCacheHandler]:
     """A fresh strict in-memory handler (a server's behaviour)."""

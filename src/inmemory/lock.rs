@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::thread::ThreadId;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use pyo3::exceptions::PyRuntimeError;
@@ -14,6 +15,10 @@ use pyo3::types::{PyDict, PyString};
 
 use super::lock_detached;
 use super::registry;
+use crate::errors::run_detached;
+
+/// How long a waiter stays detached before it looks for pending signals.
+pub(crate) const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 struct Owner {
@@ -46,20 +51,33 @@ impl ReentrantLock {
     }
 
     /// Block (with the GIL released) until this thread holds the lock.
-    pub fn acquire(&self, py: Python<'_>) {
+    ///
+    /// The wait is cut into slices of `SIGNAL_CHECK` so that Ctrl-C (any
+    /// pending signal handler that raises) interrupts it, as it interrupts
+    /// `threading.RLock.acquire()`.
+    pub fn acquire(&self, py: Python<'_>) -> PyResult<()> {
         let me = std::thread::current().id();
-        {
-            let mut owner = lock_detached(py, &self.owner);
-            if Self::try_take(&mut owner, me) {
-                return;
-            }
+        if Self::try_take(&mut lock_detached(py, &self.owner), me) {
+            return Ok(());
         }
-        py.detach(|| {
-            let mut owner = self.owner.lock();
-            while !Self::try_take(&mut owner, me) {
-                self.freed.wait(&mut owner);
+        loop {
+            let taken = run_detached(py, || {
+                let until = Instant::now() + SIGNAL_CHECK;
+                let mut owner = self.owner.lock();
+                loop {
+                    if Self::try_take(&mut owner, me) {
+                        return Ok(true);
+                    }
+                    if self.freed.wait_until(&mut owner, until).timed_out() {
+                        return Ok(Self::try_take(&mut owner, me));
+                    }
+                }
+            })?;
+            if taken {
+                return Ok(());
             }
-        });
+            py.check_signals()?;
+        }
     }
 
     pub fn try_acquire(&self, py: Python<'_>) -> bool {
@@ -139,9 +157,9 @@ impl InMemoryRedlock {
         self.key.clone_ref(py)
     }
 
-    fn acquire(&self, py: Python<'_>) -> bool {
-        self.core.acquire(py);
-        true
+    fn acquire(&self, py: Python<'_>) -> PyResult<bool> {
+        self.core.acquire(py)?;
+        Ok(true)
     }
 
     fn release(&self, py: Python<'_>) -> PyResult<()> {
@@ -156,9 +174,9 @@ impl InMemoryRedlock {
         self.core.held_by_other(py)
     }
 
-    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf.get().core.acquire(slf.py());
-        slf
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        slf.get().core.acquire(slf.py())?;
+        Ok(slf)
     }
 
     #[pyo3(signature = (*_args))]

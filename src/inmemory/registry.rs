@@ -126,9 +126,9 @@ pub struct SharedLock {
 
 #[pymethods]
 impl SharedLock {
-    fn acquire(&self, py: Python<'_>) -> bool {
-        self.core.acquire(py);
-        true
+    fn acquire(&self, py: Python<'_>) -> PyResult<bool> {
+        self.core.acquire(py)?;
+        Ok(true)
     }
 
     fn release(&self, py: Python<'_>) -> PyResult<()> {
@@ -143,9 +143,9 @@ impl SharedLock {
         self.core.held_by_other(py)
     }
 
-    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf.get().core.acquire(slf.py());
-        slf
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        slf.get().core.acquire(slf.py())?;
+        Ok(slf)
     }
 
     #[pyo3(signature = (*_args))]

@@ -9,20 +9,70 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyString};
 
-use crate::errors::CacheError;
+use crate::errors::{run_detached, CacheError};
+use crate::inmemory::lock::SIGNAL_CHECK;
 use crate::inmemory::lock_detached;
 use crate::lease::Lease;
 
-/// Stored text: shared, so snapshots taken under the mutex cost a
-/// reference count per item rather than a copy.
-pub type Text = Arc<str>;
+/// One stored JSON text, shared so that snapshots taken under the mutex cost
+/// a reference count per item rather than a copy.
+///
+/// When the value written was an immutable scalar (an exact `str`, `int`,
+/// `float`, `bool` or `None`), the object itself is kept beside its text and
+/// handed back on reads: decoding the text would give an equal immutable
+/// object, so sharing it is indistinguishable from a fresh copy, and it spares
+/// the decoder on dict keys and on lists of strings.
+pub struct Stored {
+    pub text: Box<str>,
+    pub scalar: Option<Py<PyAny>>,
+}
+
+impl std::ops::Deref for Stored {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl PartialEq for Stored {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+pub type Text = Arc<Stored>;
+
+/// A hash field in the index: the stored text, looked up by `&str`.
+#[derive(Clone)]
+struct Field(Text);
+
+impl std::borrow::Borrow<str> for Field {
+    fn borrow(&self) -> &str {
+        &self.0.text
+    }
+}
+
+impl std::hash::Hash for Field {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.text.hash(state);
+    }
+}
+
+impl PartialEq for Field {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.text == other.0.text
+    }
+}
+
+impl Eq for Field {}
 
 /// A hash that iterates in insertion order, as a small Redis hash does.
 /// Removed fields leave holes that are compacted once they dominate.
 #[derive(Default, Clone)]
 pub struct Hash {
     slots: Vec<Option<(Text, Text)>>,
-    index: HashMap<Text, usize>,
+    index: HashMap<Field, usize>,
 }
 
 impl Hash {
@@ -33,14 +83,14 @@ impl Hash {
 
     /// Overwriting keeps the field's place; a new field goes last.
     pub fn insert(&mut self, field: Text, value: Text) {
-        match self.index.get(&field) {
+        match self.index.get(&*field.text) {
             Some(&i) => {
                 if let Some(slot) = self.slots[i].as_mut() {
                     slot.1 = value;
                 }
             }
             None => {
-                self.index.insert(field.clone(), self.slots.len());
+                self.index.insert(Field(field.clone()), self.slots.len());
                 self.slots.push(Some((field, value)));
             }
         }
@@ -58,7 +108,7 @@ impl Hash {
     fn compact(&mut self) {
         self.slots.retain(Option::is_some);
         for (i, (k, _)) in self.slots.iter().flatten().enumerate() {
-            self.index.insert(k.clone(), i);
+            self.index.insert(Field(k.clone()), i);
         }
     }
 
@@ -165,38 +215,44 @@ impl StrictDb {
         lock_detached(py, &self.state)
     }
 
-    /// Wait (GIL released) until `ready` returns `Some`, or `deadline` passes.
-    /// `ready` also says how long the current holder's lease has left, so a
-    /// waiter wakes when a lease expires even if nobody releases it.
+    /// Wait (GIL released) until `ready` returns `Ok`, or `deadline` passes.
+    /// `ready` also says when the current holder's lease runs out, so a
+    /// waiter wakes when a lease expires even if nobody releases it. Pending
+    /// signals (Ctrl-C) are looked at between slices of `SIGNAL_CHECK`.
     pub fn wait_for<T: Send>(
         &self,
         py: Python<'_>,
         deadline: Option<Instant>,
         mut ready: impl FnMut(&mut Keyspace, Instant) -> Result<T, Option<Instant>> + Send,
-    ) -> Option<T> {
-        py.detach(|| {
-            let mut state = self.state.lock();
-            loop {
-                let now = Instant::now();
-                let expiry = match ready(&mut state, now) {
-                    Ok(done) => return Some(done),
-                    Err(expiry) => expiry,
-                };
-                if deadline.is_some_and(|d| now >= d) {
-                    return None;
-                }
-                let wake = match (deadline, expiry) {
-                    (Some(d), Some(e)) => Some(d.min(e)),
-                    (d, e) => d.or(e),
-                };
-                match wake {
-                    Some(at) => {
-                        self.freed.wait_until(&mut state, at);
+    ) -> PyResult<Option<T>> {
+        loop {
+            let outcome = run_detached(py, || {
+                let slice_end = Instant::now() + SIGNAL_CHECK;
+                let mut state = self.state.lock();
+                loop {
+                    let now = Instant::now();
+                    let expiry = match ready(&mut state, now) {
+                        Ok(done) => return Ok(Some(Some(done))),
+                        Err(expiry) => expiry,
+                    };
+                    if deadline.is_some_and(|d| now >= d) {
+                        return Ok(Some(None));
                     }
-                    None => self.freed.wait(&mut state),
+                    if now >= slice_end {
+                        return Ok(None);
+                    }
+                    let mut wake = slice_end;
+                    for limit in [deadline, expiry].into_iter().flatten() {
+                        wake = wake.min(limit);
+                    }
+                    self.freed.wait_until(&mut state, wake);
                 }
+            })?;
+            match outcome {
+                Some(result) => return Ok(result),
+                None => py.check_signals()?,
             }
-        })
+        }
     }
 
     pub fn get<'py>(
@@ -288,7 +344,16 @@ pub fn deadline_after(d: Option<Duration>) -> Option<Instant> {
 
 #[cfg(test)]
 mod tests {
-    use super::{redis_int, Hash};
+    use std::sync::Arc;
+
+    use super::{redis_int, Hash, Stored, Text};
+
+    fn t(text: &str) -> Text {
+        Arc::new(Stored {
+            text: text.into(),
+            scalar: None,
+        })
+    }
 
     #[test]
     fn integers_parse_as_redis_parses_them() {
@@ -313,22 +378,22 @@ mod tests {
     #[test]
     fn hash_keeps_insertion_order_and_overwrites_in_place() {
         let mut h = Hash::default();
-        h.insert("a".into(), "1".into());
-        h.insert("b".into(), "2".into());
-        h.insert("a".into(), "3".into());
+        h.insert(t("a"), t("1"));
+        h.insert(t("b"), t("2"));
+        h.insert(t("a"), t("3"));
         h.remove("b");
-        h.insert("b".into(), "4".into());
-        let got: Vec<(&str, &str)> = h.entries().map(|(k, v)| (&**k, &**v)).collect();
+        h.insert(t("b"), t("4"));
+        let got: Vec<(&str, &str)> = h.entries().map(|(k, v)| (&*k.text, &*v.text)).collect();
         assert_eq!(got, [("a", "3"), ("b", "4")]);
         // Holes left by removals are compacted without losing order or lookups.
         for i in 0..40 {
-            h.insert(i.to_string().into(), "x".into());
+            h.insert(t(&i.to_string()), t("x"));
         }
         for i in 0..35 {
             h.remove(&i.to_string());
         }
         assert_eq!(h.len(), 7);
-        assert_eq!(h.get("39").map(|v| &**v), Some("x"));
-        assert_eq!(h.entries().next().map(|(k, _)| &**k), Some("a"));
+        assert_eq!(h.get("39").map(|v| &*v.text), Some("x"));
+        assert_eq!(h.entries().next().map(|(k, _)| &*k.text), Some("a"));
     }
 }

@@ -182,10 +182,20 @@ impl StrictRedisDict {
         args: Bound<'_, PyTuple>,
         kwargs: Option<Bound<'_, PyDict>>,
     ) -> PyResult<()> {
-        let scratch = PyDict::new(py);
-        scratch.call_method("update", args, kwargs.as_ref())?;
-        let mut pairs = Vec::with_capacity(scratch.len());
-        for (k, v) in scratch.iter() {
+        // One plain dict is read as it is; anything else through a scratch
+        // dict, which gives `dict.update`'s argument rules and messages.
+        let source = match (args.len(), &kwargs) {
+            (1, None) if args.get_item(0)?.is_exact_instance_of::<PyDict>() => {
+                args.get_item(0)?.cast_into::<PyDict>()?
+            }
+            _ => {
+                let scratch = PyDict::new(py);
+                scratch.call_method("update", args, kwargs.as_ref())?;
+                scratch
+            }
+        };
+        let mut pairs = Vec::with_capacity(source.len());
+        for (k, v) in source.iter() {
             pairs.push((encode(&k)?, encode(&v)?));
         }
         if pairs.is_empty() {

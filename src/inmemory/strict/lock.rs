@@ -94,7 +94,7 @@ impl StrictRedlock {
             Wait::Forever => None,
             Wait::For(d) => deadline_after(Some(d)),
         };
-        Ok(self.db.wait_for(py, deadline, try_take).is_some())
+        Ok(self.db.wait_for(py, deadline, try_take)?.is_some())
     }
 }
 

@@ -23,17 +23,38 @@ pub use lock::StrictRedlock;
 
 use pyo3::prelude::*;
 
-/// `encode(value)` as stored text (the codec writes ASCII only).
+/// `encode(value)` as stored text (the codec writes ASCII only), keeping
+/// the object too when it is an immutable scalar (see `db::Stored`).
 pub(crate) fn encode(obj: &Bound<'_, PyAny>) -> PyResult<db::Text> {
     let bytes = crate::codec::encode_json(obj)?;
-    Ok(db::Text::from(
-        std::str::from_utf8(&bytes).expect("the encoder writes ASCII"),
-    ))
+    let text = String::from_utf8(bytes).expect("the encoder writes ASCII");
+    let scalar = immutable_scalar(obj).then(|| obj.clone().unbind());
+    Ok(std::sync::Arc::new(db::Stored {
+        text: text.into_boxed_str(),
+        scalar,
+    }))
 }
 
-/// A fresh object from stored text.
-pub(crate) fn decode<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
-    crate::codec::decode_json_bytes(py, text.as_bytes())
+/// Exact types whose JSON round trip gives back an equal, immutable object
+/// (subclasses such as `IntEnum` decode to their base type, so they are not).
+fn immutable_scalar(obj: &Bound<'_, PyAny>) -> bool {
+    use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
+    // NaN is left out: `x in [x]` is true by identity, so a shared NaN
+    // would be found where the server's fresh one is not.
+    obj.is_none()
+        || obj.is_exact_instance_of::<PyString>()
+        || obj.is_exact_instance_of::<PyInt>()
+        || obj.is_exact_instance_of::<PyBool>()
+        || (obj.is_exact_instance_of::<PyFloat>()
+            && obj.extract::<f64>().is_ok_and(|f| !f.is_nan()))
+}
+
+/// A fresh object (or the shared immutable one) from stored text.
+pub(crate) fn decode<'py>(py: Python<'py>, stored: &db::Stored) -> PyResult<Bound<'py, PyAny>> {
+    match &stored.scalar {
+        Some(obj) => Ok(obj.bind(py).clone()),
+        None => crate::codec::decode_json_bytes(py, stored.text.as_bytes()),
+    }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
