@@ -80,8 +80,6 @@ def madsci_cache_server() -> Iterator[Any]:
     """A private valkey on a free loopback port for the whole session
     (``madsci_cache_rs.testing.PrivateServer``: ``.host``, ``.port``, ``.url``);
     skips when no server binary is installed."""
-    from madsci_cache_rs.testing import PrivateServer, ServerUnavailable
-
     try:
         server = PrivateServer()
     except ServerUnavailable as exc:
@@ -115,17 +113,6 @@ def _flushall(server: PrivateServer) -> None:
             replies += chunk
     if not replies.endswith(b"+OK\r\n"):
         raise RuntimeError(f"FLUSHALL failed: {replies!r}")
-
-
-@pytest.fixture(scope="session")
-def madsci_cache_server() -> Iterator[PrivateServer]:
-    """A private Valkey server for the test session."""
-    try:
-        server = PrivateServer("valkey")
-    except ServerUnavailable as exc:
-        pytest.skip(str(exc))
-    with server:
-        yield server
 
 
 @pytest.fixture
