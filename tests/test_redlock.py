@@ -8,6 +8,7 @@ import _thread
 import logging
 import multiprocessing
 import os
+import random
 import socket
 import statistics
 import threading
@@ -28,6 +29,7 @@ from madsci_cache_rs import (
     Redlock,
     ReleaseUnlockedLock,
     TooManyExtensions,
+    _native,
 )
 from madsci_cache_rs.testing import PrivateServer
 
@@ -388,6 +390,57 @@ def test_local_waiters_are_served_in_arrival_order(handler):
 # --- hand-off -----------------------------------------------------------------------
 
 
+def pause() -> None:
+    """5-25 ms, at random: a release at a fixed delay after the waiter's
+    first try would line up with its fallback poll and hide a missed wake."""
+    time.sleep(random.uniform(0.005, 0.025))
+
+
+@pytest.fixture
+def long_poll():
+    """Waiters poll every 30 s instead of 10 ms: only a release message can
+    wake them in time."""
+    _native._set_lock_poll_interval(30)
+    yield 30
+    _native._set_lock_poll_interval(0.01)
+
+
+def test_a_release_wakes_a_waiter_in_this_process(handler, long_poll):
+    holder = handler.create_lock("k")
+    holder.acquire()
+    got = []
+    waiter = threading.Thread(
+        target=lambda: got.append(handler.create_lock("k").acquire(timeout=10))
+    )
+    waiter.start()
+    time.sleep(0.2)
+    holder.release()
+    waiter.join()
+    assert got == [True]
+
+
+def _wait_once(url: str, poll: float, conn) -> None:
+    _native._set_lock_poll_interval(poll)
+    lock = PyCacheHandler.from_url(url).create_lock("k")
+    conn.send("waiting")
+    conn.send(lock.acquire(timeout=10))
+
+
+def test_a_release_wakes_a_waiter_in_another_process(server, handler, long_poll):
+    holder = handler.create_lock("k")
+    holder.acquire()
+    ctx = multiprocessing.get_context("spawn")
+    here, there = ctx.Pipe()
+    child = ctx.Process(target=_wait_once, args=(server.url, long_poll, there))
+    child.start()
+    assert here.recv() == "waiting"
+    time.sleep(0.5)
+    holder.release()
+    got = here.recv()
+    child.join(30)
+    assert got is True and child.exitcode == 0
+
+
 def _acquire_and_stamp(lock: Redlock, stamps: list[float]) -> None:
     lock.acquire()
     stamps.append(time.monotonic())
@@ -401,7 +454,7 @@ def _handoffs_in_process(handler: PyCacheHandler, rounds: int) -> list[float]:
         got: list[float] = []
         t = threading.Thread(target=_acquire_and_stamp, args=(waiter, got))
         t.start()
-        time.sleep(0.005)
+        pause()  # the waiter is blocked by now
         released = time.monotonic()
         holder.release()
         t.join()
@@ -433,7 +486,7 @@ def _handoffs_across_processes(url: str, handler: PyCacheHandler, rounds: int) -
             holder.acquire()
             here.send("go")
             assert here.recv() == "waiting"
-            time.sleep(0.01)  # let it reach the wait
+            pause()  # let it reach the wait
             released = time.monotonic()
             holder.release()
             acquired = here.recv()
@@ -500,7 +553,7 @@ def test_a_wait_starts_one_listener_which_stops_when_idle(handler, raw):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_forked_child_hears_releases_on_its_own_listener(handler, raw):
+def test_a_forked_child_hears_releases_on_its_own_listener(handler, raw, long_poll):
     """The parent's listener thread does not exist in a fork: the child
     must start its own and still be woken by the parent's release."""
     _handoffs_in_process(handler, 2)  # the parent now has a listener

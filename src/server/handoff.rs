@@ -7,7 +7,7 @@
 //! * a release by another of our processes (the release script publishes
 //!   on a channel that `subscriber` listens to, one connection per process);
 //! * the holder's lease running out (each failed try returns its PTTL);
-//! * anything else (a pottery holder releasing): a bounded poll, `POLL`.
+//! * anything else (a pottery holder releasing): a bounded poll, `poll()`.
 //!
 //! Fairness: local contenders queue in FIFO order and only the head tries
 //! the server, so a thread that releases and re-acquires at once queues
@@ -17,6 +17,7 @@
 //! signals come in through `Contender`, so the rules are unit-tested here.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,20 @@ use crate::lease::Wait;
 /// and no release message came: a holder that releases without telling us
 /// (pottery) is noticed this late at most.
 pub const POLL: Duration = Duration::from_millis(10);
+
+/// The poll in use, in microseconds: `POLL` unless a test lengthened it to
+/// show that release messages, not the poll, wake the waiters.
+static POLL_MICROS: AtomicU64 = AtomicU64::new(POLL.as_micros() as u64);
+
+pub fn poll() -> Duration {
+    Duration::from_micros(POLL_MICROS.load(Ordering::Relaxed))
+}
+
+/// For tests only (`_native._set_lock_poll_interval`).
+pub fn set_poll(interval: Duration) {
+    let micros = interval.as_micros().clamp(1_000, u128::from(u64::MAX)) as u64;
+    POLL_MICROS.store(micros, Ordering::Relaxed);
+}
 /// Wait after a try that could not reach the server.
 pub const RETRY_AFTER_ERROR: Duration = Duration::from_millis(50);
 /// How often a waiting thread calls `Contender::check` (signals, logging).
@@ -88,8 +103,8 @@ fn next_try(now: Instant, attempt: Attempt) -> Instant {
     let pause = match attempt {
         // At least 1 ms: PTTL is in whole milliseconds, so a lease about to
         // expire may still show 0 for a moment; never spin on it.
-        Attempt::Held { ttl: Some(ttl) } => ttl.max(Duration::from_millis(1)).min(POLL),
-        Attempt::Held { ttl: None } => POLL,
+        Attempt::Held { ttl: Some(ttl) } => ttl.max(Duration::from_millis(1)).min(poll()),
+        Attempt::Held { ttl: None } => poll(),
         Attempt::Unreachable => RETRY_AFTER_ERROR,
         Attempt::Acquired => Duration::ZERO,
     };
@@ -278,7 +293,7 @@ pub fn notify_server(server: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
     use std::thread;
 
     /// A lock held in a flag, tried by `attempt`: a stand-in for the server.

@@ -506,3 +506,14 @@ pub fn create_lock(
         -1.0,
     )
 }
+
+/// Tests only: lengthen (or restore) the waiters' fallback poll, so a test
+/// can tell a wake by a release message from a wake by the poll.
+#[pyfunction]
+#[pyo3(name = "_set_lock_poll_interval")]
+pub fn set_lock_poll_interval(seconds: f64) -> PyResult<()> {
+    let interval = Duration::try_from_secs_f64(seconds)
+        .map_err(|e| PyValueError::new_err(format!("poll interval: {e}")))?;
+    super::handoff::set_poll(interval);
+    Ok(())
+}

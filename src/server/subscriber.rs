@@ -5,7 +5,7 @@
 //! Our release script publishes `<db>:<lock key>` on `CHANNEL` in the same
 //! round trip that deletes the key, so a waiter in another process is woken
 //! while the releaser is still reading its reply. pottery does not publish;
-//! its releases are found by the waiters' bounded poll (`handoff::POLL`).
+//! its releases are found by the waiters' bounded poll (`handoff::poll`).
 //!
 //! Its own small socket code rather than `connection::Conn`: a subscribed
 //! connection only reads, and must wait for input with a timeout without
@@ -251,18 +251,19 @@ fn readable(reader: &BufReader<Socket>) -> io::Result<bool> {
     }
 }
 
-fn dispatch(server: &str, reply: Reply) {
-    let Reply::Array(parts) = reply else { return };
-    if let [Reply::Bulk(kind), _, Reply::Bulk(payload)] = parts.as_slice() {
-        if kind == b"message" {
-            if let Some((db, key)) = parse_message(payload) {
-                notify(&LockId {
-                    server: server.to_owned(),
-                    db,
-                    key: key.to_vec(),
-                });
-            }
+/// A pushed `message` on our channel names a released lock.
+fn released_lock(server: &str, reply: &Reply) -> Option<LockId> {
+    // `elements` reads both shapes an array of strings may arrive in.
+    match reply.elements().as_slice() {
+        [Some(b"message"), _, Some(payload)] => {
+            let (db, key) = parse_message(payload)?;
+            Some(LockId {
+                server: server.to_owned(),
+                db,
+                key: key.to_vec(),
+            })
         }
+        _ => None,
     }
 }
 
@@ -283,7 +284,11 @@ fn run(cfg: Config, who: Identity) {
                     match readable(&reader)
                         .and_then(|ready| ready.then(|| read_reply(&mut reader)).transpose())
                     {
-                        Ok(Some(reply)) => dispatch(&server, reply),
+                        Ok(Some(reply)) => {
+                            if let Some(id) = released_lock(&server, &reply) {
+                                notify(&id);
+                            }
+                        }
                         Ok(None) => {
                             if should_stop(&who) {
                                 return;
@@ -313,6 +318,27 @@ fn run(cfg: Config, who: Identity) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pushed_messages_are_read_in_either_reply_shape() {
+        let id = |db| LockId {
+            server: "h:1".into(),
+            db,
+            key: b"redlock:k".to_vec(),
+        };
+        let wire = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$11\r\n2:redlock:k\r\n";
+        let parsed = read_reply(&mut &wire[..]).unwrap();
+        assert_eq!(released_lock("h:1", &parsed), Some(id(2)));
+        let array = Reply::Array(vec![
+            Reply::Bulk(b"message".to_vec()),
+            Reply::Bulk(CHANNEL.into()),
+            Reply::Bulk(message(0, b"redlock:k")),
+        ]);
+        assert_eq!(released_lock("h:1", &array), Some(id(0)));
+        let confirm = b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n";
+        let parsed = read_reply(&mut &confirm[..]).unwrap();
+        assert_eq!(released_lock("h:1", &parsed), None);
+    }
 
     #[test]
     fn messages_name_the_database_and_the_key() {

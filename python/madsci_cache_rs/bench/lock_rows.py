@@ -12,6 +12,7 @@ madsci_cache_rs.bench.lock_rows`` runs them on a private Valkey.
 from __future__ import annotations
 
 import multiprocessing
+import random
 import statistics
 import sys
 import threading
@@ -48,6 +49,12 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
+def _pause() -> None:
+    """5-25 ms at random before releasing: a fixed delay after the waiter's
+    first try would line up with its fallback poll (10 ms) and flatter it."""
+    time.sleep(random.uniform(0.005, 0.025))
+
+
 def _handoffs_in_process(handler: Any, key: str, samples: int) -> list[float]:
     """A waiter thread blocks in ``acquire``; we release and time until it holds."""
     holder, waiter = handler.create_lock(key), handler.create_lock(key)
@@ -68,7 +75,7 @@ def _handoffs_in_process(handler: Any, key: str, samples: int) -> list[float]:
     for i in range(samples):
         holder.acquire()
         go.release()
-        time.sleep(0.005)  # the waiter is blocked in acquire by now
+        _pause()  # the waiter is blocked in acquire by now
         released = time.monotonic()
         holder.release()
         done.acquire()
@@ -98,7 +105,7 @@ def _handoffs_across_processes(kind: str, url: str, key: str, samples: int) -> l
             holder.acquire()
             here.send("go")
             here.recv()
-            time.sleep(0.01)
+            _pause()
             released = time.monotonic()
             holder.release()
             latencies.append(here.recv() - released)
