@@ -27,6 +27,7 @@ __all__ = [
     "StrictRedlock",
     "TooManyExtensions",
     "__version__",
+    "_set_lock_poll_interval",
     "clear_all_registries",
     "decode_json",
     "encode_json",
@@ -125,6 +126,9 @@ class RedisList:
     def __eq__(self, other: object, /) -> bool: ...
     def __ne__(self, other: object, /) -> bool: ...
     __hash__: ClassVar[None]  # type: ignore[assignment]
+
+def _set_lock_poll_interval(seconds: float) -> None:
+    """Tests only: the lock waiters' fallback poll (default 0.01 s)."""
 
 @final
 class Redlock:
