@@ -296,6 +296,16 @@ def test_a_host_that_never_answers_fails_after_one_connect_timeout():
             s.connect(("127.0.0.1", port))
         fillers.append(s)
     try:
+        probe = socket.socket()
+        probe.settimeout(0.2)
+        try:
+            probe.connect(("127.0.0.1", port))
+        except (TimeoutError, OSError):
+            pass
+        else:
+            pytest.skip("this kernel accepts connections beyond a full backlog")
+        finally:
+            probe.close()
         h = PyCacheHandler.from_settings("127.0.0.1", port, socket_connect_timeout=0.2)
         with pytest.raises(CacheConnectionError, match=r"after 1 attempt\(s\).*timed out"):
             h.get("k")

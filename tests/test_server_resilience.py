@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+import time
 
 import pytest
 import redis
@@ -128,6 +129,13 @@ class LossyProxy:
                 upstream.close()
                 return
 
+    def wait_forwarded(self, count: int) -> None:
+        """Until ``count`` commands have reached the server (a client that
+        timed out may be ahead of the proxy on a loaded machine)."""
+        deadline = time.monotonic() + 30
+        while len(self.forwarded) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     def close(self) -> None:
         self.listener.close()
         for s in self._open:
@@ -146,6 +154,7 @@ def test_a_lost_reply_is_reported_and_the_write_lands_once(server, raw, mode):
         assert f"127.0.0.1:{proxy.port}" in str(err.value)
         with pytest.raises(expected):
             h.create_list("l").append("item")
+        proxy.wait_forwarded(2)
         assert raw.get("n") == b"1"
         assert raw.lrange("l", 0, -1) == [b'"item"']
         assert [c.split(b"\r\n")[2] for c in proxy.forwarded] == [b"INCRBY", b"RPUSH"]

@@ -16,6 +16,7 @@ use crate::codec::encode_json;
 use crate::connection::{Cmd, Reply, Script, Transport};
 use crate::errors::run_detached;
 
+/// A dict kept in a Redis hash, byte-compatible with pottery's `RedisDict`.
 #[pyclass(frozen, mapping, module = "madsci_cache_rs", name = "RedisDict")]
 pub struct RedisDict {
     client: Arc<dyn Transport>,

@@ -14,6 +14,9 @@ use super::options::{apply_options, config_from_redis_py};
 use crate::connection::{Client, Cmd, Config, Reply, RetryPolicy, Transport};
 use crate::errors::run_detached;
 
+/// A cache handler on a Valkey/Redis server: madsci's `PyCacheHandler`,
+/// with a pooled, thread-safe connection that is made lazily, survives
+/// server restarts and never sends a command twice.
 #[pyclass(frozen, module = "madsci_cache_rs", name = "PyCacheHandler")]
 pub struct PyCacheHandler {
     pub client: Arc<dyn Transport>,

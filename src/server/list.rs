@@ -19,6 +19,7 @@ use crate::codec::encode_json;
 use crate::connection::{Cmd, Reply, Script, Transport};
 use crate::errors::run_detached;
 
+/// A list kept in a Redis list, byte-compatible with pottery's `RedisList`.
 #[pyclass(frozen, sequence, module = "madsci_cache_rs", name = "RedisList")]
 pub struct RedisList {
     client: Arc<dyn Transport>,
