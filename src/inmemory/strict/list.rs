@@ -266,7 +266,10 @@ impl StrictRedisList {
     ) -> PyResult<()> {
         if index.is_instance_of::<PySlice>() {
             // Apply the slice assignment to the decoded list, then store the
-            // result if nothing changed meanwhile.
+            // result if nothing changed meanwhile. The new items are read
+            // (user iterators run) once, before the loop, so only other
+            // threads can make it go round again.
+            let value = PyList::new(py, value.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
             loop {
                 let (items, version) = self.snapshot(py)?;
                 let plain = Self::decoded(py, &items)?;
