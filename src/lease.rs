@@ -9,6 +9,7 @@
 //!   memory); the server family runs the same rules as scripts on the server.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::errors::CacheError;
@@ -52,27 +53,34 @@ impl Wait {
     }
 }
 
-/// A fresh token in UUID4 text form; unique within the process and random
-/// enough across processes (time, process id and a counter, mixed).
+/// A fresh token in UUID4 text form: unique within the process (a counter)
+/// and across processes (seeded once from the clock and the process id),
+/// mixed so tokens do not look sequential.
 pub fn new_token() -> String {
+    static SEED: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        mix(nanos ^ (u64::from(std::process::id()) << 32))
+    });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let a = mix(nanos ^ (u64::from(std::process::id()) << 32));
+    let a = mix(seed ^ n);
     let b = mix(a ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let hi = (a & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000;
     let lo = (b & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        hi >> 32,
-        (hi >> 16) & 0xFFFF,
-        hi & 0xFFFF,
-        lo >> 48,
-        lo & 0xFFFF_FFFF_FFFF
-    )
+    let bits = (u128::from(hi) << 64) | u128::from(lo);
+    let mut out = String::with_capacity(36);
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            out.push('-');
+        }
+        let nibble = (bits >> (124 - 4 * i)) & 0xF;
+        out.push(char::from_digit(nibble as u32, 16).expect("a nibble is a hex digit"));
+    }
+    out
 }
 
 /// splitmix64's finaliser.
@@ -358,5 +366,8 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
+        let dashes: Vec<usize> = a.match_indices('-').map(|(i, _)| i).collect();
+        assert_eq!(dashes, [8, 13, 18, 23]);
     }
 }

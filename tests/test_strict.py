@@ -340,3 +340,34 @@ def test_reads_give_what_json_gives_back(strict):
         assert back == json.loads(json.dumps(value))
     assert lst.to_list()[0] == 1 and type(lst.to_list()[0]) is int
     assert type(lst[1]) is str and d.to_dict() == {"v": [1, [2]]}
+
+
+def test_no_deadlock_when_a_probe_reenters_the_strict_list(strict):
+    lst = strict.create_list("probe")
+    lst.extend(["a", {"b": 1}, [2]])
+
+    class Probe:
+        def __eq__(self, other):
+            # Runs while strict mode compares items: the store is not locked.
+            _ = len(lst), lst.to_list(), strict.get("k")
+            lst.append("seen")
+            return False
+
+    assert Probe() not in lst
+    assert lst.count(Probe()) == 0
+    with pytest.raises(ValueError):
+        lst.remove(Probe())
+    assert lst.to_list()[:3] == ["a", {"b": 1}, [2]] and "seen" in lst
+
+
+def test_remove_terminates_when_the_comparison_keeps_changing_the_list(strict):
+    lst = strict.create_list("greedy")
+    lst.extend(["x", "target", "y"])
+
+    class Greedy:
+        def __eq__(self, other):
+            lst.append("more")  # every comparison writes to the list
+            return other == "target"
+
+    lst.remove(Greedy())
+    assert lst.to_list()[:2] == ["x", "y"] and "target" not in lst

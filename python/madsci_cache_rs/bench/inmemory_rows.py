@@ -58,6 +58,24 @@ def operations(handler: Any, tag: str) -> dict[str, Op]:
         with handler.create_lock(f"bench:{tag}:lock"):
             pass
 
+    lock = handler.create_lock(f"bench:{tag}:held")
+
+    def lock_acquire_release() -> None:
+        lock.acquire()
+        lock.release()
+
+    def dict_pop() -> None:
+        small["p"] = 1
+        small.pop("p")
+
+    def dict_popitem() -> None:
+        small["q"] = 1
+        small.popitem()
+
+    def dict_clear() -> None:
+        small["r"] = 1
+        small.clear()
+
     return {
         "set": lambda: handler.set(f"bench:{tag}:s", "value"),
         "get": lambda: handler.get(f"bench:{tag}:s"),
@@ -73,11 +91,19 @@ def operations(handler: Any, tag: str) -> dict[str, Op]:
         "dict list(items()) (100 entries)": lambda: list(d.items()),
         "dict to_dict() (100 entries)": lambda: d.to_dict(),
         "dict iterate (100 entries)": lambda: list(d),
+        "dict keys() (100 entries)": lambda: list(d.keys()),
+        "dict values() (100 entries)": lambda: list(d.values()),
+        "dict setdefault (present)": lambda: d.setdefault("key50", None),
+        "dict d[k] = v; pop(k)": dict_pop,
+        "dict d[k] = v; popitem()": dict_popitem,
+        "dict d[k] = v; clear()": dict_clear,
         "list append + remove": list_append_remove,
         "list len": lambda: len(lst),
         "list iterate (100 items)": lambda: list(lst),
         "list x in lst (100 items, last)": lambda: "wf-99" in lst,
         "lock: with create_lock(k): pass": lock_with,
+        "lock: acquire(); release()": lock_acquire_release,
+        "lock: locked()": lambda: lock.locked(),
         "counter": lambda: next(counter),
     }
 
@@ -113,10 +139,11 @@ def rows(rounds: int = 15) -> list[Row]:
         fake = {}
     else:
         fake = operations(madsci_server(fakeredis.FakeRedis(decode_responses=True)), "fake")
-        try:
-            fake["lock: with create_lock(k): pass"]()
-        except Exception:  # fakeredis without lupa cannot run pottery's scripts
-            del fake["lock: with create_lock(k): pass"]
+        for name in [n for n in fake if n.startswith("lock:")]:
+            try:
+                fake[name]()
+            except Exception:  # fakeredis without lupa cannot run pottery's scripts
+                del fake[name]
     out += _pairs("strict vs fakeredis", strict, fake, "madsci PyCacheHandler on fakeredis", rounds)
     out += _pairs(
         "strict vs madsci in-memory", strict, theirs_default, "madsci InMemoryCacheHandler", rounds

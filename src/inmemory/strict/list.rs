@@ -189,14 +189,25 @@ impl StrictRedisList {
 
     fn remove(&self, py: Python<'_>, value: Bound<'_, PyAny>) -> PyResult<()> {
         loop {
-            let (items, version) = self.snapshot(py)?;
-            let Some(&at) = Self::matches(py, &items, &value, true)?.first() else {
+            let (seen, _) = self.snapshot(py)?;
+            let Some(&at) = Self::matches(py, &seen, &value, true)?.first() else {
                 return Err(PyValueError::new_err("list.remove(x): x not in list"));
             };
-            if self
-                .write(py, Some(version), |items| items.remove(at))?
-                .is_some()
-            {
+            // The comparisons ran unlocked (and may even have changed the
+            // list): remove the found item only if it and everything before
+            // it are still the items compared, else compare again.
+            let removed = self.write_now(py, |items| {
+                let unchanged = items.len() > at
+                    && items[..=at]
+                        .iter()
+                        .zip(&seen[..=at])
+                        .all(|(a, b)| Arc::ptr_eq(a, b));
+                if unchanged {
+                    items.remove(at);
+                }
+                unchanged
+            })?;
+            if removed {
                 return Ok(());
             }
         }
@@ -255,7 +266,10 @@ impl StrictRedisList {
     ) -> PyResult<()> {
         if index.is_instance_of::<PySlice>() {
             // Apply the slice assignment to the decoded list, then store the
-            // result if nothing changed meanwhile.
+            // result if nothing changed meanwhile. The new items are read
+            // (user iterators run) once, before the loop, so only other
+            // threads can make it go round again.
+            let value = PyList::new(py, value.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
             loop {
                 let (items, version) = self.snapshot(py)?;
                 let plain = Self::decoded(py, &items)?;

@@ -70,11 +70,11 @@ impl StrictRedlock {
             let mut lease = lock_detached(py, &self.lease);
             (lease.start_attempt(), lease.auto_release())
         };
-        let key = self.store_key.clone();
+        let key = self.store_key.as_slice();
         let try_take = move |state: &mut Keyspace, now: Instant| -> Result<(), Option<Instant>> {
             let taken = with_slot(
                 state,
-                &key,
+                key,
                 now,
                 |slot| acquire_slot(slot, &token, ttl, now),
                 false,
@@ -84,11 +84,15 @@ impl StrictRedlock {
                 return Ok(());
             }
             // Wake when the holder's lease runs out, if nobody releases it.
-            match state.map.get(&key) {
+            match state.map.get(key) {
                 Some(Slot::Lease(l)) => Err(Some(l.expires)),
                 _ => Err(None),
             }
         };
+        // One try without leaving the interpreter: the common, uncontended case.
+        if try_take(&mut self.db.lock(py), Instant::now()).is_ok() {
+            return Ok(true);
+        }
         let deadline = match wait {
             Wait::Once => Some(Instant::now()),
             Wait::Forever => None,
@@ -107,7 +111,7 @@ impl StrictRedlock {
     }
 
     fn release(&self, py: Python<'_>) -> PyResult<()> {
-        let lease = lock_detached(py, &self.lease).clone();
+        let lease = lock_detached(py, &self.lease);
         let removed = match lease.token() {
             None => false,
             Some(token) => {
@@ -124,16 +128,18 @@ impl StrictRedlock {
                 removed
             }
         };
+        let outcome = lease.released(removed);
+        drop(lease);
         if removed {
             self.db.freed.notify_all();
         }
-        Ok(lease.released(removed)?)
+        Ok(outcome?)
     }
 
     /// Seconds left on our lease (less pottery's drift allowance), `0` if we
     /// do not hold it.
     fn locked(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let lease = lock_detached(py, &self.lease).clone();
+        let lease = lock_detached(py, &self.lease);
         let remaining = lease.token().and_then(|token| {
             let mut state = self.db.lock(py);
             let now = Instant::now();
@@ -145,7 +151,9 @@ impl StrictRedlock {
                 None,
             )
         });
-        match lease.validity(remaining) {
+        let validity = lease.validity(remaining);
+        drop(lease);
+        match validity {
             Some(seconds) => seconds.into_py_any(py),
             None => 0.into_py_any(py),
         }
