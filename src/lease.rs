@@ -67,7 +67,15 @@ pub fn new_token() -> String {
         mix(nanos ^ (u64::from(std::process::id()) << 32))
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let a = mix(seed ^ n);
+    token_text(seed, n, std::process::id())
+}
+
+/// The token for draw `n` of `seed` in process `pid`. The pid is mixed in
+/// on every draw because a forked child inherits the seed and the counter:
+/// without it, parent and child would draw the same tokens, and a server
+/// lock taken by one would count as the other's.
+fn token_text(seed: u64, n: u64, pid: u32) -> String {
+    let a = mix(seed ^ n ^ (u64::from(pid) << 32));
     let b = mix(a ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let hi = (a & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000;
     let lo = (b & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
@@ -369,5 +377,12 @@ mod tests {
         assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
         let dashes: Vec<usize> = a.match_indices('-').map(|(i, _)| i).collect();
         assert_eq!(dashes, [8, 13, 18, 23]);
+    }
+
+    #[test]
+    fn a_forked_child_draws_other_tokens_than_its_parent() {
+        // Same inherited seed and counter, different process ids.
+        assert_ne!(token_text(42, 7, 1000), token_text(42, 7, 1001));
+        assert_eq!(token_text(42, 7, 1000), token_text(42, 7, 1000));
     }
 }

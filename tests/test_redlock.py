@@ -569,6 +569,30 @@ def test_a_forked_child_hears_releases_on_its_own_listener(handler, raw, long_po
     assert child.exitcode == 0 and result.get(timeout=5) is True
 
 
+def _try_after_parent(handler: PyCacheHandler, parent_holds, result) -> None:
+    parent_holds.wait(10)
+    result.put(handler.create_lock("forked").acquire(blocking=False))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_draws_its_own_tokens(handler):
+    """A child inherits the token generator's state: it must still never
+    draw the parent's next token (or it would count the parent's lock as
+    its own)."""
+    with handler.create_lock("warm"):  # the generator is seeded before the fork
+        pass
+    ctx = multiprocessing.get_context("fork")
+    parent_holds, result = ctx.Event(), ctx.Queue()
+    child = ctx.Process(target=_try_after_parent, args=(handler, parent_holds, result))
+    child.start()
+    lock = handler.create_lock("forked")
+    assert lock.acquire()
+    parent_holds.set()
+    child.join(30)
+    assert result.get(timeout=5) is False
+    lock.release()
+
+
 # --- failures -----------------------------------------------------------------------
 
 
