@@ -3,6 +3,8 @@
 pub mod codec;
 pub mod connection;
 pub mod errors;
+pub mod inmemory;
+pub mod lease;
 pub mod server;
 
 use pyo3::prelude::*;
@@ -17,5 +19,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Connects and reconnects reach Python logging as `madsci_cache_rs`.
     // No caching, so a level set later in Python is honoured; records are rare.
     let _ = pyo3_log::Logger::new(m.py(), pyo3_log::Caching::Nothing)?.install();
+    inmemory::register(m)?;
     Ok(())
 }

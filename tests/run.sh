@@ -37,6 +37,8 @@ test)
     "$py" -m mypy.stubtest madsci_cache_rs --allowlist tests/stubtest-allowlist.txt
     echo "== pytest"
     "$py" -m pytest -q -p no:cacheprovider tests "$@"
+    # madsci 0.8.1's own suites, on madsci's classes and then on ours (issue 3).
+    echo "== madsci suites" && "$py" tests/madsci_suites.py --workdir target/madsci-suites
     ;;
 *)
     echo "usage: $0 test|bench [pytest or bench args]" >&2

@@ -8,17 +8,17 @@ import textwrap
 
 USER_TESTS = textwrap.dedent(
     """
-    def test_first(madsci_cache_handler):
-        assert madsci_cache_handler.ping()
-        d = madsci_cache_handler.create_dict("state")
+    def test_first(madsci_server_cache_handler):
+        assert madsci_server_cache_handler.ping()
+        d = madsci_server_cache_handler.create_dict("state")
         assert d.to_dict() == {}
         d["a"] = 1
-        madsci_cache_handler.set("k", "v")
+        madsci_server_cache_handler.set("k", "v")
 
-    def test_second_starts_empty(madsci_cache_handler, madsci_cache_server):
-        assert madsci_cache_handler.get("k") is None
-        assert madsci_cache_handler.create_dict("state").to_dict() == {}
-        assert str(madsci_cache_server.port) in madsci_cache_handler.url
+    def test_second_starts_empty(madsci_server_cache_handler, madsci_cache_server):
+        assert madsci_server_cache_handler.get("k") is None
+        assert madsci_server_cache_handler.create_dict("state").to_dict() == {}
+        assert str(madsci_cache_server.port) in madsci_server_cache_handler.url
     """
 )
 

@@ -2,8 +2,11 @@
 
 The JSON codec (``encode_json``/``decode_json``) is ``json.dumps(obj,
 sort_keys=True)``/``json.loads`` byte for byte: the wire format pottery uses.
-``PyCacheHandler``, ``RedisDict`` and ``RedisList`` keep madsci's state on a
+``PyCacheHandler``, ``RedisDict``, ``RedisList`` and ``Redlock`` keep madsci's state on a
 Valkey/Redis server in that format, one round trip per operation.
+``InMemoryCacheHandler`` and the ``InMemory*`` classes reimplement madsci's;
+``InMemoryCacheHandler(strict=True)`` behaves like a server. ``install()``
+swaps them into madsci's modules; ``uninstall()`` restores madsci's.
 """
 
 from collections.abc import MutableMapping, MutableSequence
@@ -14,34 +17,67 @@ from madsci_cache_rs._native import (
     CacheResponseError,
     CacheTimeoutError,
     ExtendUnlockedLock,
+    InMemoryCacheHandler,
+    InMemoryRedisClient,
+    InMemoryRedisDict,
+    InMemoryRedisList,
+    InMemoryRedlock,
     PrimitiveError,
     PyCacheHandler,
     QuorumNotAchieved,
     RedisDict,
     RedisList,
+    Redlock,
     ReleaseUnlockedLock,
+    StrictRedisDict,
+    StrictRedisList,
+    StrictRedlock,
     TooManyExtensions,
     __version__,
+    clear_all_registries,
     decode_json,
     encode_json,
 )
 
+for _mapping in (InMemoryRedisDict, StrictRedisDict):
+    MutableMapping.register(_mapping)
+for _sequence in (InMemoryRedisList, StrictRedisList):
+    MutableSequence.register(_sequence)
+
+from madsci_cache_rs._install import hook_madsci, install, uninstall  # noqa: E402
+from madsci_cache_rs.cache_handler import CacheHandler  # noqa: E402
+
+hook_madsci()
+
 __all__ = [
     "CacheConnectionError",
     "CacheError",
+    "CacheHandler",
     "CacheResponseError",
     "CacheTimeoutError",
     "ExtendUnlockedLock",
+    "InMemoryCacheHandler",
+    "InMemoryRedisClient",
+    "InMemoryRedisDict",
+    "InMemoryRedisList",
+    "InMemoryRedlock",
     "PrimitiveError",
     "PyCacheHandler",
     "QuorumNotAchieved",
     "RedisDict",
     "RedisList",
+    "Redlock",
     "ReleaseUnlockedLock",
+    "StrictRedisDict",
+    "StrictRedisList",
+    "StrictRedlock",
     "TooManyExtensions",
     "__version__",
+    "clear_all_registries",
     "decode_json",
     "encode_json",
+    "install",
+    "uninstall",
 ]
 
 # Native classes cannot inherit the ABCs; registering makes isinstance() hold

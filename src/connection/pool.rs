@@ -198,6 +198,10 @@ impl Transport for Client {
     fn address(&self) -> String {
         self.cfg.address()
     }
+
+    fn server_config(&self) -> Option<&Config> {
+        Some(&self.cfg)
+    }
 }
 
 fn io_error(context: String, e: &std::io::Error, what: String) -> CacheError {

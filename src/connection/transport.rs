@@ -9,7 +9,7 @@
 
 use super::pool::Describe;
 use super::resp::{Cmd, Reply};
-use super::Script;
+use super::{Config, Script};
 use crate::errors::CacheError;
 
 pub trait Transport: Send + Sync {
@@ -25,6 +25,13 @@ pub trait Transport: Send + Sync {
 
     /// `host:port` for messages.
     fn address(&self) -> String;
+
+    /// The settings of the one server behind this transport, if it is a
+    /// single server: a lock's release listener (`server::subscriber`)
+    /// opens its own connection with them. `None`: lock waiters poll.
+    fn server_config(&self) -> Option<&Config> {
+        None
+    }
 
     /// One command; a server error becomes `CacheError::Response`.
     fn call(&self, cmd: Cmd, what: Describe<'_>) -> Result<Reply, CacheError> {

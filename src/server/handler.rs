@@ -9,6 +9,7 @@ use pyo3::types::{PyDict, PyString, PyType};
 use super::args::redis_arg;
 use super::dict::RedisDict;
 use super::list::RedisList;
+use super::lock::{create_lock, Redlock};
 use super::options::{apply_options, config_from_redis_py};
 use crate::connection::{Client, Cmd, Config, Reply, RetryPolicy, Transport};
 use crate::errors::run_detached;
@@ -175,6 +176,13 @@ impl PyCacheHandler {
 
     fn create_list(&self, key: &Bound<'_, PyAny>) -> PyResult<RedisList> {
         RedisList::with_client(self.client.clone(), key)
+    }
+
+    /// madsci's `Redlock(key=key, masters={client}, auto_release_time=...)`:
+    /// pottery's lock on this server, with fast hand-off.
+    #[pyo3(signature = (key, auto_release_time=60.0))]
+    fn create_lock(&self, key: &Bound<'_, PyAny>, auto_release_time: f64) -> PyResult<Redlock> {
+        create_lock(self.client.clone(), key, auto_release_time)
     }
 
     /// The server's URL, without the password.

@@ -1,14 +1,17 @@
-//! The server family: `PyCacheHandler`, `RedisDict`, `RedisList`. They only
+//! The server family: `PyCacheHandler`, `RedisDict`, `RedisList`, `Redlock`. They only
 //! build commands and decode replies; `crate::connection` does the rest.
 
 mod args;
 pub mod dict;
 pub mod handler;
+pub mod handoff;
 mod keyed;
 pub mod list;
+pub mod lock;
 mod options;
 mod pydantic;
 mod scripts;
+pub mod subscriber;
 mod values;
 
 use pyo3::prelude::*;
@@ -17,5 +20,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handler::PyCacheHandler>()?;
     m.add_class::<dict::RedisDict>()?;
     m.add_class::<list::RedisList>()?;
+    m.add_class::<lock::Redlock>()?;
+    m.add_function(wrap_pyfunction!(lock::set_lock_poll_interval, m)?)?;
     Ok(())
 }

@@ -1,0 +1,65 @@
+//! Strict mode: an in-memory store that behaves like the server the server
+//! family talks to, so a suite that passes here passes against Redis.
+//!
+//! One keyspace per handler holds strings, hashes (dicts), lists and lock
+//! leases under byte keys, exactly where pottery puts them: a dict is a hash
+//! of `encode(key) -> encode(value)`, a list holds `encode(item)`, a lock is
+//! the string `redlock:<key>` with a lease. Values cross the boundary through
+//! the JSON codec only, so reads return fresh objects and anything that is not
+//! JSON is refused before anything is written.
+//!
+//! The mutex guards pure-Rust data only: encoding and decoding (which can run
+//! Python code, e.g. a `str` subclass's methods) happen outside it.
+
+mod db;
+mod dict;
+mod list;
+mod lock;
+
+pub use db::StrictDb;
+pub use dict::StrictRedisDict;
+pub use list::StrictRedisList;
+pub use lock::StrictRedlock;
+
+use pyo3::prelude::*;
+
+/// `encode(value)` as stored text (the codec writes ASCII only), keeping
+/// the object too when it is an immutable scalar (see `db::Stored`).
+pub(crate) fn encode(obj: &Bound<'_, PyAny>) -> PyResult<db::Text> {
+    let bytes = crate::codec::encode_json(obj)?;
+    let text = String::from_utf8(bytes).expect("the encoder writes ASCII");
+    let scalar = immutable_scalar(obj).then(|| obj.clone().unbind());
+    Ok(std::sync::Arc::new(db::Stored {
+        text: text.into_boxed_str(),
+        scalar,
+    }))
+}
+
+/// Exact types whose JSON round trip gives back an equal, immutable object
+/// (subclasses such as `IntEnum` decode to their base type, so they are not).
+fn immutable_scalar(obj: &Bound<'_, PyAny>) -> bool {
+    use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
+    // NaN is left out: `x in [x]` is true by identity, so a shared NaN
+    // would be found where the server's fresh one is not.
+    obj.is_none()
+        || obj.is_exact_instance_of::<PyString>()
+        || obj.is_exact_instance_of::<PyInt>()
+        || obj.is_exact_instance_of::<PyBool>()
+        || (obj.is_exact_instance_of::<PyFloat>()
+            && obj.extract::<f64>().is_ok_and(|f| !f.is_nan()))
+}
+
+/// A fresh object (or the shared immutable one) from stored text.
+pub(crate) fn decode<'py>(py: Python<'py>, stored: &db::Stored) -> PyResult<Bound<'py, PyAny>> {
+    match &stored.scalar {
+        Some(obj) => Ok(obj.bind(py).clone()),
+        None => crate::codec::decode_json_bytes(py, stored.text.as_bytes()),
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<StrictRedisDict>()?;
+    m.add_class::<StrictRedisList>()?;
+    m.add_class::<StrictRedlock>()?;
+    Ok(())
+}

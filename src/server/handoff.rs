@@ -1,0 +1,486 @@
+//! Fast hand-off between contenders for one server lock, within a process.
+//!
+//! pottery's waiters sleep a random 0–200 ms between tries. Ours park on a
+//! `Condvar` shared by every lock object of this process on the same server
+//! and key, and are woken by the events that can free the lock:
+//! * our own `release()` in this process (`Waiters::released`, at once);
+//! * a release by another of our processes (the release script publishes
+//!   on a channel that `subscriber` listens to, one connection per process);
+//! * the holder's lease running out (each failed try returns its PTTL);
+//! * anything else (a pottery holder releasing): a bounded poll, `poll()`.
+//!
+//! Fairness: local contenders queue in FIFO order and only the head tries
+//! the server, so a thread that releases and re-acquires at once queues
+//! behind the threads already waiting instead of barging past them.
+//!
+//! Pure Rust (no Python, no I/O): the server try and the periodic check for
+//! signals come in through `Contender`, so the rules are unit-tested here.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use crate::lease::Wait;
+
+/// Longest sleep between tries while the holder's lease is still running
+/// and no release message came: a holder that releases without telling us
+/// (pottery) is noticed this late at most.
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// The poll in use, in microseconds: `POLL` unless a test lengthened it to
+/// show that release messages, not the poll, wake the waiters.
+static POLL_MICROS: AtomicU64 = AtomicU64::new(POLL.as_micros() as u64);
+
+pub fn poll() -> Duration {
+    Duration::from_micros(POLL_MICROS.load(Ordering::Relaxed))
+}
+
+/// For tests only (`_native._set_lock_poll_interval`).
+pub fn set_poll(interval: Duration) {
+    let micros = interval.as_micros().clamp(1_000, u128::from(u64::MAX)) as u64;
+    POLL_MICROS.store(micros, Ordering::Relaxed);
+}
+/// Wait after a try that could not reach the server.
+pub const RETRY_AFTER_ERROR: Duration = Duration::from_millis(50);
+/// How often a waiting thread calls `Contender::check` (signals, logging).
+pub const CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// One lock as this process sees it: a server, a database, a key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LockId {
+    pub server: String,
+    pub db: i64,
+    pub key: Vec<u8>,
+}
+
+/// What one try at the server said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    Acquired,
+    /// Someone else holds it; `ttl` is what is left of their lease
+    /// (`None`: no expiry known).
+    Held {
+        ttl: Option<Duration>,
+    },
+    /// The server could not be reached; try again a little later.
+    Unreachable,
+}
+
+/// The caller's side of a wait.
+pub trait Contender {
+    type Error;
+    /// One try at the server.
+    fn attempt(&mut self) -> Result<Attempt, Self::Error>;
+    /// Called once, when the first try failed and the wait begins.
+    fn waiting(&mut self) {}
+    /// Called about every `CHECK_EVERY` while waiting: an error (a signal)
+    /// ends the wait.
+    fn check(&mut self, _waited: Duration) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+struct Queue {
+    /// The process the queue belongs to: a forked child starts afresh (the
+    /// parent's waiting threads do not exist in it).
+    pid: u32,
+    next_ticket: u64,
+    tickets: VecDeque<u64>,
+    /// Counts release events; a waiter that saw another value tries again.
+    releases: u64,
+}
+
+pub struct Waiters {
+    queue: Mutex<Queue>,
+    turn: Condvar,
+}
+
+/// When to try again after a failed try.
+fn next_try(now: Instant, attempt: Attempt) -> Instant {
+    let pause = match attempt {
+        // At least 1 ms: PTTL is in whole milliseconds, so a lease about to
+        // expire may still show 0 for a moment; never spin on it.
+        Attempt::Held { ttl: Some(ttl) } => ttl.max(Duration::from_millis(1)).min(poll()),
+        Attempt::Held { ttl: None } => poll(),
+        Attempt::Unreachable => RETRY_AFTER_ERROR,
+        Attempt::Acquired => Duration::ZERO,
+    };
+    now + pause
+}
+
+/// Removes a ticket from the queue however the wait ends.
+struct Ticket<'a> {
+    waiters: &'a Waiters,
+    number: u64,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        let mut q = self.waiters.queue();
+        q.tickets.retain(|t| *t != self.number);
+        drop(q);
+        self.waiters.turn.notify_all();
+    }
+}
+
+impl Default for Waiters {
+    fn default() -> Self {
+        Waiters {
+            queue: Mutex::new(Queue {
+                pid: std::process::id(),
+                next_ticket: 0,
+                tickets: VecDeque::new(),
+                releases: 0,
+            }),
+            turn: Condvar::new(),
+        }
+    }
+}
+
+impl Waiters {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        let mut q = self.queue.lock();
+        let pid = std::process::id();
+        if q.pid != pid {
+            q.pid = pid;
+            q.tickets.clear();
+        }
+        q
+    }
+
+    /// The lock may be free: wake the waiters so the first tries at once.
+    pub fn released(&self) {
+        let mut q = self.queue();
+        q.releases = q.releases.wrapping_add(1);
+        drop(q);
+        self.turn.notify_all();
+    }
+
+    /// pottery's `acquire` with our waiting: `Ok(true)` once acquired,
+    /// `Ok(false)` when `wait` ran out. Blocks the calling thread: call it
+    /// with the GIL released.
+    pub fn acquire<C: Contender>(&self, wait: Wait, c: &mut C) -> Result<bool, C::Error> {
+        let start = Instant::now();
+        let deadline = match wait {
+            Wait::Once => Some(start),
+            Wait::Forever => None,
+            Wait::For(d) => start.checked_add(d),
+        };
+        // Fast path: nobody here is waiting for this lock, so trying at
+        // once takes nobody's turn.
+        let seen = {
+            let q = self.queue();
+            q.tickets.is_empty().then_some(q.releases)
+        };
+        let (mut seen, mut retry_at) = match seen {
+            Some(seen) => match c.attempt()? {
+                Attempt::Acquired => return Ok(true),
+                failed => (seen, next_try(Instant::now(), failed)),
+            },
+            // Others are queued ahead: a single try would barge past them.
+            None if wait == Wait::Once => return Ok(false),
+            None => (0, start),
+        };
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(false);
+        }
+        let ticket = {
+            let mut q = self.queue();
+            let number = q.next_ticket;
+            q.next_ticket += 1;
+            q.tickets.push_back(number);
+            Ticket {
+                waiters: self,
+                number,
+            }
+        };
+        // After queueing: starting the listener may take a thread spawn,
+        // and a releaser must find us queued meanwhile.
+        c.waiting();
+        let mut checked = Instant::now();
+        loop {
+            {
+                let mut q = self.queue();
+                loop {
+                    let now = Instant::now();
+                    let head = q.tickets.front() == Some(&ticket.number);
+                    if head && (q.releases != seen || now >= retry_at) {
+                        seen = q.releases;
+                        break;
+                    }
+                    if deadline.is_some_and(|d| now >= d) {
+                        return Ok(false);
+                    }
+                    if now >= checked + CHECK_EVERY {
+                        MutexGuard::unlocked(&mut q, || c.check(now - start))?;
+                        checked = now;
+                        continue;
+                    }
+                    let mut wake = checked + CHECK_EVERY;
+                    if head {
+                        wake = wake.min(retry_at);
+                    }
+                    if let Some(d) = deadline {
+                        wake = wake.min(d);
+                    }
+                    self.turn.wait_until(&mut q, wake);
+                }
+            }
+            match c.attempt()? {
+                Attempt::Acquired => return Ok(true),
+                failed => retry_at = next_try(Instant::now(), failed),
+            }
+        }
+    }
+}
+
+/// Every lock key this process has lock objects for, so a release message
+/// finds its waiters. Weak: the entry goes when the last lock object does.
+struct Registry {
+    map: HashMap<LockId, Weak<Waiters>>,
+    /// Sweep dead entries when the map grows past this.
+    sweep_at: usize,
+}
+
+static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(|| {
+    Mutex::new(Registry {
+        map: HashMap::new(),
+        sweep_at: 64,
+    })
+});
+
+/// The waiters shared by every lock object for `id` in this process.
+pub fn waiters_for(id: &LockId) -> Arc<Waiters> {
+    let mut reg = REGISTRY.lock();
+    if let Some(w) = reg.map.get(id).and_then(Weak::upgrade) {
+        return w;
+    }
+    let w = Arc::new(Waiters::default());
+    reg.map.insert(id.clone(), Arc::downgrade(&w));
+    if reg.map.len() >= reg.sweep_at {
+        reg.map.retain(|_, w| w.strong_count() > 0);
+        reg.sweep_at = (reg.map.len() * 2).max(64);
+    }
+    w
+}
+
+/// A release of `id` was announced (by another process, or by this one).
+pub fn notify(id: &LockId) {
+    let found = REGISTRY.lock().map.get(id).and_then(Weak::upgrade);
+    if let Some(w) = found {
+        w.released();
+    }
+}
+
+/// Wake every waiter on `server`: used when we (re)start listening, as a
+/// release may have gone unheard meanwhile.
+pub fn notify_server(server: &str) {
+    let found: Vec<Arc<Waiters>> = REGISTRY
+        .lock()
+        .map
+        .iter()
+        .filter(|(id, _)| id.server == server)
+        .filter_map(|(_, w)| w.upgrade())
+        .collect();
+    for w in found {
+        w.released();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::thread;
+
+    /// A lock held in a flag, tried by `attempt`: a stand-in for the server.
+    struct Flag<'a> {
+        held: &'a AtomicBool,
+        tries: usize,
+        ttl: Option<Duration>,
+    }
+
+    impl Contender for Flag<'_> {
+        type Error = ();
+        fn attempt(&mut self) -> Result<Attempt, ()> {
+            self.tries += 1;
+            if self.held.swap(true, Ordering::SeqCst) {
+                Ok(Attempt::Held { ttl: self.ttl })
+            } else {
+                Ok(Attempt::Acquired)
+            }
+        }
+    }
+
+    fn flag(held: &AtomicBool) -> Flag<'_> {
+        Flag {
+            held,
+            tries: 0,
+            ttl: Some(Duration::from_secs(60)),
+        }
+    }
+
+    #[test]
+    fn once_tries_exactly_once() {
+        let w = Waiters::default();
+        let held = AtomicBool::new(false);
+        assert_eq!(w.acquire(Wait::Once, &mut flag(&held)), Ok(true));
+        let mut second = flag(&held);
+        assert_eq!(w.acquire(Wait::Once, &mut second), Ok(false));
+        assert_eq!(second.tries, 1);
+    }
+
+    #[test]
+    fn a_release_wakes_the_waiter_without_waiting_for_the_poll() {
+        let w = Arc::new(Waiters::default());
+        let held = Arc::new(AtomicBool::new(true));
+        let (w2, held2) = (w.clone(), held.clone());
+        let waiter = thread::spawn(move || {
+            let mut c = flag(&held2);
+            let got = w2.acquire(Wait::For(Duration::from_secs(30)), &mut c);
+            (got, c.tries)
+        });
+        thread::sleep(Duration::from_millis(30));
+        held.store(false, Ordering::SeqCst);
+        w.released();
+        let (got, tries) = waiter.join().unwrap();
+        assert_eq!(got, Ok(true));
+        // One failed try up front; then tries every POLL at most (lease
+        // 60 s) until the release; the release itself wakes it.
+        assert!(tries >= 2, "{tries}");
+    }
+
+    #[test]
+    fn timeout_gives_up_after_at_least_one_try() {
+        let w = Waiters::default();
+        let held = AtomicBool::new(true);
+        let mut c = flag(&held);
+        let t = Instant::now();
+        assert_eq!(
+            w.acquire(Wait::For(Duration::from_millis(40)), &mut c),
+            Ok(false)
+        );
+        assert!(t.elapsed() >= Duration::from_millis(40));
+        assert!(c.tries >= 1);
+        let mut zero = flag(&held);
+        assert_eq!(w.acquire(Wait::For(Duration::ZERO), &mut zero), Ok(false));
+        assert_eq!(zero.tries, 1);
+    }
+
+    #[test]
+    fn an_expiring_lease_is_retried_when_it_runs_out() {
+        let w = Waiters::default();
+        let held = AtomicBool::new(true);
+        struct Expiring<'a>(&'a AtomicBool, Instant);
+        impl Contender for Expiring<'_> {
+            type Error = ();
+            fn attempt(&mut self) -> Result<Attempt, ()> {
+                let left = Duration::from_millis(25).saturating_sub(self.1.elapsed());
+                if left.is_zero() {
+                    self.0.store(true, Ordering::SeqCst);
+                    return Ok(Attempt::Acquired);
+                }
+                Ok(Attempt::Held { ttl: Some(left) })
+            }
+        }
+        let mut c = Expiring(&held, Instant::now());
+        assert_eq!(w.acquire(Wait::Forever, &mut c), Ok(true));
+    }
+
+    #[test]
+    fn queued_waiters_are_served_in_order_and_a_releaser_cannot_barge() {
+        let w = Arc::new(Waiters::default());
+        let held = Arc::new(AtomicBool::new(true));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for n in 0..3 {
+            let (w, held, order) = (w.clone(), held.clone(), order.clone());
+            threads.push(thread::spawn(move || {
+                let mut c = flag(&held);
+                assert_eq!(w.acquire(Wait::Forever, &mut c), Ok(true));
+                order.lock().push(n);
+                held.store(false, Ordering::SeqCst);
+                w.released();
+            }));
+            // Let each queue before the next starts.
+            thread::sleep(Duration::from_millis(20));
+        }
+        // The "releaser": frees the lock and at once wants it back. It
+        // must queue behind the three.
+        held.store(false, Ordering::SeqCst);
+        w.released();
+        let mut me = flag(&held);
+        assert_eq!(w.acquire(Wait::Forever, &mut me), Ok(true));
+        order.lock().push(9);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*order.lock(), vec![0, 1, 2, 9]);
+    }
+
+    #[test]
+    fn once_does_not_barge_past_a_queue() {
+        let w = Arc::new(Waiters::default());
+        let held = Arc::new(AtomicBool::new(true));
+        let (w2, held2) = (w.clone(), held.clone());
+        let waiter = thread::spawn(move || w2.acquire(Wait::Forever, &mut flag(&held2)));
+        thread::sleep(Duration::from_millis(20));
+        held.store(false, Ordering::SeqCst);
+        let mut me = flag(&held);
+        // The queued thread may or may not have taken it yet: either way
+        // the single try must not take it from under the queue.
+        assert_eq!(w.acquire(Wait::Once, &mut me), Ok(false));
+        w.released();
+        assert_eq!(waiter.join().unwrap(), Ok(true));
+    }
+
+    #[test]
+    fn check_errors_end_the_wait_and_leave_the_queue() {
+        let w = Waiters::default();
+        let held = AtomicBool::new(true);
+        let checks = AtomicUsize::new(0);
+        struct Interrupted<'a>(Flag<'a>, &'a AtomicUsize);
+        impl Contender for Interrupted<'_> {
+            type Error = ();
+            fn attempt(&mut self) -> Result<Attempt, ()> {
+                self.0.attempt()
+            }
+            fn check(&mut self, _waited: Duration) -> Result<(), ()> {
+                self.1.fetch_add(1, Ordering::SeqCst);
+                Err(())
+            }
+        }
+        let mut c = Interrupted(flag(&held), &checks);
+        assert_eq!(w.acquire(Wait::Forever, &mut c), Err(()));
+        assert_eq!(checks.load(Ordering::SeqCst), 1);
+        assert!(w.queue().tickets.is_empty());
+    }
+
+    #[test]
+    fn registry_shares_waiters_per_lock_and_forgets_dropped_ones() {
+        let id = LockId {
+            server: "test-registry:1".into(),
+            db: 0,
+            key: b"redlock:k".to_vec(),
+        };
+        let a = waiters_for(&id);
+        let b = waiters_for(&id);
+        assert!(Arc::ptr_eq(&a, &b));
+        let other = waiters_for(&LockId {
+            db: 1,
+            ..id.clone()
+        });
+        assert!(!Arc::ptr_eq(&a, &other));
+        notify(&id);
+        assert_eq!(a.queue().releases, 1);
+        notify_server("test-registry:1");
+        assert_eq!(a.queue().releases, 2);
+        assert_eq!(other.queue().releases, 1);
+        drop((a, b));
+        let c = waiters_for(&id);
+        assert_eq!(c.queue().releases, 0, "a fresh entry once all were dropped");
+    }
+}

@@ -1,0 +1,280 @@
+"""Acceptance: madsci 0.8.1's own test suites, on madsci's classes and on ours.
+
+Downloads madsci's sdists with pip (they ship their tests), runs the test
+files that build madsci's cache classes once as they are and once under
+``-p madsci_cache_rs.pytest_plugin``, and fails unless every test that
+passes with madsci's classes passes with ours (no new failures, no new skips).
+
+    python tests/madsci_suites.py [--workdir DIR] [--keep] [-- extra pytest args]
+
+Set-up quirks handled here (the sdists lack madsci's repository-root conftest):
+* ``MADSCI_REGISTRY_PATH`` points at a private file and
+  ``enable_registry_resolution`` defaults to off, or location tests wait on
+  the user's real registry lock;
+* ``test_workcell_engine.py`` imports a source-tree path
+  (``madsci_workcell_manager.madsci.workcell_manager.workflow_utils``),
+  aliased to the installed module;
+* each sdist is extracted whole, so tests find ``schema.json`` beside them;
+* madsci's few real-server tests start ``testcontainers.redis.RedisContainer``
+  (Docker): when testcontainers is absent, a stand-in starts a private
+  valkey (``madsci_cache_rs.testing.PrivateServer``) instead, so they run
+  rather than skip;
+* ``HOME`` is a private directory: madsci writes logs under ``~/.madsci``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+VERSION = "0.8.1"
+
+#: distribution -> test files (relative to the sdist root) that use the cache classes.
+SUITES: dict[str, list[str]] = {
+    "madsci_common": [
+        "tests/test_db_handlers/test_cache_handler.py",
+        "tests/test_local_backends/test_inmemory_redis.py",
+        "tests/test_security_regressions.py",
+        "tests/test_local_runner_location.py",
+    ],
+    "madsci_workcell_manager": [
+        "tests/test_workcell_engine.py",
+        "tests/test_workcell_server.py",
+    ],
+    "madsci_location_manager": [
+        "tests/test_location_state_handler.py",
+        "tests/test_location_server.py",
+        "tests/test_location_template_server.py",
+        "tests/test_location_persistence.py",
+        "tests/test_location_reconciliation.py",
+        "tests/test_location_migration.py",
+        "tests/test_lab_config.py",
+        "tests/test_location_client.py",
+        "tests/test_location_schema.py",
+        "tests/test_location_template_types.py",
+    ],
+    "madsci_client": [
+        "tests/test_workcell_client.py",
+    ],
+}
+
+ROOT_CONFTEST = '''\
+"""Written by madsci_cache_rs's tests/madsci_suites.py: what madsci's
+repository-root conftest does, which the sdists do not ship."""
+import os
+import sys
+import tempfile
+import types
+
+os.environ["MADSCI_REGISTRY_PATH"] = os.path.join(
+    tempfile.mkdtemp(prefix="madsci-registry-"), "registry.json"
+)
+
+import importlib
+
+def _no_registry_resolution():
+    from madsci.common.types.manager_types import ManagerSettings
+    from madsci.common.types.node_types import NodeConfig
+    for name in ("madsci.workcell_manager.workcell_server",
+                 "madsci.location_manager.location_server"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    todo = [ManagerSettings, NodeConfig]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        field = cls.model_fields.get("enable_registry_resolution")
+        if field is not None and field.default is not False:
+            field.default = False
+            cls.model_rebuild(force=True)
+
+_no_registry_resolution()
+
+try:
+    _real = importlib.import_module("madsci.workcell_manager.workflow_utils")
+except ImportError:
+    pass
+else:
+    _prefix = "madsci_workcell_manager.madsci.workcell_manager"
+    _parts = _prefix.split(".")
+    for _i in range(1, len(_parts) + 1):
+        _name = ".".join(_parts[:_i])
+        _mod = sys.modules.setdefault(_name, types.ModuleType(_name))
+        _mod.__path__ = []
+        if _i > 1:
+            setattr(sys.modules[".".join(_parts[: _i - 1])], _parts[_i - 1], _mod)
+    sys.modules[_prefix + ".workflow_utils"] = _real
+    sys.modules[_prefix].workflow_utils = _real
+
+
+try:
+    import testcontainers.redis  # noqa: F401 - the real thing, if installed
+except ImportError:
+    _pkg = sys.modules.setdefault("testcontainers", types.ModuleType("testcontainers"))
+    _pkg.__path__ = []
+    _redis = types.ModuleType("testcontainers.redis")
+
+    class RedisContainer:
+        """Stand-in for testcontainers' Redis container: a private valkey."""
+
+        def __init__(self, image="redis:7", **_kwargs):
+            self._server = None
+
+        def __enter__(self):
+            from madsci_cache_rs.testing import PrivateServer
+
+            self._server = PrivateServer().start()
+            return self
+
+        def __exit__(self, *exc):
+            self._server.close()
+
+        def get_container_host_ip(self):
+            return self._server.host
+
+        def get_exposed_port(self, port):
+            return self._server.port
+
+    _redis.RedisContainer = RedisContainer
+    _pkg.redis = _redis
+    sys.modules["testcontainers.redis"] = _redis
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "integration: needs a real server")
+
+
+def pytest_sessionfinish(session):
+    """Record whose InMemoryCacheHandler madsci's modules held during the run."""
+    probe = os.environ.get("MADSCI_SUITES_PROBE")
+    if probe:
+        import madsci.common.db_handlers as handlers
+        with open(probe, "w") as out:
+            out.write(handlers.InMemoryCacheHandler.__module__)
+'''
+
+
+def fetch(workdir: Path) -> dict[str, Path]:
+    """Download and extract the sdists; returns distribution -> sdist root."""
+    downloads = workdir / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    wanted = [f"{dist.replace('_', '-')}=={VERSION}" for dist in SUITES]
+    missing = [
+        w
+        for w, d in zip(wanted, SUITES, strict=True)
+        if not list(downloads.glob(f"{d}-{VERSION}.tar.gz"))
+    ]
+    if missing:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+             "-d", str(downloads), *missing],
+            check=True,
+        )  # fmt: skip
+    roots = {}
+    for dist in SUITES:
+        archive = downloads / f"{dist}-{VERSION}.tar.gz"
+        root = workdir / f"{dist}-{VERSION}"
+        if not root.exists():
+            with tarfile.open(archive) as tar:
+                tar.extractall(workdir, filter="data")
+        roots[dist] = root
+    (workdir / "conftest.py").write_text(ROOT_CONFTEST)
+    (workdir / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    return roots
+
+
+def run(workdir: Path, roots: dict[str, Path], ours: bool, extra: list[str]) -> dict[str, str]:
+    """Run every suite; returns test id -> outcome (passed/failed/skipped/error)."""
+    outcomes: dict[str, str] = {}
+    label = "ours" if ours else "madsci"
+    env = dict(os.environ)
+    env.pop("MADSCI_CACHE_RS", None)
+    env["HOME"] = tempfile.mkdtemp(prefix=f"home-{label}-", dir=workdir)
+    for dist, files in SUITES.items():
+        report = workdir / f"report-{label}-{dist}.xml"
+        args = [
+            str(Path(sys.executable).with_name("pytest")),
+            "-q", "-p", "no:cacheprovider",
+            "--rootdir", str(workdir), "-c", str(workdir / "pytest.ini"),
+            f"--junitxml={report}", "-o", "junit_family=xunit2",
+        ]  # fmt: skip
+        if ours:
+            args += ["-p", "madsci_cache_rs.pytest_plugin"]
+        args += [str(roots[dist] / f) for f in files] + extra
+        print(f"== {label}: {dist}", flush=True)
+        probe = workdir / f"probe-{label}-{dist}.txt"
+        probe.unlink(missing_ok=True)
+        env["MADSCI_SUITES_PROBE"] = str(probe)
+        proc = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True)
+        # A run "under our plugin" that left madsci's classes in place proves nothing.
+        holder = probe.read_text() if probe.exists() else "unknown"
+        expected = "madsci_cache_rs._native" if ours else "madsci.common.db_handlers.cache_handler"
+        if holder != expected:
+            raise SystemExit(f"{label} run of {dist} used InMemoryCacheHandler from {holder}")
+        tail = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
+        print("   " + (tail[0] if tail else proc.stderr[-500:]), flush=True)
+        if not report.exists():
+            raise SystemExit(
+                f"pytest wrote no report for {dist}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            )
+        for case in ET.parse(report).getroot().iter("testcase"):
+            test_id = f"{dist}::{case.get('classname')}::{case.get('name')}"
+            outcome = "passed"
+            for child in case:
+                if child.tag in ("failure", "error"):
+                    outcome = "failed"
+                elif child.tag == "skipped":
+                    outcome = "skipped"
+            outcomes[test_id] = outcome
+    return outcomes
+
+
+def compare(theirs: dict[str, str], ours: dict[str, str]) -> list[str]:
+    problems = []
+    for test_id, outcome in sorted(theirs.items()):
+        if outcome == "passed" and ours.get(test_id) != "passed":
+            problems.append(
+                f"{test_id}: passes with madsci's classes, {ours.get(test_id, 'missing')} with ours"
+            )
+    return problems
+
+
+def summary(outcomes: dict[str, str]) -> str:
+    counts = {k: list(outcomes.values()).count(k) for k in ("passed", "failed", "skipped")}
+    return ", ".join(f"{n} {k}" for k, n in counts.items())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--workdir", type=Path, help="where to download and run (default: a temp dir)"
+    )
+    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    opts = parser.parse_args()
+    workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="madsci-suites-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    roots = fetch(workdir.resolve())
+    theirs = run(workdir.resolve(), roots, ours=False, extra=opts.pytest_args)
+    ours = run(workdir.resolve(), roots, ours=True, extra=opts.pytest_args)
+    print(f"madsci's classes: {summary(theirs)}")
+    print(f"madsci_cache_rs:  {summary(ours)}")
+    problems = compare(theirs, ours)
+    if not theirs or not any(o == "passed" for o in theirs.values()):
+        problems.append("madsci's own run passed nothing: the set-up is broken")
+    for line in problems:
+        print("REGRESSION " + line)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
