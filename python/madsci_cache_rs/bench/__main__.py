@@ -16,7 +16,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-from madsci_cache_rs.bench import codec_rows, server_rows
+from madsci_cache_rs.bench import (
+    codec_rows,
+    inmemory_rows,
+    lock_rows,
+    manager_rows,
+    server_rows,
+)
 from madsci_cache_rs.bench.report import environment, text_table, write_markdown
 from madsci_cache_rs.bench.timing import Row
 
@@ -41,6 +47,10 @@ def _groups(url: str) -> list[tuple[str, Callable[[int], list[Row]]]]:
     return [
         ("codec", codec_rows.rows),
         ("server", lambda rounds: [Row(**r) for r in server_rows.rows(url, rounds)]),  # type: ignore[arg-type]
+        ("lock", lambda rounds: lock_rows.rows(url, rounds)),
+        ("in-memory", inmemory_rows.rows),
+        ("managers on a server", lambda rounds: manager_rows.server_rows(url, rounds)),
+        ("managers in memory", manager_rows.inmemory_rows),
     ]
 
 

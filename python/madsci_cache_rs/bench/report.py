@@ -48,6 +48,7 @@ def table_rows(rows: Iterable[Row]) -> list[tuple[str, ...]]:
                 else ""
             ),
             r.reference_name,
+            r.notes,
         )
         for r in rows
     ]
