@@ -23,7 +23,7 @@ from madsci_cache_rs.bench import (
     manager_rows,
     server_rows,
 )
-from madsci_cache_rs.bench.report import environment, text_table, write_markdown
+from madsci_cache_rs.bench.report import environment, text_table, write_chart, write_markdown
 from madsci_cache_rs.bench.timing import Row
 
 
@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     write_markdown(rows, args.out / "results.md", command.strip())
     print(f"\nwrote {args.out / 'results.md'}")
+    if write_chart(rows, args.out / "results.png", f"{command.strip()}\n{environment()}"):
+        print(f"wrote {args.out / 'results.png'}")
+    else:
+        print("matplotlib is not installed: no chart (pip install matplotlib)")
     return 0
 
 

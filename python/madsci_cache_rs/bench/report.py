@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -31,6 +32,7 @@ HEADER = (
     "speed-up",
     "round trips (ours / ref)",
     "reference is",
+    "notes",
 )
 
 
@@ -100,3 +102,38 @@ def write_markdown(rows: list[Row], path: Path, command: str) -> None:
     path.write_text(
         f"Measured by `{command}`.\n\n{environment()}\n\n{markdown_table(rows)}\n", encoding="utf-8"
     )
+
+
+def write_chart(rows: list[Row], path: Path, title: str) -> bool:
+    """A PNG of every row's speed-up on a log scale (1x marked), grouped and
+    coloured by group. Returns False when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    groups = list(dict.fromkeys(r.group for r in rows))
+    colours = plt.get_cmap("tab10")
+    labels = [f"{r.group}: {r.operation}" for r in rows]
+    height = max(4.0, 0.22 * len(rows) + 1.5)
+    fig, ax = plt.subplots(figsize=(11, height))
+    y = range(len(rows))
+    ax.barh(
+        y,
+        [r.speedup for r in rows],
+        color=[colours(groups.index(r.group) % 10) for r in rows],
+    )
+    ax.set_yticks(list(y), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("speed-up over the reference (log scale; right of the line is faster)")
+    ax.set_title("\n".join(textwrap.wrap(title, 130)), fontsize=8)
+    ax.grid(axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
