@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 from urllib.parse import urlparse
 
@@ -148,8 +149,8 @@ def _compare_ops(
 ) -> list[Row]:
     out = []
     for name, op in ops:
-        ours_s, ref_s = compare(lambda op=op: op(ours), lambda op=op: op(ref), rounds=rounds)
-        trips = count(op) if count is not None else (None, None)
+        ours_s, ref_s = compare(partial(op, ours), partial(op, ref), rounds=rounds)
+        trips: tuple[int | None, int | None] = count(op) if count is not None else (None, None)
         out.append(Row(group, name, ours_s, ref_s, reference_name, *trips))
     return out
 
