@@ -1,11 +1,15 @@
 """Acceptance: madsci 0.8.1's own test suites, on madsci's classes and on ours.
 
-Downloads madsci's sdists with pip (they ship their tests), runs the test
-files that build madsci's cache classes once as they are and once under
-``-p madsci_cache_rs.pytest_plugin``, and fails unless every test that
-passes with madsci's classes passes with ours (no new failures, no new skips).
+Downloads madsci's sdists with pip (they ship their tests) and runs the test
+files that build madsci's cache classes four times: as they are (``madsci``),
+then under ``-p madsci_cache_rs.pytest_plugin`` with madsci's
+``InMemoryCacheHandler()`` giving our in-memory handler (``ours``), our strict
+one (``strict``), and a ``PyCacheHandler`` on a private Valkey (``server``).
+It fails unless every test that passes with madsci's classes passes in every
+other run (no new failures, no new skips), except the tests listed in
+``EXPECTED_DIFFERENCES`` with the reason.
 
-    python tests/madsci_suites.py [--workdir DIR] [--keep] [-- extra pytest args]
+    python tests/madsci_suites.py [--workdir DIR] [--runs madsci,ours,...] [-- pytest args]
 
 Set-up quirks handled here (the sdists lack madsci's repository-root conftest):
 * ``MADSCI_REGISTRY_PATH`` points at a private file and
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -34,6 +39,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 VERSION = "0.8.1"
+PLUGIN = "madsci_cache_rs.pytest_plugin"
+
+#: run label -> {test id: why it cannot pass there}. Filled from observed runs;
+#: the comparison fails if a listed test passes after all.
+EXPECTED_DIFFERENCES: dict[str, dict[str, str]] = {}
 
 #: distribution -> test files (relative to the sdist root) that use the cache classes.
 SUITES: dict[str, list[str]] = {
@@ -158,7 +168,11 @@ def pytest_sessionfinish(session):
     if probe:
         import madsci.common.db_handlers as handlers
         with open(probe, "w") as out:
-            out.write(handlers.InMemoryCacheHandler.__module__)
+            # The name madsci's modules hold, and what building it gives.
+            cls = handlers.InMemoryCacheHandler
+            built = type(cls())
+            name = f"{cls.__module__}.{cls.__qualname__}"
+            out.write(f"{name} -> {built.__module__}.{built.__qualname__}")
 '''
 
 
@@ -193,10 +207,28 @@ def fetch(workdir: Path) -> dict[str, Path]:
     return roots
 
 
-def run(workdir: Path, roots: dict[str, Path], ours: bool, extra: list[str]) -> dict[str, str]:
+_MADSCI = "madsci.common.db_handlers.cache_handler.InMemoryCacheHandler"
+_OURS = "madsci_cache_rs._native.InMemoryCacheHandler"
+_STRICT = "madsci_cache_rs.handler_modes.StrictInMemoryCacheHandler"
+_SERVER = "madsci_cache_rs.handler_modes.ServerBackedCacheHandler"
+
+#: run label -> (plugin arguments, what madsci's InMemoryCacheHandler name must
+#: hold and what building it must give).
+RUNS: dict[str, tuple[list[str], str]] = {
+    "madsci": ([], f"{_MADSCI} -> {_MADSCI}"),
+    "ours": (["-p", PLUGIN], f"{_OURS} -> {_OURS}"),
+    "strict": (["-p", PLUGIN, "--madsci-cache=strict"], f"{_STRICT} -> {_STRICT}"),
+    "server": (
+        ["-p", PLUGIN, "--madsci-cache=server"],
+        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler",
+    ),
+}
+
+
+def run(workdir: Path, roots: dict[str, Path], label: str, extra: list[str]) -> dict[str, str]:
     """Run every suite; returns test id -> outcome (passed/failed/skipped/error)."""
     outcomes: dict[str, str] = {}
-    label = "ours" if ours else "madsci"
+    plugin_args, expected = RUNS[label]
     env = dict(os.environ)
     env.pop("MADSCI_CACHE_RS", None)
     env["HOME"] = tempfile.mkdtemp(prefix=f"home-{label}-", dir=workdir)
@@ -207,9 +239,8 @@ def run(workdir: Path, roots: dict[str, Path], ours: bool, extra: list[str]) -> 
             "-q", "-p", "no:cacheprovider",
             "--rootdir", str(workdir), "-c", str(workdir / "pytest.ini"),
             f"--junitxml={report}", "-o", "junit_family=xunit2",
+            *plugin_args,
         ]  # fmt: skip
-        if ours:
-            args += ["-p", "madsci_cache_rs.pytest_plugin"]
         args += [str(roots[dist] / f) for f in files] + extra
         print(f"== {label}: {dist}", flush=True)
         probe = workdir / f"probe-{label}-{dist}.txt"
@@ -218,11 +249,19 @@ def run(workdir: Path, roots: dict[str, Path], ours: bool, extra: list[str]) -> 
         proc = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True)
         # A run "under our plugin" that left madsci's classes in place proves nothing.
         holder = probe.read_text() if probe.exists() else "unknown"
-        expected = "madsci_cache_rs._native" if ours else "madsci.common.db_handlers.cache_handler"
         if holder != expected:
             raise SystemExit(f"{label} run of {dist} used InMemoryCacheHandler from {holder}")
         tail = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
         print("   " + (tail[0] if tail else proc.stderr[-500:]), flush=True)
+        if label == "server":
+            # The plugin reports what the private server did; a server run whose
+            # server saw no traffic ran in memory after all.
+            found = re.search(r"madsci-cache-rs: (\d+) commands ran", proc.stdout)
+            if not found or int(found.group(1)) < len(files):
+                raise SystemExit(
+                    f"server run of {dist}: no traffic on the server\n{proc.stdout[-2000:]}"
+                )
+            print(f"   ({found.group(1)} commands on the private server)", flush=True)
         if not report.exists():
             raise SystemExit(
                 f"pytest wrote no report for {dist}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -239,13 +278,22 @@ def run(workdir: Path, roots: dict[str, Path], ours: bool, extra: list[str]) -> 
     return outcomes
 
 
-def compare(theirs: dict[str, str], ours: dict[str, str]) -> list[str]:
+def compare(
+    theirs: dict[str, str], ours: dict[str, str], label: str, expected: dict[str, str]
+) -> list[str]:
+    """Tests that pass with madsci's classes and not in run ``label``, other than
+    those ``expected`` to differ (test id -> reason), and expected differences
+    that no longer differ (a stale list hides nothing)."""
     problems = []
     for test_id, outcome in sorted(theirs.items()):
-        if outcome == "passed" and ours.get(test_id) != "passed":
-            problems.append(
-                f"{test_id}: passes with madsci's classes, {ours.get(test_id, 'missing')} with ours"
-            )
+        if outcome != "passed":
+            continue
+        got = ours.get(test_id, "missing")
+        if got != "passed" and test_id not in expected:
+            problems.append(f"{test_id}: passes with madsci's classes, {got} in the {label} run")
+        if got == "passed" and test_id in expected:
+            problems.append(f"{test_id}: listed as differing in the {label} run, but passes")
+    problems += [f"{t}: listed for the {label} run, but not run" for t in expected if t not in ours]
     return problems
 
 
@@ -259,18 +307,26 @@ def main() -> int:
     parser.add_argument(
         "--workdir", type=Path, help="where to download and run (default: a temp dir)"
     )
+    parser.add_argument(
+        "--runs", default=",".join(RUNS), help=f"comma-separated runs among {', '.join(RUNS)}"
+    )
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     opts = parser.parse_args()
+    labels = [label for label in opts.runs.split(",") if label]
+    if labels[:1] != ["madsci"] or not set(labels) <= set(RUNS):
+        parser.error(f"--runs starts with madsci and names runs among {', '.join(RUNS)}")
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="madsci-suites-"))
     workdir.mkdir(parents=True, exist_ok=True)
     roots = fetch(workdir.resolve())
-    theirs = run(workdir.resolve(), roots, ours=False, extra=opts.pytest_args)
-    ours = run(workdir.resolve(), roots, ours=True, extra=opts.pytest_args)
-    print(f"madsci's classes: {summary(theirs)}")
-    print(f"madsci_cache_rs:  {summary(ours)}")
-    problems = compare(theirs, ours)
-    if not theirs or not any(o == "passed" for o in theirs.values()):
+    results = {label: run(workdir.resolve(), roots, label, opts.pytest_args) for label in labels}
+    theirs = results["madsci"]
+    problems = []
+    if not any(o == "passed" for o in theirs.values()):
         problems.append("madsci's own run passed nothing: the set-up is broken")
+    for label, outcomes in results.items():
+        print(f"{label + ':':8} {summary(outcomes)}")
+        if label != "madsci":
+            problems += compare(theirs, outcomes, label, EXPECTED_DIFFERENCES.get(label, {}))
     for line in problems:
         print("REGRESSION " + line)
     return 1 if problems else 0

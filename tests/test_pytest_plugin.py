@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 USER_TESTS = textwrap.dedent(
     """
@@ -35,3 +38,87 @@ def test_fixtures_give_a_real_server_and_an_empty_handler(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
+
+
+MODE_TESTS = textwrap.dedent(
+    """
+    import os
+
+    from madsci.common.db_handlers import InMemoryCacheHandler
+
+    import madsci_cache_rs
+
+    MODE = os.environ["EXPECTED_MODE"]
+
+
+    def test_first_writes():
+        handler = InMemoryCacheHandler()
+        d = handler.create_dict("state")
+        d["t"] = (1, 2)
+        if MODE == "memory":
+            assert type(handler) is madsci_cache_rs.InMemoryCacheHandler
+            assert d["t"] == (1, 2)  # stored as given, as madsci does
+        else:
+            assert d["t"] == [1, 2]  # through JSON, as a server stores it
+        if MODE == "server":
+            assert type(handler) is madsci_cache_rs.PyCacheHandler
+            assert isinstance(handler, InMemoryCacheHandler)
+            # A second handler sees the same server data.
+            assert InMemoryCacheHandler(client=object()).create_dict("state")["t"] == [1, 2]
+        if MODE == "strict":
+            assert handler.strict
+        handler.incr("n")
+
+
+    def test_second_starts_empty():
+        handler = InMemoryCacheHandler()
+        assert handler.get("n") is None
+        assert handler.create_dict("state").to_dict() == {}
+    """
+)
+
+
+def _run_modes(tmp_path, env_extra, *args):
+    import os
+
+    (tmp_path / "test_modes.py").write_text(MODE_TESTS)
+    env = {k: v for k, v in os.environ.items() if k != "MADSCI_CACHE_RS"}
+    env.update(env_extra)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "env", "args"),
+    [
+        ("memory", {}, ["-p", "madsci_cache_rs.pytest_plugin"]),
+        ("memory", {"MADSCI_CACHE_RS": "1"}, []),
+        ("strict", {}, ["--madsci-cache=strict"]),
+        ("strict", {"MADSCI_CACHE_RS": "strict"}, []),
+        ("server", {}, ["-p", "madsci_cache_rs.pytest_plugin", "--madsci-cache=server"]),
+        ("server", {"MADSCI_CACHE_RS": "server"}, []),
+    ],
+)
+def test_modes_give_madsci_tests_our_handlers(tmp_path, mode, env, args):
+    result = _run_modes(tmp_path, {"EXPECTED_MODE": mode, **env}, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+    assert f"installed into madsci, {mode} mode" in result.stdout
+    if mode == "server":
+        # The server saw the tests' writes (HSET, HGET, INCR, ...), not only flushes.
+        found = re.search(
+            r"madsci-cache-rs: (\d+) commands ran on the private server", result.stdout
+        )
+        assert found and int(found.group(1)) >= 5, result.stdout
+
+
+def test_an_unknown_mode_is_a_usage_error(tmp_path):
+    result = _run_modes(tmp_path, {"EXPECTED_MODE": "memory", "MADSCI_CACHE_RS": "redis"})
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "MADSCI_CACHE_RS='redis'" in result.stderr

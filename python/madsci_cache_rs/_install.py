@@ -83,12 +83,17 @@ def register_with_madsci(module: ModuleType) -> None:
     CacheHandler.register(theirs)
 
 
-def install() -> list[str]:
+def install(inmemory_handler: Any = None) -> list[str]:
     """Swap our names into every importable madsci module in ``TARGETS``.
 
-    Returns the ``module.name`` entries swapped. Idempotent.
+    ``inmemory_handler`` replaces what is bound as ``InMemoryCacheHandler``
+    (default: ours); ``madsci_cache_rs.handler_modes`` has strict and
+    server-backed stand-ins. Returns the ``module.name`` entries swapped.
+    Idempotent.
     """
     ours = _ours()
+    if inmemory_handler is not None:
+        ours["InMemoryCacheHandler"] = inmemory_handler
     swapped = []
     for module_name, names in TARGETS.items():
         module = _load(module_name)

@@ -1,49 +1,100 @@
 """pytest plugin: run madsci's code and test suites on this package.
 
 Active when asked: ``pytest -p madsci_cache_rs.pytest_plugin``, or with the
-environment variable ``MADSCI_CACHE_RS=1``. It is also registered as a
+environment variable ``MADSCI_CACHE_RS`` set. It is also registered as a
 ``pytest11`` entry point so the fixtures are always available, but it swaps
 nothing unless asked. When active it calls ``install()`` before the first
 conftest is imported (conftests bind madsci's names at import time) and
 ``uninstall()`` when the run ends.
 
+What madsci's ``InMemoryCacheHandler()`` gives, chosen with
+``--madsci-cache=MODE`` or ``MADSCI_CACHE_RS=MODE``:
+
+* ``memory`` (the default; also ``MADSCI_CACHE_RS=1``): our in-memory handler,
+  madsci's behaviour;
+* ``strict``: our strict in-memory handler, a server's behaviour without one;
+* ``server``: a ``PyCacheHandler`` on a private Valkey started for the session
+  (on a free loopback port, stopped by PID), emptied before each test and
+  whenever a handler is built without a client (madsci's handler clears every
+  registry then).
+
 Fixtures: ``madsci_cache_handler`` / ``madsci_strict_cache_handler`` (in-memory
 handlers), and for a madsci user's own tests on a real server
-``madsci_cache_server`` (a private Valkey for the session, on a free loopback
-port, stopped by PID) with ``madsci_server_cache_handler`` (a
-``PyCacheHandler`` on it, with an empty database for each test).
+``madsci_cache_server`` (a private Valkey for the session) with
+``madsci_server_cache_handler`` (a ``PyCacheHandler`` on it, with an empty
+database for each test).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from madsci_cache_rs import InMemoryCacheHandler, PyCacheHandler, install, uninstall
+from madsci_cache_rs.handler_modes import StrictInMemoryCacheHandler, server_backed
 from madsci_cache_rs.testing import PrivateServer, ServerUnavailable
 
 PLUGIN_NAME = "madsci_cache_rs.pytest_plugin"
 ENV_FLAG = "MADSCI_CACHE_RS"
+MODES = ("memory", "strict", "server")
+_ENV_ON = {"1", "true", "yes", "on"}
 
-_active = False
+_mode: str | None = None  # the active mode, while installed
+_server: PrivateServer | None = None  # the session's private server, once started
 
 
-def _asked(config: pytest.Config) -> bool:
-    if os.environ.get(ENV_FLAG, "").strip().lower() in {"1", "true", "yes", "on"}:
-        return True
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("madsci-cache-rs").addoption(
+        "--madsci-cache",
+        choices=MODES,
+        default=None,
+        help="what madsci's InMemoryCacheHandler() gives (implies activation): our in-memory "
+        "handler (memory), our strict one (strict) or a PyCacheHandler on a private server",
+    )
+
+
+def _asked_mode(config: pytest.Config) -> str | None:
+    option = getattr(config.known_args_namespace, "madsci_cache", None)
+    if option:
+        return str(option)
+    env = os.environ.get(ENV_FLAG, "").strip().lower()
+    if env in MODES:
+        return env
+    if env in _ENV_ON:
+        return "memory"
+    if env not in {"", "0", "false", "no", "off"}:
+        raise pytest.UsageError(f"{ENV_FLAG}={env!r}: expected one of {', '.join(MODES)} or 1")
     requested = getattr(config.known_args_namespace, "plugins", None) or []
-    return PLUGIN_NAME in requested
+    return "memory" if PLUGIN_NAME in requested else None
+
+
+def _session_server() -> PrivateServer:
+    global _server
+    if _server is None:
+        try:
+            _server = PrivateServer().start()
+        except ServerUnavailable as exc:
+            raise pytest.UsageError(f"--madsci-cache=server needs a server: {exc}") from exc
+    return _server
 
 
 def _activate(config: pytest.Config) -> None:
-    global _active
-    if not _active and _asked(config):
+    global _mode
+    if _mode is not None:
+        return
+    mode = _asked_mode(config)
+    if mode is None:
+        return
+    if mode == "strict":
+        install(StrictInMemoryCacheHandler)
+    elif mode == "server":
+        install(server_backed(_session_server()))
+    else:
         install()
-        _active = True
+    _mode = mode
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -57,14 +108,44 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
-    return "madsci-cache-rs: installed into madsci" if _active else None
+    if _mode is None:
+        return None
+    where = f" on {_server.host}:{_server.port}" if _mode == "server" and _server else ""
+    return f"madsci-cache-rs: installed into madsci, {_mode} mode{where}"
+
+
+def _data_commands(server: PrivateServer) -> int:
+    """Commands the server ran for the tests: all but our own FLUSHALL and INFO."""
+    total = 0
+    for name, stats in server.info("commandstats").items():
+        if name not in {"cmdstat_flushall", "cmdstat_info"}:
+            total += int(stats.split("calls=", 1)[1].split(",", 1)[0])
+    return total
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _mode == "server" and _server is not None:
+        terminalreporter.write_line(
+            f"madsci-cache-rs: {_data_commands(_server)} commands ran on the private server "
+            f"{_server.host}:{_server.port}"
+        )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    global _active
-    if _active:
+    global _mode, _server
+    if _mode is not None:
         uninstall()
-        _active = False
+        _mode = None
+    if _server is not None:
+        _server.close()
+        _server = None
+
+
+@pytest.fixture(autouse=True)
+def _madsci_cache_empty_server() -> None:
+    """In server mode every test starts on an empty server."""
+    if _mode == "server" and _server is not None:
+        _server.flushall()
 
 
 @pytest.fixture
@@ -80,6 +161,9 @@ def madsci_cache_server() -> Iterator[Any]:
     """A private valkey on a free loopback port for the whole session
     (``madsci_cache_rs.testing.PrivateServer``: ``.host``, ``.port``, ``.url``);
     skips when no server binary is installed."""
+    if _mode == "server":
+        yield _session_server()
+        return
     try:
         server = PrivateServer()
     except ServerUnavailable as exc:
@@ -96,29 +180,10 @@ def madsci_strict_cache_handler() -> Iterator[InMemoryCacheHandler]:
     handler.close()
 
 
-def _flushall(server: PrivateServer) -> None:
-    """Empty every database, on a plain socket (no client library needed)."""
-    with socket.create_connection((server.host, server.port), timeout=10) as sock:
-        request = b"*1\r\n$8\r\nFLUSHALL\r\n"
-        if server.password:
-            pw = server.password.encode()
-            request = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(pw), pw) + request
-        sock.sendall(request)
-        expected = 2 if server.password else 1
-        replies = b""
-        while replies.count(b"\r\n") < expected:
-            chunk = sock.recv(256)
-            if not chunk:
-                break
-            replies += chunk
-    if not replies.endswith(b"+OK\r\n"):
-        raise RuntimeError(f"FLUSHALL failed: {replies!r}")
-
-
 @pytest.fixture
 def madsci_server_cache_handler(madsci_cache_server: PrivateServer) -> Iterator[PyCacheHandler]:
     """A ``PyCacheHandler`` on the private server, its data empty."""
-    _flushall(madsci_cache_server)
+    madsci_cache_server.flushall()
     handler = PyCacheHandler.from_url(madsci_cache_server.url)
     yield handler
     handler.close()

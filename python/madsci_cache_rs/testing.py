@@ -49,6 +49,35 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _encode_command(args: list[str]) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _split_replies(data: bytes) -> tuple[list[bytes], bytes]:
+    """Complete simple/error/bulk replies at the front of ``data``, and the rest."""
+    replies = []
+    while b"\r\n" in data:
+        head, rest = data.split(b"\r\n", 1)
+        if head.startswith(b"$"):
+            size = int(head[1:])
+            if size < 0:
+                replies.append(head)
+                data = rest
+                continue
+            if len(rest) < size + 2:
+                break
+            replies.append(head + b"\r\n" + rest[:size])
+            data = rest[size + 2 :]
+        else:
+            replies.append(head)
+            data = rest
+    return replies, data
+
+
 class PrivateServer:
     """A throwaway server on 127.0.0.1.
 
@@ -136,6 +165,41 @@ class PrivateServer:
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+    def _command(self, *args: str) -> bytes:
+        """One command on a plain socket (no client library needed); the raw
+        reply, which must be a simple string or a bulk string."""
+        with socket.create_connection((self.host, self.port), timeout=10) as sock:
+            if self.password:
+                sock.sendall(_encode_command(["AUTH", self.password]))
+            sock.sendall(_encode_command(list(args)))
+            data = b""
+            replies: list[bytes] = []
+            while len(replies) < (2 if self.password else 1):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                replies, data = _split_replies(data)
+        if not replies or (self.password and not replies[0].startswith(b"+OK")):
+            # Only the server's reply is shown, never the request: no password here.
+            raise RuntimeError(f"{args[0]} on {self.host}:{self.port} failed: {replies!r}")
+        reply = replies[-1]
+        if reply.startswith(b"-"):
+            raise RuntimeError(f"{args[0]} on {self.host}:{self.port} failed: {reply!r}")
+        return reply
+
+    def flushall(self) -> None:
+        """Empty every database."""
+        self._command("FLUSHALL")
+
+    def info(self, section: str = "stats") -> dict[str, str]:
+        """The server's ``INFO section`` as a dict of text fields."""
+        reply = self._command("INFO", section)
+        body = reply.split(b"\r\n", 1)[1].decode()
+        return dict(
+            line.split(":", 1) for line in body.splitlines() if ":" in line and line[0] != "#"
+        )
 
     def kill(self) -> None:
         """Stop abruptly (SIGKILL), as a crash would; ``start()`` brings it back."""
