@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from madsci_cache_rs import InMemoryCacheHandler, _install
-from madsci_cache_rs.testing import PrivateServer, ServerUnavailable
+from madsci_cache_rs.testing import PrivateServer
 
 madsci_ch = pytest.importorskip("madsci.common.db_handlers.cache_handler")
 
@@ -143,16 +143,6 @@ CASES: list[tuple[str, str, Callable[[Any], Any]]] = [
     ("release from another thread", "pottery's lock belongs to the object, not the thread",
      _release_from_another_thread),
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def server() -> Any:
-    try:
-        srv = PrivateServer()
-    except ServerUnavailable as exc:
-        pytest.skip(str(exc))
-    with srv:
-        yield srv
 
 
 def observations(server: PrivateServer, probe: Callable[[Any], Any]) -> dict[str, str]:
