@@ -180,7 +180,8 @@ class PrivateServer:
                 if not chunk:
                     break
                 data += chunk
-                replies, data = _split_replies(data)
+                complete, data = _split_replies(data)
+                replies += complete
         if not replies or (self.password and not replies[0].startswith(b"+OK")):
             # Only the server's reply is shown, never the request: no password here.
             raise RuntimeError(f"{args[0]} on {self.host}:{self.port} failed: {replies!r}")
