@@ -3,6 +3,7 @@ both directions, one round trip per operation, bad input."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, MutableMapping
 
 import pottery
@@ -12,7 +13,7 @@ from conftest import round_trips
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from madsci_cache_rs import CacheResponseError, RedisDict, encode_json
+from madsci_cache_rs import CacheResponseError, InMemoryCacheHandler, RedisDict, encode_json
 
 json_scalars = (
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
@@ -273,3 +274,22 @@ def test_values_that_are_not_json_on_the_server(handler, raw):
     raw.hset("d", '"a"', "not json")
     with pytest.raises(ValueError):
         handler.create_dict("d")["a"]
+
+
+def test_bulk_reads_share_key_strings_safely(handler):
+    """One HGETALL decodes every value with one key cache: many distinct keys
+    (colliding in its slots), repeated keys and escaped keys all come back as
+    json.loads gives them, on the server and in strict memory."""
+    records = {
+        f"r{i}": {f"k{i % 97}": i, "shared": [i, {"k0": i}], "é\\n" * (i % 3): {f"k{i}": None}}
+        for i in range(300)
+    }
+    expected = json.loads(json.dumps(records))
+    for h in (handler, InMemoryCacheHandler(strict=True)):
+        d = h.create_dict("bulk")
+        d.update(records)
+        assert d.to_dict() == expected
+        assert dict(d.items()) == expected
+        lst = h.create_list("bulk-list")
+        lst.extend(records.values())
+        assert lst.to_list() == list(expected.values())

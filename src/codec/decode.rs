@@ -43,9 +43,20 @@ pub fn decode_json<'py>(text: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>
 
 /// Decode JSON held in Rust memory, as `json.loads(bytes)` would.
 pub fn decode_json_bytes<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    decode_json_bytes_with(py, bytes, &mut KeyCache::new())
+}
+
+/// `decode_json_bytes` with a key cache shared across calls: the values of
+/// one bulk read (a hash's records, a list's items) repeat the same keys, so
+/// each key `str` is made once per read instead of once per value.
+pub fn decode_json_bytes_with<'py>(
+    py: Python<'py>,
+    bytes: &[u8],
+    keys: &mut KeyCache<'py>,
+) -> PyResult<Bound<'py, PyAny>> {
     if plain_utf8(bytes) {
         if let Ok(text) = std::str::from_utf8(bytes) {
-            return Parser::new(py, text.as_bytes(), false)
+            return Parser::new(py, text.as_bytes(), false, keys)
                 .run(&|| Ok(PyString::new(py, text).into_any()));
         }
     }
@@ -59,7 +70,8 @@ fn decode_bytes<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     if plain_utf8(bytes) {
         if let Ok(text) = std::str::from_utf8(bytes) {
-            return Parser::new(py, bytes, false).run(&|| Ok(PyString::new(py, text).into_any()));
+            return Parser::new(py, bytes, false, &mut KeyCache::new())
+                .run(&|| Ok(PyString::new(py, text).into_any()));
         }
     }
     // BOMs, UTF-16/32 and undecodable bytes: let `json` pick the codec and
@@ -110,7 +122,7 @@ fn decode_str<'py>(s: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
             0,
         ));
     }
-    Parser::new(py, &bytes, surrogates).run(&doc)
+    Parser::new(py, &bytes, surrogates, &mut KeyCache::new()).run(&doc)
 }
 
 /// `json.JSONDecodeError(msg, doc, pos)`, which computes line and column.
@@ -138,16 +150,34 @@ impl From<PyErr> for Failure {
     }
 }
 
-struct Parser<'a, 'py> {
+/// Recently seen short ASCII object keys: documents repeat their keys, and a
+/// reused `str` also brings its cached hash to the dict insert.
+pub struct KeyCache<'py> {
+    slots: [Option<Bound<'py, PyString>>; KEY_CACHE_SLOTS],
+}
+
+impl KeyCache<'_> {
+    pub fn new() -> Self {
+        KeyCache {
+            slots: [const { None }; KEY_CACHE_SLOTS],
+        }
+    }
+}
+
+impl Default for KeyCache<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+struct Parser<'a, 'c, 'py> {
     py: Python<'py>,
     input: &'a [u8],
     /// The input may hold surrogates encoded as 3-byte sequences.
     surrogates: bool,
     depth: usize,
     scratch: Vec<u8>,
-    /// Recently seen short ASCII keys: documents repeat their keys, and a
-    /// reused `str` also brings its cached hash to the dict insert.
-    keys: [Option<Bound<'py, PyString>>; KEY_CACHE_SLOTS],
+    keys: &'c mut KeyCache<'py>,
 }
 
 const KEY_CACHE_SLOTS: usize = 64;
@@ -158,15 +188,20 @@ fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-impl<'a, 'py> Parser<'a, 'py> {
-    fn new(py: Python<'py>, input: &'a [u8], surrogates: bool) -> Self {
+impl<'a, 'c, 'py> Parser<'a, 'c, 'py> {
+    fn new(
+        py: Python<'py>,
+        input: &'a [u8],
+        surrogates: bool,
+        keys: &'c mut KeyCache<'py>,
+    ) -> Self {
         Parser {
             py,
             input,
             surrogates,
             depth: 0,
             scratch: Vec::new(),
-            keys: [const { None }; KEY_CACHE_SLOTS],
+            keys,
         }
     }
 
@@ -349,7 +384,7 @@ impl<'a, 'py> Parser<'a, 'py> {
         let slot = bytes.iter().fold(bytes.len(), |h, &b| {
             h.wrapping_mul(31).wrapping_add(b as usize)
         }) % KEY_CACHE_SLOTS;
-        if let Some(cached) = &self.keys[slot] {
+        if let Some(cached) = &self.keys.slots[slot] {
             // SAFETY: cached keys are compact ASCII strs, whose data is their bytes.
             let data = unsafe {
                 let p = cached.as_ptr();
@@ -363,7 +398,7 @@ impl<'a, 'py> Parser<'a, 'py> {
             }
         }
         let key = self.make_str(bytes, false)?;
-        self.keys[slot] = Some(key.clone());
+        self.keys.slots[slot] = Some(key.clone());
         Ok((key, at + 1))
     }
 

@@ -7,7 +7,7 @@ mod encode;
 pub mod float;
 pub mod text;
 
-pub use decode::{decode_json, decode_json_bytes};
+pub use decode::{decode_json, decode_json_bytes, decode_json_bytes_with, KeyCache};
 pub use encode::{encode_json, encode_json_str};
 
 use pyo3::prelude::*;

@@ -3,7 +3,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use crate::codec::decode_json_bytes;
+use crate::codec::{decode_json_bytes_with, KeyCache};
 use crate::connection::Reply;
 
 /// `json.loads(bytes)`. A plain string literal (printable ASCII, no
@@ -11,6 +11,15 @@ use crate::connection::Reply;
 /// characters) becomes its text directly, which is exactly what the
 /// parser would return, without setting a parser up.
 pub fn decode<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    decode_with(py, bytes, &mut KeyCache::new())
+}
+
+/// `decode`, sharing `keys` with the other values of the same reply.
+fn decode_with<'py>(
+    py: Python<'py>,
+    bytes: &[u8],
+    keys: &mut KeyCache<'py>,
+) -> PyResult<Bound<'py, PyAny>> {
     if let [b'"', inner @ .., b'"'] = bytes {
         if inner
             .iter()
@@ -21,7 +30,7 @@ pub fn decode<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>>
             return Ok(PyString::new(py, text).into_any());
         }
     }
-    decode_json_bytes(py, bytes)
+    decode_json_bytes_with(py, bytes, keys)
 }
 
 /// A single bulk reply decoded; nil (or anything else) is `None`.
@@ -32,27 +41,32 @@ pub fn decode_reply<'py>(py: Python<'py>, reply: &Reply) -> PyResult<Bound<'py, 
     }
 }
 
-fn decode_element<'py>(py: Python<'py>, item: Option<&[u8]>) -> PyResult<Bound<'py, PyAny>> {
+fn decode_element<'py>(
+    py: Python<'py>,
+    item: Option<&[u8]>,
+    keys: &mut KeyCache<'py>,
+) -> PyResult<Bound<'py, PyAny>> {
     match item {
-        Some(b) => decode(py, b),
+        Some(b) => decode_with(py, b, keys),
         None => Ok(py.None().into_bound(py)),
     }
 }
 
 /// An array reply's elements, decoded, as a new `list`.
 pub fn decode_list<'py>(py: Python<'py>, reply: &Reply) -> PyResult<Bound<'py, PyList>> {
-    let list = PyList::empty(py);
+    let (list, mut keys) = (PyList::empty(py), KeyCache::new());
     for item in reply.elements() {
-        list.append(decode_element(py, item)?)?;
+        list.append(decode_element(py, item, &mut keys)?)?;
     }
     Ok(list)
 }
 
 /// A flat `[field, value, ...]` reply (HGETALL) as a new `dict`.
 pub fn decode_pairs<'py>(py: Python<'py>, reply: &Reply) -> PyResult<Bound<'py, PyDict>> {
-    let dict = PyDict::new(py);
+    let (dict, mut keys) = (PyDict::new(py), KeyCache::new());
     for pair in reply.elements().chunks_exact(2) {
-        dict.set_item(decode_element(py, pair[0])?, decode_element(py, pair[1])?)?;
+        let field = decode_element(py, pair[0], &mut keys)?;
+        dict.set_item(field, decode_element(py, pair[1], &mut keys)?)?;
     }
     Ok(dict)
 }

@@ -12,7 +12,8 @@ use pyo3::types::{PyDict, PyIterator, PyList, PyMapping, PyString, PyTuple, PyTy
 use pyo3::IntoPyObjectExt;
 
 use super::db::{wrong_type, Hash, Keyspace, Slot, StrictDb, Text};
-use super::{decode, encode};
+use super::{decode, decode_with, encode};
+use crate::codec::KeyCache;
 use crate::errors::CacheError;
 
 #[pyclass(frozen, mapping, module = "madsci_cache_rs._native")]
@@ -72,9 +73,10 @@ impl StrictRedisDict {
     }
 
     fn plain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let out = PyDict::new(py);
+        let (out, mut keys) = (PyDict::new(py), KeyCache::new());
         for (k, v) in self.snapshot(py)? {
-            out.set_item(decode(py, &k)?, decode(py, &v)?)?;
+            let key = decode_with(py, &k, &mut keys)?;
+            out.set_item(key, decode_with(py, &v, &mut keys)?)?;
         }
         Ok(out)
     }
@@ -165,10 +167,14 @@ impl StrictRedisDict {
     }
 
     fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut keys = KeyCache::new();
         let pairs = self
             .snapshot(py)?
             .iter()
-            .map(|(k, v)| PyTuple::new(py, [decode(py, k)?, decode(py, v)?]))
+            .map(|(k, v)| {
+                let key = decode_with(py, k, &mut keys)?;
+                PyTuple::new(py, [key, decode_with(py, v, &mut keys)?])
+            })
             .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, pairs)
     }

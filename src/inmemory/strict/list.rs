@@ -14,7 +14,8 @@ use pyo3::types::{PyIterator, PyList, PySlice, PyString};
 use pyo3::IntoPyObjectExt;
 
 use super::db::{wrong_type, Keyspace, Slot, StrictDb, Text};
-use super::{decode, encode};
+use super::{decode, decode_with, encode};
+use crate::codec::KeyCache;
 use crate::errors::CacheError;
 
 #[pyclass(frozen, sequence, module = "madsci_cache_rs._native")]
@@ -99,11 +100,12 @@ impl StrictRedisList {
     }
 
     fn decoded<'py>(py: Python<'py>, items: &[Text]) -> PyResult<Bound<'py, PyList>> {
+        let mut keys = KeyCache::new();
         PyList::new(
             py,
             items
                 .iter()
-                .map(|i| decode(py, i))
+                .map(|i| decode_with(py, i, &mut keys))
                 .collect::<PyResult<Vec<_>>>()?,
         )
     }

@@ -23,6 +23,8 @@ pub use lock::StrictRedlock;
 
 use pyo3::prelude::*;
 
+use crate::codec::KeyCache;
+
 /// `encode(value)` as stored text (the codec writes ASCII only), keeping
 /// the object too when it is an immutable scalar (see `db::Stored`).
 pub(crate) fn encode(obj: &Bound<'_, PyAny>) -> PyResult<db::Text> {
@@ -51,9 +53,18 @@ fn immutable_scalar(obj: &Bound<'_, PyAny>) -> bool {
 
 /// A fresh object (or the shared immutable one) from stored text.
 pub(crate) fn decode<'py>(py: Python<'py>, stored: &db::Stored) -> PyResult<Bound<'py, PyAny>> {
+    decode_with(py, stored, &mut KeyCache::new())
+}
+
+/// `decode`, sharing `keys` with the other values of one bulk read.
+pub(crate) fn decode_with<'py>(
+    py: Python<'py>,
+    stored: &db::Stored,
+    keys: &mut KeyCache<'py>,
+) -> PyResult<Bound<'py, PyAny>> {
     match &stored.scalar {
         Some(obj) => Ok(obj.bind(py).clone()),
-        None => crate::codec::decode_json_bytes(py, stored.text.as_bytes()),
+        None => crate::codec::decode_json_bytes_with(py, stored.text.as_bytes(), keys),
     }
 }
 
