@@ -34,6 +34,10 @@ pub struct Config {
     pub tls: Option<TlsOptions>,
     /// Built from `tls` by `prepare`.
     pub tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// Answer reads from a client-side cache the server invalidates
+    /// (`tracking.rs`). `None`: as the `MADSCI_CACHE_RS_CLIENT_CACHE`
+    /// environment variable says, off when it is unset.
+    pub client_cache: Option<bool>,
 }
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -53,6 +57,21 @@ impl Config {
             command_timeout: Some(DEFAULT_COMMAND_TIMEOUT),
             tls: None,
             tls_config: None,
+            client_cache: None,
+        }
+    }
+
+    /// Whether to use a client-side cache: as set, or else as the
+    /// `MADSCI_CACHE_RS_CLIENT_CACHE` environment variable says.
+    pub fn wants_client_cache(&self) -> Result<bool, CacheError> {
+        match self.client_cache {
+            Some(on) => Ok(on),
+            None => flag(
+                "MADSCI_CACHE_RS_CLIENT_CACHE",
+                std::env::var("MADSCI_CACHE_RS_CLIENT_CACHE")
+                    .ok()
+                    .as_deref(),
+            ),
         }
     }
 
@@ -199,5 +218,33 @@ mod tests {
             assert!(!err.contains("hunter2"), "{err}");
         }
         assert_eq!(redact_url("redis://a:b@h:1/0"), "redis://***@h:1/0");
+    }
+}
+
+/// An on/off environment variable: unset or empty is off.
+fn flag(name: &str, value: Option<&str>) -> Result<bool, CacheError> {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("" | "0" | "false" | "no" | "off") => Ok(false),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some(other) => Err(CacheError::InvalidValue {
+            context: format!("environment variable {name}"),
+            detail: format!("expected 1/true/yes/on or 0/false/no/off, not {other:?}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use super::flag;
+
+    #[test]
+    fn reads_on_and_off() {
+        assert!(!flag("X", None).unwrap());
+        assert!(!flag("X", Some("")).unwrap());
+        assert!(!flag("X", Some("Off")).unwrap());
+        assert!(flag("X", Some(" 1 ")).unwrap());
+        assert!(flag("X", Some("TRUE")).unwrap());
+        let e = flag("X", Some("maybe")).unwrap_err().to_string();
+        assert!(e.contains('X') && e.contains("maybe"), "{e}");
     }
 }

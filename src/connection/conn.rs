@@ -10,7 +10,7 @@ use std::time::Duration;
 use rustls::{ClientConnection, StreamOwned};
 
 use super::config::{Addr, Config};
-use super::resp::{read_reply, Cmd, Reply};
+use super::resp::{protocol_error, read_reply, Cmd, Reply};
 use super::tls::server_name;
 
 pub enum Stream {
@@ -179,9 +179,14 @@ impl Conn {
     /// buffered and the peer has not closed it (a restarted server closes
     /// every old socket). One non-blocking peek, nothing sent.
     pub fn is_reusable(&self) -> bool {
-        if !self.reader.buffer().is_empty() || self.generation != super::fork::generation() {
-            return false;
-        }
+        self.reader.buffer().is_empty()
+            && self.generation == super::fork::generation()
+            && matches!(self.peek(), Ok(false))
+    }
+
+    /// Whether bytes are waiting on the socket, without waiting; an error
+    /// when the peer closed it.
+    fn peek(&self) -> io::Result<bool> {
         let mut byte = 0u8;
         // SAFETY: a valid fd we own and a one-byte buffer on our stack.
         let n = unsafe {
@@ -192,10 +197,62 @@ impl Conn {
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
             )
         };
-        n < 0 && {
-            let e = io::Error::last_os_error();
-            e.kind() == io::ErrorKind::WouldBlock
+        match n {
+            0 => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            )),
+            n if n > 0 => Ok(true),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
         }
+    }
+
+    /// On a RESP3 connection: hand every push that has already arrived to
+    /// `on_push`, without waiting for more. Anything else unasked for is a
+    /// protocol error.
+    pub fn drain_pushes(&mut self, on_push: &mut dyn FnMut(Vec<Reply>)) -> io::Result<()> {
+        while !self.reader.buffer().is_empty() || self.peek()? {
+            match read_reply(&mut self.reader)? {
+                Reply::Push(items) => on_push(items),
+                _ => return Err(protocol_error("a reply nobody asked for")),
+            }
+        }
+        Ok(())
+    }
+
+    /// `request_many` on a RESP3 connection: pushes that arrive before or
+    /// between the replies go to `on_push`, in order.
+    pub fn request_many_with(
+        &mut self,
+        cmds: &[Cmd],
+        on_push: &mut dyn FnMut(Vec<Reply>),
+    ) -> io::Result<Vec<Reply>> {
+        self.send_all(cmds)?;
+        let mut replies = Vec::with_capacity(cmds.len());
+        while replies.len() < cmds.len() {
+            match read_reply(&mut self.reader)? {
+                Reply::Push(items) => on_push(items),
+                reply => replies.push(reply),
+            }
+        }
+        Ok(replies)
+    }
+
+    fn send_all(&mut self, cmds: &[Cmd]) -> io::Result<()> {
+        self.out.clear();
+        for cmd in cmds {
+            cmd.write_to(&mut self.out);
+        }
+        let stream = self.reader.get_mut();
+        stream.write_all(&self.out)?;
+        stream.flush()
     }
 
     pub fn request(&mut self, cmd: &Cmd) -> io::Result<Reply> {
@@ -209,13 +266,7 @@ impl Conn {
 
     /// Several commands in one write, their replies in order.
     pub fn request_many(&mut self, cmds: &[Cmd]) -> io::Result<Vec<Reply>> {
-        self.out.clear();
-        for cmd in cmds {
-            cmd.write_to(&mut self.out);
-        }
-        let stream = self.reader.get_mut();
-        stream.write_all(&self.out)?;
-        stream.flush()?;
+        self.send_all(cmds)?;
         cmds.iter().map(|_| read_reply(&mut self.reader)).collect()
     }
 }

@@ -5,6 +5,7 @@
 //! read `Reply`s and hold a `dyn Transport`, so a Cluster or Sentinel
 //! transport (a later issue) takes `Client`'s place without changing them.
 
+pub mod client_cache;
 pub mod config;
 pub mod conn;
 pub mod fork;
@@ -12,10 +13,12 @@ pub mod pool;
 pub mod resp;
 pub mod retry;
 pub mod tls;
+pub mod tracking;
 pub mod transport;
 
 pub use config::Config;
 pub use pool::{Client, Describe, Script};
 pub use resp::{Cmd, Reply};
 pub use retry::RetryPolicy;
+pub use tracking::CachingClient;
 pub use transport::Transport;

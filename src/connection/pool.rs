@@ -103,7 +103,7 @@ impl Client {
         }
     }
 
-    fn connect(&self, what: Describe<'_>) -> Result<Conn, CacheError> {
+    pub(super) fn connect(&self, what: Describe<'_>) -> Result<Conn, CacheError> {
         let mut failed = 0;
         loop {
             match Conn::open(&self.cfg) {
@@ -166,16 +166,21 @@ impl Client {
                 // From here on the command may have run: report, never re-send.
                 debug_assert_eq!(self.policy.next_delay(Stage::Sent, 1), None);
                 drop(conn);
-                self.lost.store(true, Ordering::Relaxed);
-                log::warn!(target: LOG, "connection to {} broke during {}: {e}", self.cfg.address(), what());
-                Err(io_error(
-                    self.context(what),
-                    &e,
-                    "the reply was lost; the command was not re-sent and may or may not have run"
-                        .into(),
-                ))
+                Err(self.lost_reply(&e, what))
             }
         }
+    }
+
+    /// A connection broke after a command was written: log it, make the
+    /// next connect a logged reconnect, and describe the error.
+    pub(super) fn lost_reply(&self, e: &std::io::Error, what: Describe<'_>) -> CacheError {
+        self.lost.store(true, Ordering::Relaxed);
+        log::warn!(target: LOG, "connection to {} broke during {}: {e}", self.cfg.address(), what());
+        io_error(
+            self.context(what),
+            e,
+            "the reply was lost; the command was not re-sent and may or may not have run".into(),
+        )
     }
 }
 

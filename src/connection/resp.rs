@@ -1,11 +1,15 @@
-//! RESP2 framing: packing commands and reading replies.
+//! RESP framing: packing commands and reading replies. Replies are RESP2;
+//! a client-side-cache connection (`client_cache.rs`) speaks RESP3, whose
+//! extra types are read into the same `Reply` shapes RESP2 gives (a map is
+//! a flat array, `_` is nil, `#t` is 1 as Lua's `true` is in RESP2), plus
+//! out-of-band `Push` messages.
 //!
 //! Written by hand (rather than through the `redis` crate's connection) so
 //! the connection layer knows exactly when a command's bytes left, can check
 //! a pooled socket for liveness without sending anything, and owns its
 //! socket options (`TCP_NODELAY`).
 
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead};
 
 /// One reply from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +27,8 @@ pub enum Reply {
         data: Vec<u8>,
         ends: Vec<usize>,
     },
+    /// A RESP3 out-of-band message (`>`), e.g. a cache invalidation.
+    Push(Vec<Reply>),
 }
 
 impl Reply {
@@ -92,6 +98,21 @@ impl Cmd {
         self.name
     }
 
+    /// The arguments after the name, as packed.
+    pub fn args(&self) -> impl Iterator<Item = &[u8]> {
+        let mut rest = &self.buf[..];
+        std::iter::from_fn(move || {
+            let digits = rest.get(1..)?;
+            let len_end = digits.iter().position(|&c| c == b'\r')?;
+            let len: usize = std::str::from_utf8(&digits[..len_end]).ok()?.parse().ok()?;
+            let start = 1 + len_end + 2;
+            let arg = rest.get(start..start + len)?;
+            rest = rest.get(start + len + 2..)?;
+            Some(arg)
+        })
+        .skip(1)
+    }
+
     /// The wire bytes: `*N\r\n` then the arguments.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         out.push(b'*');
@@ -101,7 +122,7 @@ impl Cmd {
     }
 }
 
-fn protocol_error(what: &str) -> io::Error {
+pub fn protocol_error(what: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
         format!("protocol error: {what}"),
@@ -131,16 +152,24 @@ fn parse_int(bytes: &[u8]) -> io::Result<i64> {
         .ok_or_else(|| protocol_error("bad integer"))
 }
 
-/// Append a bulk string's `len` bytes to `out` (no zero-filling), then
-/// check and drop its CRLF.
+/// Append a bulk string's `len` bytes to `out` straight from the reader's
+/// buffer (no zero-filling, no probing reads), then check and drop its CRLF.
 fn read_bulk_into<R: BufRead>(r: &mut R, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
     let start = out.len();
-    let want = len as u64 + 2;
-    if Read::take(&mut *r, want).read_to_end(out)? as u64 != want {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the server closed the connection",
-        ));
+    let mut remaining = len + 2;
+    out.reserve(remaining);
+    while remaining > 0 {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            ));
+        }
+        let n = buf.len().min(remaining);
+        out.extend_from_slice(&buf[..n]);
+        r.consume(n);
+        remaining -= n;
     }
     if !out.ends_with(b"\r\n") {
         return Err(protocol_error("bulk string without CRLF"));
@@ -206,14 +235,63 @@ fn read_after_header<R: BufRead>(r: &mut R, line: &mut Vec<u8>) -> io::Result<Re
             read_bulk_into(r, len as usize, &mut data)?;
             Ok(Reply::Bulk(data))
         }
-        b'*' => {
+        b'*' | b'~' => {
             let len = parse_int(rest)?;
             if len < 0 {
                 return Ok(Reply::Nil);
             }
             read_array(r, line, len as usize)
         }
+        // RESP3. A map reads as the flat array RESP2 gives for HGETALL.
+        b'%' => {
+            let len = parse_int(rest)?;
+            read_array(r, line, 2 * len.max(0) as usize)
+        }
+        b'>' => {
+            let len = parse_int(rest)?;
+            Ok(Reply::Push(into_items(read_array(
+                r,
+                line,
+                len.max(0) as usize,
+            )?)))
+        }
+        b'_' => Ok(Reply::Nil),
+        // As Lua's booleans reach a RESP2 client: true is 1, false is nil.
+        b'#' => Ok(if rest == b"t" {
+            Reply::Int(1)
+        } else {
+            Reply::Nil
+        }),
+        b',' | b'(' => Ok(Reply::Bulk(rest.to_vec())),
+        b'=' | b'!' => {
+            let len = parse_int(rest)?;
+            let mut data = Vec::with_capacity(len.max(0) as usize + 2);
+            read_bulk_into(r, len.max(0) as usize, &mut data)?;
+            Ok(if kind == b'!' {
+                Reply::Error(String::from_utf8_lossy(&data).into_owned())
+            } else {
+                // Verbatim text starts with its format, e.g. `txt:`.
+                Reply::Bulk(data.get(4..).unwrap_or_default().to_vec())
+            })
+        }
+        // Attributes describe the reply that follows; nothing we send asks for them.
+        b'|' => {
+            let len = parse_int(rest)?;
+            read_array(r, line, 2 * len.max(0) as usize)?;
+            read_one(r, line)
+        }
         _ => Err(protocol_error("unknown reply type")),
+    }
+}
+
+fn into_items(reply: Reply) -> Vec<Reply> {
+    match reply {
+        Reply::Array(items) => items,
+        bulks => bulks
+            .elements()
+            .into_iter()
+            .map(|b| Reply::Bulk(b.unwrap_or_default().to_vec()))
+            .collect(),
     }
 }
 
@@ -230,6 +308,14 @@ mod tests {
         let mut out = Vec::new();
         Cmd::new("SET").arg("k").arg(b"v\r\n").write_to(&mut out);
         assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv\r\n\r\n");
+    }
+
+    #[test]
+    fn lists_arguments() {
+        let cmd = Cmd::new("HSET").arg("k").arg(b"a\r\nb").arg("");
+        let args: Vec<&[u8]> = cmd.args().collect();
+        assert_eq!(args, [&b"k"[..], &b"a\r\nb"[..], &b""[..]]);
+        assert_eq!(Cmd::new("PING").args().count(), 0);
     }
 
     #[test]
@@ -264,6 +350,57 @@ mod tests {
         assert_eq!(
             parse(b"-ERR no\r\n").unwrap(),
             Reply::Error("ERR no".into())
+        );
+    }
+
+    #[test]
+    fn parses_resp3_as_resp2_shapes() {
+        assert_eq!(parse(b"_\r\n").unwrap(), Reply::Nil);
+        assert_eq!(parse(b"#t\r\n").unwrap(), Reply::Int(1));
+        assert_eq!(parse(b"#f\r\n").unwrap(), Reply::Nil);
+        assert_eq!(parse(b",1.5\r\n").unwrap(), Reply::Bulk(b"1.5".to_vec()));
+        assert_eq!(
+            parse(b"=8\r\ntxt:abcd\r\n").unwrap(),
+            Reply::Bulk(b"abcd".to_vec())
+        );
+        assert_eq!(
+            parse(b"!5\r\nERR x\r\n").unwrap(),
+            Reply::Error("ERR x".into())
+        );
+        let map = parse(b"%2\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n$1\r\n2\r\n").unwrap();
+        assert_eq!(
+            map.elements(),
+            [
+                Some(&b"a"[..]),
+                Some(&b"1"[..]),
+                Some(&b"b"[..]),
+                Some(&b"2"[..])
+            ]
+        );
+        assert_eq!(
+            parse(b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n").unwrap(),
+            Reply::Push(vec![
+                Reply::Bulk(b"invalidate".to_vec()),
+                Reply::Bulks {
+                    data: b"k".to_vec(),
+                    ends: vec![1]
+                }
+            ])
+        );
+        assert_eq!(
+            parse(b">2\r\n$10\r\ninvalidate\r\n_\r\n").unwrap(),
+            Reply::Push(vec![Reply::Bulk(b"invalidate".to_vec()), Reply::Nil])
+        );
+        assert_eq!(parse(b"|1\r\n+a\r\n:1\r\n:7\r\n").unwrap(), Reply::Int(7));
+    }
+
+    #[test]
+    fn bulk_strings_across_buffer_refills() {
+        let bytes = b"$10\r\n0123456789\r\n";
+        let mut r = io::BufReader::with_capacity(3, &bytes[..]);
+        assert_eq!(
+            read_reply(&mut r).unwrap(),
+            Reply::Bulk(b"0123456789".to_vec())
         );
     }
 

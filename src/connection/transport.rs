@@ -33,6 +33,12 @@ pub trait Transport: Send + Sync {
         None
     }
 
+    /// Reads answered from a client-side cache so far; `None` when the
+    /// transport has none.
+    fn client_cache_hits(&self) -> Option<u64> {
+        None
+    }
+
     /// One command; a server error becomes `CacheError::Response`.
     fn call(&self, cmd: Cmd, what: Describe<'_>) -> Result<Reply, CacheError> {
         let reply = self.pipeline(std::slice::from_ref(&cmd), what)?.pop();

@@ -11,7 +11,7 @@ use super::dict::RedisDict;
 use super::list::RedisList;
 use super::lock::{create_lock, Redlock};
 use super::options::{apply_options, config_from_redis_py};
-use crate::connection::{Client, Cmd, Config, Reply, RetryPolicy, Transport};
+use crate::connection::{CachingClient, Client, Cmd, Config, Reply, RetryPolicy, Transport};
 use crate::errors::run_detached;
 
 /// A cache handler on a Valkey/Redis server: madsci's `PyCacheHandler`,
@@ -37,9 +37,15 @@ pub fn bytes_to_str<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, P
 
 impl PyCacheHandler {
     fn from_config(cfg: Config, policy: RetryPolicy) -> PyResult<PyCacheHandler> {
-        Ok(PyCacheHandler {
-            client: Arc::new(Client::new(cfg.prepare()?, policy)),
-        })
+        let cfg = cfg.prepare()?;
+        let cached = cfg.wants_client_cache()?;
+        let pool = Client::new(cfg, policy);
+        let client: Arc<dyn Transport> = if cached {
+            Arc::new(CachingClient::new(pool))
+        } else {
+            Arc::new(pool)
+        };
+        Ok(PyCacheHandler { client })
     }
 
     /// A handler from a redis-py client or a URL string.
@@ -79,7 +85,9 @@ impl PyCacheHandler {
     }
 
     /// Like madsci's, plus options: `db`, `username`, `socket_timeout`,
-    /// `socket_connect_timeout` (seconds or None), `connect_attempts`.
+    /// `socket_connect_timeout` (seconds or None), `connect_attempts`,
+    /// `client_cache` (default: the `MADSCI_CACHE_RS_CLIENT_CACHE`
+    /// environment variable).
     #[classmethod]
     #[pyo3(signature = (host="localhost", port=6379, password=None, **options))]
     fn from_settings(
@@ -191,7 +199,24 @@ impl PyCacheHandler {
         self.client.redacted_url()
     }
 
+    /// Whether reads may be answered from the client-side cache.
+    #[getter]
+    fn client_cache(&self) -> bool {
+        self.client.client_cache_hits().is_some()
+    }
+
+    /// Reads answered from the client-side cache so far (`None` when off).
+    #[getter]
+    fn client_cache_hits(&self) -> Option<u64> {
+        self.client.client_cache_hits()
+    }
+
     fn __repr__(&self) -> String {
-        format!("PyCacheHandler({:?})", self.client.redacted_url())
+        let url = self.client.redacted_url();
+        if self.client_cache() {
+            format!("PyCacheHandler({url:?}, client_cache=True)")
+        } else {
+            format!("PyCacheHandler({url:?})")
+        }
     }
 }

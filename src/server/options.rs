@@ -47,7 +47,7 @@ fn tls_options(cfg: &mut Config) -> &mut TlsOptions {
 }
 
 /// Apply `db`, `username`, `password`, `socket_timeout`,
-/// `socket_connect_timeout`, `connect_attempts` and redis-py's `ssl` and
+/// `socket_connect_timeout`, `connect_attempts`, `client_cache` and redis-py's `ssl` and
 /// `ssl_*` options.
 pub fn apply_options(
     cfg: &mut Config,
@@ -77,6 +77,7 @@ pub fn apply_options(
             "ssl_keyfile" => tls_options(cfg).keyfile = value.extract()?,
             "ssl_cert_reqs" => tls_options(cfg).verify = cert_reqs(&value)?,
             "ssl_check_hostname" => tls_options(cfg).check_hostname = value.is_truthy()?,
+            "client_cache" => cfg.client_cache = Some(value.is_truthy()?),
             "connect_attempts" => {
                 policy.connect_attempts = value.extract()?;
                 if policy.connect_attempts == 0 {
@@ -86,7 +87,7 @@ pub fn apply_options(
             _ => {
                 return Err(PyTypeError::new_err(format!(
                     "unexpected option {name:?}: expected db, username, password, \
-                     socket_timeout, socket_connect_timeout, connect_attempts, ssl, \
+                     socket_timeout, socket_connect_timeout, connect_attempts, client_cache, ssl, \
                      ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs or ssl_check_hostname"
                 )))
             }

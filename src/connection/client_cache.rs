@@ -1,0 +1,507 @@
+//! The store behind client-side caching: which commands it can answer,
+//! from what, and when an answer may be kept. No I/O and no Python here;
+//! `tracking.rs` feeds it replies and the server's invalidations.
+//!
+//! Rules that keep it correct:
+//! - Only a reply read on the tracking connection is kept (the server then
+//!   owes us an invalidation when the key changes), and only if nothing
+//!   invalidated its key between sending and reading: a read takes a
+//!   `Ticket` before it is sent and `fill` checks it.
+//! - A write of ours invalidates its keys before it is sent and again after
+//!   its reply, so a read that raced it can never leave the old value.
+//! - A command we cannot classify empties everything.
+
+use std::collections::HashMap;
+
+use super::resp::{Cmd, Reply};
+
+/// Past this many cached bytes the store starts over rather than grow.
+const MAX_BYTES: usize = 64 << 20;
+
+/// What a command does to the keys it names.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Effect<'a> {
+    /// Reads one key; the store may answer it and, for some, keep the reply.
+    Read(&'a [u8]),
+    /// Touches no key's value.
+    None,
+    /// Changes these keys.
+    Writes(Vec<&'a [u8]>),
+    /// Could change anything.
+    Unknown,
+}
+
+const READS: &[&str] = &[
+    "GET", "HGET", "HGETALL", "HEXISTS", "HLEN", "HKEYS", "LRANGE", "LLEN", "LINDEX", "LPOS",
+];
+const KEYLESS: &[&str] = &["PING", "ECHO", "PUBLISH", "INFO", "TIME"];
+const KEY_FIRST_WRITES: &[&str] = &[
+    "SET",
+    "SETNX",
+    "SETEX",
+    "PSETEX",
+    "GETSET",
+    "GETDEL",
+    "GETEX",
+    "INCR",
+    "INCRBY",
+    "DECR",
+    "DECRBY",
+    "INCRBYFLOAT",
+    "APPEND",
+    "HSET",
+    "HSETNX",
+    "HMSET",
+    "HDEL",
+    "HINCRBY",
+    "HINCRBYFLOAT",
+    "LPUSH",
+    "RPUSH",
+    "LPUSHX",
+    "RPUSHX",
+    "LPOP",
+    "RPOP",
+    "LSET",
+    "LREM",
+    "LTRIM",
+    "LINSERT",
+    "EXPIRE",
+    "PEXPIRE",
+    "EXPIREAT",
+    "PEXPIREAT",
+    "PERSIST",
+];
+
+pub fn effect(cmd: &Cmd) -> Effect<'_> {
+    let name = cmd.name();
+    let mut args = cmd.args();
+    if READS.contains(&name) {
+        return args.next().map_or(Effect::Unknown, Effect::Read);
+    }
+    if KEYLESS.contains(&name) {
+        return Effect::None;
+    }
+    if KEY_FIRST_WRITES.contains(&name) {
+        return args
+            .next()
+            .map_or(Effect::Unknown, |k| Effect::Writes(vec![k]));
+    }
+    match name {
+        "DEL" | "UNLINK" => Effect::Writes(args.collect()),
+        "EVAL" | "EVALSHA" => {
+            let mut args = args.skip(1);
+            let keys = args
+                .next()
+                .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok());
+            match keys {
+                Some(n) => Effect::Writes(args.take(n).collect()),
+                None => Effect::Unknown,
+            }
+        }
+        _ => Effect::Unknown,
+    }
+}
+
+enum Data {
+    Str(Option<Vec<u8>>),
+    /// Fields read one by one (HGET); absent ones remembered as `None`.
+    Fields(HashMap<Vec<u8>, Option<Vec<u8>>>),
+    /// The whole hash (HGETALL), in the server's order.
+    Hash {
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+        index: HashMap<Vec<u8>, usize>,
+    },
+    /// The whole list (`LRANGE 0 -1`).
+    List(Vec<Vec<u8>>),
+}
+
+impl Data {
+    fn size(&self) -> usize {
+        match self {
+            Data::Str(v) => v.as_ref().map_or(0, Vec::len),
+            Data::Fields(f) => f
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+                .sum(),
+            Data::Hash { pairs, .. } => pairs.iter().map(|(k, v)| 2 * k.len() + v.len()).sum(),
+            Data::List(items) => items.iter().map(Vec::len).sum(),
+        }
+    }
+}
+
+struct Slot {
+    generation: u64,
+    data: Option<Data>,
+}
+
+/// A read's claim to keep its reply, taken before it is sent.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    key: Vec<u8>,
+    generation: u64,
+    epoch: u64,
+}
+
+#[derive(Default)]
+pub struct Store {
+    slots: HashMap<Vec<u8>, Slot>,
+    /// Bumped by `flush`: no ticket taken before it fills after it.
+    epoch: u64,
+    bytes: usize,
+    pub hits: u64,
+}
+
+fn bulk(v: &[u8]) -> Reply {
+    Reply::Bulk(v.to_vec())
+}
+
+fn flat<'a>(items: impl Iterator<Item = &'a [u8]>) -> Reply {
+    let (mut data, mut ends) = (Vec::new(), Vec::new());
+    for item in items {
+        data.extend_from_slice(item);
+        ends.push(data.len());
+    }
+    Reply::Bulks { data, ends }
+}
+
+/// Redis's `LRANGE`/`LINDEX` index rules: negative counts from the end.
+fn index(i: &[u8], len: usize) -> Option<i64> {
+    let i: i64 = std::str::from_utf8(i).ok()?.parse().ok()?;
+    Some(if i < 0 { i + len as i64 } else { i })
+}
+
+fn answer(data: &Data, cmd: &Cmd) -> Option<Reply> {
+    let args: Vec<&[u8]> = cmd.args().skip(1).collect();
+    Some(match (cmd.name(), data, args.as_slice()) {
+        ("GET", Data::Str(v), []) => v.as_deref().map_or(Reply::Nil, bulk),
+        ("HGET", Data::Hash { pairs, index }, [f]) => {
+            index.get(*f).map_or(Reply::Nil, |&i| bulk(&pairs[i].1))
+        }
+        ("HGET", Data::Fields(fields), [f]) => fields.get(*f)?.as_deref().map_or(Reply::Nil, bulk),
+        ("HEXISTS", Data::Hash { index, .. }, [f]) => Reply::Int(index.contains_key(*f).into()),
+        ("HEXISTS", Data::Fields(fields), [f]) => Reply::Int(fields.get(*f)?.is_some().into()),
+        ("HLEN", Data::Hash { pairs, .. }, []) => Reply::Int(pairs.len() as i64),
+        ("HGETALL", Data::Hash { pairs, .. }, []) => {
+            flat(pairs.iter().flat_map(|(k, v)| [k.as_slice(), v.as_slice()]))
+        }
+        ("HKEYS", Data::Hash { pairs, .. }, []) => flat(pairs.iter().map(|(k, _)| k.as_slice())),
+        ("LLEN", Data::List(items), []) => Reply::Int(items.len() as i64),
+        ("LINDEX", Data::List(items), [i]) => {
+            let i = index(i, items.len())?;
+            usize::try_from(i)
+                .ok()
+                .and_then(|i| items.get(i))
+                .map_or(Reply::Nil, |v| bulk(v))
+        }
+        ("LRANGE", Data::List(items), [start, stop]) => {
+            let len = items.len() as i64;
+            let start = index(start, items.len())?.max(0);
+            let stop = index(stop, items.len())?.min(len - 1);
+            let range = if start > stop {
+                &items[..0]
+            } else {
+                &items[start as usize..=stop as usize]
+            };
+            flat(range.iter().map(Vec::as_slice))
+        }
+        ("LPOS", Data::List(items), [value]) => items
+            .iter()
+            .position(|item| item == value)
+            .map_or(Reply::Nil, |i| Reply::Int(i as i64)),
+        _ => return None,
+    })
+}
+
+impl Store {
+    /// The reply the server would give `cmd` now, if the store knows it.
+    pub fn lookup(&mut self, cmd: &Cmd) -> Option<Reply> {
+        let Effect::Read(key) = effect(cmd) else {
+            return None;
+        };
+        let reply = answer(self.slots.get(key)?.data.as_ref()?, cmd)?;
+        self.hits += 1;
+        Some(reply)
+    }
+
+    /// Before sending a read that could fill the store.
+    pub fn ticket(&mut self, cmd: &Cmd) -> Option<Ticket> {
+        let Effect::Read(key) = effect(cmd) else {
+            return None;
+        };
+        let fills = match cmd.name() {
+            "GET" | "HGET" | "HGETALL" => true,
+            "LRANGE" => cmd.args().skip(1).eq([&b"0"[..], &b"-1"[..]]),
+            _ => false,
+        };
+        if !fills {
+            return None;
+        }
+        let slot = self.slots.entry(key.to_vec()).or_insert(Slot {
+            generation: 0,
+            data: None,
+        });
+        Some(Ticket {
+            key: key.to_vec(),
+            generation: slot.generation,
+            epoch: self.epoch,
+        })
+    }
+
+    /// Keep `reply` to the read `cmd` if its ticket is still good.
+    pub fn fill(&mut self, ticket: Ticket, cmd: &Cmd, reply: &Reply) {
+        let Some(slot) = self.slots.get_mut(&ticket.key) else {
+            return;
+        };
+        if ticket.epoch != self.epoch || ticket.generation != slot.generation {
+            if slot.data.is_none() {
+                self.slots.remove(&ticket.key);
+            }
+            return;
+        }
+        let before = slot.data.as_ref().map_or(0, Data::size);
+        let new = match (cmd.name(), reply, slot.data.take()) {
+            ("GET", Reply::Bulk(v), _) => Some(Data::Str(Some(v.clone()))),
+            ("GET", Reply::Nil, _) => Some(Data::Str(None)),
+            ("HGET", _, Some(full @ Data::Hash { .. })) => Some(full),
+            ("HGET", Reply::Bulk(_) | Reply::Nil, old) => {
+                let mut fields = match old {
+                    Some(Data::Fields(fields)) => fields,
+                    _ => HashMap::new(),
+                };
+                let field = cmd.args().nth(1).unwrap_or_default().to_vec();
+                let value = match reply {
+                    Reply::Bulk(v) => Some(v.clone()),
+                    _ => None,
+                };
+                fields.insert(field, value);
+                Some(Data::Fields(fields))
+            }
+            ("HGETALL", Reply::Bulks { .. } | Reply::Array(_), _) => {
+                let elements = reply.elements();
+                let pairs: Option<Vec<(Vec<u8>, Vec<u8>)>> = elements
+                    .chunks_exact(2)
+                    .map(|p| Some((p[0]?.to_vec(), p[1]?.to_vec())))
+                    .collect();
+                pairs.filter(|_| elements.len() % 2 == 0).map(|pairs| {
+                    let index = pairs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (k, _))| (k.clone(), i))
+                        .collect();
+                    Data::Hash { pairs, index }
+                })
+            }
+            ("LRANGE", Reply::Bulks { .. } | Reply::Array(_), _) => reply
+                .elements()
+                .into_iter()
+                .map(|e| e.map(<[u8]>::to_vec))
+                .collect::<Option<Vec<_>>>()
+                .map(Data::List),
+            _ => None,
+        };
+        self.bytes = self.bytes - before + new.as_ref().map_or(0, Data::size);
+        match new {
+            Some(data) => slot.data = Some(data),
+            None => {
+                self.slots.remove(&ticket.key);
+            }
+        }
+        if self.bytes > MAX_BYTES {
+            self.flush();
+        }
+    }
+
+    pub fn invalidate(&mut self, key: &[u8]) {
+        if let Some(slot) = self.slots.get_mut(key) {
+            slot.generation += 1;
+            if let Some(old) = slot.data.take() {
+                self.bytes -= old.size();
+            }
+        }
+    }
+
+    /// Forget everything (the server flushed, or we may have missed an
+    /// invalidation); tickets already taken can no longer fill.
+    pub fn flush(&mut self) {
+        self.slots.clear();
+        self.bytes = 0;
+        self.epoch += 1;
+    }
+
+    /// What a command about to be sent (and just answered) does to the store.
+    pub fn before_write(&mut self, cmd: &Cmd) {
+        match effect(cmd) {
+            Effect::Read(_) | Effect::None => {}
+            Effect::Writes(keys) => keys.into_iter().for_each(|k| self.invalidate(k)),
+            Effect::Unknown => self.flush(),
+        }
+    }
+
+    /// An `invalidate` push from the server: its keys, or nil for a flush.
+    pub fn on_push(&mut self, items: Vec<Reply>) {
+        let mut items = items.into_iter();
+        if !matches!(items.next(), Some(Reply::Bulk(kind)) if kind == b"invalidate") {
+            return;
+        }
+        match items.next() {
+            Some(keys @ (Reply::Bulks { .. } | Reply::Array(_))) => {
+                for key in keys.elements().into_iter().flatten() {
+                    self.invalidate(key);
+                }
+            }
+            _ => self.flush(),
+        }
+    }
+
+    /// Keys with a cached value.
+    pub fn cached_keys(&self) -> usize {
+        self.slots.values().filter(|s| s.data.is_some()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(parts: &[&str]) -> Cmd {
+        // Test commands live for the whole test run.
+        let mut c = Cmd::new(Box::leak(parts[0].to_owned().into_boxed_str()));
+        parts[1..].iter().for_each(|p| c.push(p.as_bytes()));
+        c
+    }
+
+    fn bulks(items: &[&str]) -> Reply {
+        flat(items.iter().map(|s| s.as_bytes()))
+    }
+
+    fn read(store: &mut Store, parts: &[&str], reply: Reply) {
+        let c = cmd(parts);
+        let ticket = store.ticket(&c).expect("a filling read");
+        store.fill(ticket, &c, &reply);
+    }
+
+    #[test]
+    fn classifies_commands() {
+        assert_eq!(effect(&cmd(&["HGET", "h", "f"])), Effect::Read(b"h"));
+        assert_eq!(
+            effect(&cmd(&["HSET", "h", "f", "v"])),
+            Effect::Writes(vec![b"h"])
+        );
+        assert_eq!(
+            effect(&cmd(&["DEL", "a", "b"])),
+            Effect::Writes(vec![b"a", b"b"])
+        );
+        assert_eq!(
+            effect(&cmd(&["EVALSHA", "abc", "2", "k1", "k2", "arg"])),
+            Effect::Writes(vec![b"k1", b"k2"])
+        );
+        assert_eq!(effect(&Cmd::new("PING")), Effect::None);
+        assert_eq!(effect(&Cmd::new("FLUSHALL")), Effect::Unknown);
+    }
+
+    #[test]
+    fn answers_from_a_whole_hash() {
+        let mut s = Store::default();
+        read(&mut s, &["HGETALL", "h"], bulks(&["a", "1", "b", "2"]));
+        assert_eq!(s.lookup(&cmd(&["HGET", "h", "b"])), Some(bulk(b"2")));
+        assert_eq!(s.lookup(&cmd(&["HGET", "h", "z"])), Some(Reply::Nil));
+        assert_eq!(s.lookup(&cmd(&["HEXISTS", "h", "a"])), Some(Reply::Int(1)));
+        assert_eq!(s.lookup(&cmd(&["HLEN", "h"])), Some(Reply::Int(2)));
+        assert_eq!(s.lookup(&cmd(&["HKEYS", "h"])), Some(bulks(&["a", "b"])));
+        assert_eq!(
+            s.lookup(&cmd(&["HGETALL", "h"])),
+            Some(bulks(&["a", "1", "b", "2"]))
+        );
+        // Another type's command goes to the server, which says WRONGTYPE.
+        assert_eq!(s.lookup(&cmd(&["GET", "h"])), None);
+        assert_eq!(s.lookup(&cmd(&["LLEN", "h"])), None);
+    }
+
+    #[test]
+    fn remembers_single_fields_present_or_not() {
+        let mut s = Store::default();
+        read(&mut s, &["HGET", "h", "a"], bulk(b"1"));
+        read(&mut s, &["HGET", "h", "b"], Reply::Nil);
+        assert_eq!(s.lookup(&cmd(&["HGET", "h", "a"])), Some(bulk(b"1")));
+        assert_eq!(s.lookup(&cmd(&["HGET", "h", "b"])), Some(Reply::Nil));
+        assert_eq!(s.lookup(&cmd(&["HEXISTS", "h", "b"])), Some(Reply::Int(0)));
+        assert_eq!(s.lookup(&cmd(&["HGET", "h", "c"])), None);
+        assert_eq!(s.lookup(&cmd(&["HGETALL", "h"])), None);
+        assert_eq!(s.lookup(&cmd(&["HLEN", "h"])), None);
+    }
+
+    #[test]
+    fn answers_list_reads_with_redis_index_rules() {
+        let mut s = Store::default();
+        read(&mut s, &["LRANGE", "l", "0", "-1"], bulks(&["x", "y", "z"]));
+        assert_eq!(s.lookup(&cmd(&["LLEN", "l"])), Some(Reply::Int(3)));
+        assert_eq!(s.lookup(&cmd(&["LINDEX", "l", "-1"])), Some(bulk(b"z")));
+        assert_eq!(s.lookup(&cmd(&["LINDEX", "l", "3"])), Some(Reply::Nil));
+        assert_eq!(s.lookup(&cmd(&["LINDEX", "l", "-4"])), Some(Reply::Nil));
+        assert_eq!(
+            s.lookup(&cmd(&["LRANGE", "l", "1", "99"])),
+            Some(bulks(&["y", "z"]))
+        );
+        assert_eq!(
+            s.lookup(&cmd(&["LRANGE", "l", "-2", "-2"])),
+            Some(bulks(&["y"]))
+        );
+        assert_eq!(s.lookup(&cmd(&["LRANGE", "l", "2", "1"])), Some(bulks(&[])));
+        assert_eq!(s.lookup(&cmd(&["LPOS", "l", "y"])), Some(Reply::Int(1)));
+        assert_eq!(s.lookup(&cmd(&["LPOS", "l", "w"])), Some(Reply::Nil));
+        // Only the whole list is kept.
+        let part = cmd(&["LRANGE", "m", "0", "1"]);
+        assert!(s.ticket(&part).is_none());
+    }
+
+    #[test]
+    fn a_write_or_push_between_send_and_reply_keeps_the_reply_out() {
+        let mut s = Store::default();
+        let c = cmd(&["HGETALL", "h"]);
+        let ticket = s.ticket(&c).unwrap();
+        s.before_write(&cmd(&["HSET", "h", "a", "2"]));
+        s.fill(ticket, &c, &bulks(&["a", "1"]));
+        assert_eq!(s.lookup(&c), None);
+
+        let ticket = s.ticket(&c).unwrap();
+        s.on_push(vec![bulk(b"invalidate"), bulks(&["h"])]);
+        s.fill(ticket, &c, &bulks(&["a", "1"]));
+        assert_eq!(s.lookup(&c), None);
+
+        let ticket = s.ticket(&c).unwrap();
+        s.on_push(vec![bulk(b"invalidate"), Reply::Nil]);
+        s.fill(ticket, &c, &bulks(&["a", "1"]));
+        assert_eq!(s.lookup(&c), None);
+
+        // Another key's invalidation does not matter.
+        let ticket = s.ticket(&c).unwrap();
+        s.on_push(vec![bulk(b"invalidate"), bulks(&["other"])]);
+        s.fill(ticket, &c, &bulks(&["a", "1"]));
+        assert_eq!(s.lookup(&cmd(&["HGET", "h", "a"])), Some(bulk(b"1")));
+    }
+
+    #[test]
+    fn writes_and_pushes_drop_what_they_touch() {
+        let mut s = Store::default();
+        read(&mut s, &["GET", "k"], bulk(b"5"));
+        read(&mut s, &["HGETALL", "h"], bulks(&["a", "1"]));
+        read(&mut s, &["LRANGE", "l", "0", "-1"], bulks(&["x"]));
+        s.before_write(&cmd(&["EVALSHA", "sha", "1", "h", "arg"]));
+        assert_eq!(s.lookup(&cmd(&["HLEN", "h"])), None);
+        assert_eq!(s.lookup(&cmd(&["GET", "k"])), Some(bulk(b"5")));
+        s.on_push(vec![bulk(b"invalidate"), bulks(&["k"])]);
+        assert_eq!(s.lookup(&cmd(&["GET", "k"])), None);
+        assert_eq!(s.cached_keys(), 1);
+        s.before_write(&Cmd::new("FLUSHALL"));
+        assert_eq!(s.cached_keys(), 0);
+        assert_eq!(s.bytes, 0);
+    }
+
+    #[test]
+    fn error_replies_are_not_kept() {
+        let mut s = Store::default();
+        read(&mut s, &["GET", "h"], Reply::Error("WRONGTYPE".into()));
+        assert_eq!(s.lookup(&cmd(&["GET", "h"])), None);
+        assert!(s.slots.is_empty());
+    }
+}

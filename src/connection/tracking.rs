@@ -1,0 +1,187 @@
+//! `CachingClient`: a `Client` whose reads may be answered from memory,
+//! kept honest by the server (RESP3 `CLIENT TRACKING`). Opt-in.
+//!
+//! One dedicated connection speaks RESP3 with tracking on. Every command
+//! goes through it while it is free (other threads use the pool meanwhile),
+//! and the server queues an invalidation on it, ahead of any later reply,
+//! whenever a key it has read changes. So a cached answer reflects every
+//! write the server applied before this handler's last reply on that
+//! connection, plus every invalidation that has arrived since (pushes are
+//! read before each cached answer, without waiting). That is weaker than
+//! asking the server each time: a write another client makes while we
+//! answer from memory is seen on our next round trip, not before. Our own
+//! writes are always seen at once (see `client_cache.rs`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+
+use super::client_cache::{effect, Effect, Store};
+use super::conn::Conn;
+use super::pool::{Client, Describe};
+use super::resp::{Cmd, Reply};
+use super::transport::Transport;
+use super::Config;
+use crate::errors::CacheError;
+
+const LOG: &str = "madsci_cache_rs";
+
+pub struct CachingClient {
+    pool: Client,
+    /// The tracking connection, opened on first use.
+    tracked: Mutex<Option<Conn>>,
+    store: Mutex<Store>,
+    /// The server cannot track keys (no RESP3): everything goes to the pool.
+    unsupported: AtomicBool,
+}
+
+impl CachingClient {
+    pub fn new(pool: Client) -> CachingClient {
+        CachingClient {
+            pool,
+            tracked: Mutex::new(None),
+            store: Mutex::new(Store::default()),
+            unsupported: AtomicBool::new(false),
+        }
+    }
+
+    /// Answers the store has given so far.
+    pub fn hits(&self) -> u64 {
+        self.store.lock().hits
+    }
+
+    fn forget(&self, slot: &mut Option<Conn>) {
+        *slot = None;
+        // Invalidations may have been lost with the connection.
+        self.store.lock().flush();
+    }
+
+    /// Apply the invalidations that have arrived; drop a connection that
+    /// the server closed or that a forked parent opened.
+    fn drain(&self, slot: &mut Option<Conn>) {
+        let Some(conn) = slot.as_mut() else {
+            return;
+        };
+        if conn.generation != super::fork::generation() {
+            return self.forget(slot);
+        }
+        if let Err(e) = conn.drain_pushes(&mut |items| self.store.lock().on_push(items)) {
+            log::debug!(target: LOG, "client-side cache connection to {} closed: {e}", self.pool.address());
+            self.forget(slot);
+        }
+    }
+
+    fn serve(&self, cmd: &Cmd) -> Option<Reply> {
+        if !matches!(effect(cmd), Effect::Read(_)) {
+            return None;
+        }
+        if let Some(mut slot) = self.tracked.try_lock() {
+            self.drain(&mut slot);
+        }
+        // When another thread holds the connection, it is reading the
+        // pushes: answering without waiting for it is no staler.
+        self.store.lock().lookup(cmd)
+    }
+
+    /// The tracking connection, opened if needed; `None` when the server
+    /// cannot track.
+    fn ready<'a>(
+        &self,
+        slot: &'a mut Option<Conn>,
+        what: Describe<'_>,
+    ) -> Result<Option<&'a mut Conn>, CacheError> {
+        self.drain(slot);
+        if slot.is_none() && !self.unsupported.load(Ordering::Relaxed) {
+            let mut conn = self.pool.connect(what)?;
+            let setup = [
+                Cmd::new("HELLO").arg("3"),
+                Cmd::new("CLIENT").arg("TRACKING").arg("ON"),
+            ];
+            let replies = conn
+                .request_many(&setup)
+                .map_err(|e| self.pool.lost_reply(&e, what))?;
+            if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_))) {
+                log::warn!(target: LOG, "{} cannot track keys ({e}): the client-side cache is off", self.pool.address());
+                self.unsupported.store(true, Ordering::Relaxed);
+            } else {
+                log::debug!(target: LOG, "client-side cache tracking on {}", self.pool.address());
+                *slot = Some(conn);
+            }
+        }
+        Ok(slot.as_mut())
+    }
+
+    fn send_tracked(
+        &self,
+        slot: &mut Option<Conn>,
+        cmds: &[Cmd],
+        what: Describe<'_>,
+    ) -> Result<Vec<Reply>, CacheError> {
+        let Some(conn) = self.ready(slot, what)? else {
+            return self.pool.pipeline(cmds, what);
+        };
+        let tickets: Vec<_> = {
+            let mut store = self.store.lock();
+            cmds.iter().map(|c| store.ticket(c)).collect()
+        };
+        match conn.request_many_with(cmds, &mut |items| self.store.lock().on_push(items)) {
+            Ok(replies) => {
+                let mut store = self.store.lock();
+                for ((ticket, cmd), reply) in tickets.into_iter().zip(cmds).zip(&replies) {
+                    if let Some(ticket) = ticket {
+                        store.fill(ticket, cmd, reply);
+                    }
+                }
+                Ok(replies)
+            }
+            Err(e) => {
+                self.forget(slot);
+                Err(self.pool.lost_reply(&e, what))
+            }
+        }
+    }
+
+    fn invalidate(&self, cmds: &[Cmd]) {
+        let mut store = self.store.lock();
+        cmds.iter().for_each(|c| store.before_write(c));
+    }
+}
+
+impl Transport for CachingClient {
+    fn pipeline(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
+        if let [cmd] = cmds {
+            if let Some(reply) = self.serve(cmd) {
+                return Ok(vec![reply]);
+            }
+        }
+        // Before and after: a read that raced the write cannot fill.
+        self.invalidate(cmds);
+        let result = match self.tracked.try_lock() {
+            Some(mut slot) => self.send_tracked(&mut slot, cmds, what),
+            None => self.pool.pipeline(cmds, what),
+        };
+        self.invalidate(cmds);
+        result
+    }
+
+    fn close(&self) {
+        self.forget(&mut self.tracked.lock());
+        self.pool.close();
+    }
+
+    fn redacted_url(&self) -> String {
+        self.pool.redacted_url()
+    }
+
+    fn address(&self) -> String {
+        self.pool.address()
+    }
+
+    fn server_config(&self) -> Option<&Config> {
+        self.pool.server_config()
+    }
+
+    fn client_cache_hits(&self) -> Option<u64> {
+        Some(self.hits())
+    }
+}
