@@ -88,6 +88,7 @@ pub fn effect(cmd: &Cmd) -> Effect<'_> {
     }
     match name {
         "DEL" | "UNLINK" => Effect::Writes(args.collect()),
+        "EVAL" | "EVALSHA" if cmd.is_read_only() => Effect::None,
         "EVAL" | "EVALSHA" => {
             let mut args = args.skip(1);
             let keys = args
@@ -395,6 +396,8 @@ mod tests {
             effect(&cmd(&["EVALSHA", "abc", "2", "k1", "k2", "arg"])),
             Effect::Writes(vec![b"k1", b"k2"])
         );
+        let reading = cmd(&["EVALSHA", "abc", "1", "k1"]).read_only(true);
+        assert_eq!(effect(&reading), Effect::None);
         assert_eq!(effect(&Cmd::new("PING")), Effect::None);
         assert_eq!(effect(&Cmd::new("FLUSHALL")), Effect::Unknown);
     }

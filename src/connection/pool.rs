@@ -22,6 +22,8 @@ const MAX_IDLE: usize = 64;
 pub struct Script {
     pub src: &'static str,
     pub sha: String,
+    /// Changes nothing: a client-side cache need not drop its keys.
+    pub read_only: bool,
 }
 
 impl Script {
@@ -29,6 +31,15 @@ impl Script {
         Script {
             src,
             sha: redis::Script::new(src).get_hash().to_owned(),
+            read_only: false,
+        }
+    }
+
+    /// A script that only reads.
+    pub fn reading(self) -> Script {
+        Script {
+            read_only: true,
+            ..self
         }
     }
 }
@@ -67,7 +78,7 @@ impl Client {
         }
     }
 
-    fn context(&self, what: Describe<'_>) -> String {
+    pub(super) fn context(&self, what: Describe<'_>) -> String {
         format!("{} on {}", what(), self.cfg.address())
     }
 
@@ -209,7 +220,7 @@ impl Transport for Client {
     }
 }
 
-fn io_error(context: String, e: &std::io::Error, what: String) -> CacheError {
+pub(super) fn io_error(context: String, e: &std::io::Error, what: String) -> CacheError {
     let detail = format!("{what}: {e}");
     match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {

@@ -66,6 +66,8 @@ pub struct Cmd {
     args: usize,
     /// The command's name, for error messages.
     name: &'static str,
+    /// A script known to change nothing (see `Script::read_only`).
+    read_only: bool,
 }
 
 impl Cmd {
@@ -74,6 +76,7 @@ impl Cmd {
             buf: Vec::with_capacity(64),
             args: 0,
             name,
+            read_only: false,
         };
         cmd.push(name.as_bytes());
         cmd
@@ -96,6 +99,15 @@ impl Cmd {
 
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    pub fn read_only(mut self, read_only: bool) -> Cmd {
+        self.read_only = read_only;
+        self
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     /// The arguments after the name, as packed.

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 
 use super::client_cache::{effect, Effect, Store};
 use super::conn::Conn;
-use super::pool::{Client, Describe};
+use super::pool::{io_error, Client, Describe};
 use super::resp::{Cmd, Reply};
 use super::transport::Transport;
 use super::Config;
@@ -97,9 +97,11 @@ impl CachingClient {
                 Cmd::new("HELLO").arg("3"),
                 Cmd::new("CLIENT").arg("TRACKING").arg("ON"),
             ];
-            let replies = conn
-                .request_many(&setup)
-                .map_err(|e| self.pool.lost_reply(&e, what))?;
+            // Only the setup was sent: the caller's command was not.
+            let replies = conn.request_many(&setup).map_err(|e| {
+                let context = self.pool.context(what);
+                io_error(context, &e, "could not turn on key tracking".into())
+            })?;
             if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_))) {
                 log::warn!(target: LOG, "{} cannot track keys ({e}): the client-side cache is off", self.pool.address());
                 self.unsupported.store(true, Ordering::Relaxed);

@@ -59,7 +59,7 @@ pub trait Transport: Send + Sync {
             cmd.push(body);
             cmd.push(keys.len().to_string().as_bytes());
             keys.iter().chain(args).for_each(|a| cmd.push(a));
-            cmd
+            cmd.read_only(script.read_only)
         };
         let first = self.pipeline(&[build("EVALSHA", script.sha.as_bytes())], what)?;
         match first.into_iter().next().unwrap_or(Reply::Nil) {

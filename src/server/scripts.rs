@@ -73,6 +73,7 @@ pub static LIST_FIND: LazyLock<Script> = LazyLock::new(|| {
          end
          return best",
     )
+    .reading()
 });
 
 /// ARGV: tombstone, then the encodings equal to the value. Removes the
@@ -137,6 +138,7 @@ pub static LIST_SLICE: LazyLock<Script> = LazyLock::new(|| {
          for k = 1, #idx do out[k] = items[idx[k] - lo + 1] end
          return out",
     )
+    .reading()
 });
 
 /// `del lst[start:stop:step]`. ARGV[4]: tombstone.

@@ -1,0 +1,268 @@
+"""The opt-in client-side cache (``client_cache=True``): repeated reads are
+answered from memory, our own writes are seen at once, and another client's
+writes are seen by our next round trip (the server's invalidation arrives
+ahead of that reply), on Valkey and on Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+from conftest import round_trips
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from madsci_cache_rs import PyCacheHandler
+from madsci_cache_rs.testing import PrivateServer
+
+ENV = "MADSCI_CACHE_RS_CLIENT_CACHE"
+
+
+@pytest.fixture
+def cached(server: PrivateServer, raw: redis.Redis):
+    h = PyCacheHandler.from_url(server.url, client_cache=True)
+    h.ping()  # the tracking connection is open before anything is counted
+    yield h
+    h.close()
+
+
+def test_off_unless_asked_by_option_or_environment(server, monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)
+    plain = PyCacheHandler.from_url(server.url)
+    assert plain.client_cache is False and plain.client_cache_hits is None
+    assert "client_cache" not in repr(plain)
+    monkeypatch.setenv(ENV, "1")
+    on = PyCacheHandler.from_settings(server.host, server.port)
+    assert on.client_cache is True and on.client_cache_hits == 0
+    assert repr(on).endswith("client_cache=True)")
+    assert PyCacheHandler(server.url).client_cache is True
+    assert PyCacheHandler.from_url(server.url, client_cache=False).client_cache is False
+    monkeypatch.setenv(ENV, "sometimes")
+    with pytest.raises(ValueError, match=ENV):
+        PyCacheHandler.from_url(server.url)
+
+
+def test_repeated_reads_cost_one_round_trip(cached, raw):
+    d = cached.create_dict("d")
+    d.update({"a": 1, "b": [1, 2]})
+    lst = cached.create_list("l")
+    lst.extend(["x", "y", "z"])
+    cached.set("s", "text")
+
+    def reads() -> None:
+        for _ in range(20):
+            assert d.to_dict() == {"a": 1, "b": [1, 2]}
+            assert d["a"] == 1 and d.get("b") == [1, 2] and d.get("c") is None
+            assert "b" in d and len(d) == 2 and sorted(d) == ["a", "b"]
+            assert list(lst) == ["x", "y", "z"] and len(lst) == 3
+            assert lst[-1] == "z" and "y" in lst
+            assert cached.get("s") == "text"
+
+    hits = cached.client_cache_hits
+    calls = round_trips(raw, reads)
+    # The first read of each key goes out; every other read is answered from memory.
+    assert calls == {"hgetall": 1, "lrange": 1, "get": 1}
+    # 14 reads a pass (list() asks len() first), all but the first three hits.
+    assert cached.client_cache_hits - hits == 20 * 14 - 3
+    # A slice runs as a script that reads on the server: still right, not cached.
+    assert lst[0:2] == ["x", "y"] and lst[::-1] == ["z", "y", "x"]
+
+
+def test_our_own_writes_are_seen_at_once(cached, raw):
+    d, lst = cached.create_dict("d"), cached.create_list("l")
+    d["a"] = 1
+    lst.append(1)
+    cached.set("s", "1")
+    for i in range(2, 30):
+        assert d.to_dict()["a"] == i - 1 and list(lst)[-1] == i - 1
+        assert cached.get("s") == str(i - 1)
+        d["a"] = i
+        assert d["a"] == i
+        lst.append(i)
+        assert lst[-1] == i and len(lst) == i
+        assert cached.incr("s") == i
+    d.pop("a")
+    assert "a" not in d and d.to_dict() == {}
+    lst.clear()
+    assert list(lst) == []
+    assert raw.hlen("d") == 0 and raw.llen("l") == 0
+
+
+def test_another_clients_writes_are_seen_by_our_next_round_trip(cached, raw):
+    d, lst = cached.create_dict("d"), cached.create_list("l")
+    d["a"] = 1
+    lst.append("x")
+    cached.set("s", "old")
+    assert (d.to_dict(), list(lst), cached.get("s")) == ({"a": 1}, ["x"], "old")
+
+    raw.hset("d", '"a"', "2")
+    raw.rpush("l", '"y"')
+    raw.set("s", "new")
+    assert cached.ping() is True  # its reply comes after the invalidations
+    assert (d.to_dict(), list(lst), cached.get("s")) == ({"a": 2}, ["x", "y"], "new")
+
+    raw.flushall()
+    cached.ping()
+    assert (d.to_dict(), list(lst), cached.get("s")) == ({}, [], None)
+
+
+def test_pottery_writes_are_seen_too(server, cached):
+    from madsci.common.db_handlers.cache_handler import (  # type: ignore[import-untyped]
+        PyCacheHandler as MadsciHandler,
+    )
+
+    theirs = MadsciHandler.from_settings(host=server.host, port=server.port)
+    ours = cached.create_dict("shared")
+    ours["k"] = {"v": 1}
+    assert ours.to_dict() == {"k": {"v": 1}}
+    theirs.create_dict("shared")["k"] = {"v": 2}
+    cached.ping()
+    assert ours["k"] == {"v": 2}
+
+
+def test_invalidations_that_arrived_apply_without_a_round_trip(cached, raw):
+    d = cached.create_dict("d")
+    d["a"] = 1
+    assert d.to_dict() == {"a": 1}
+    raw.hset("d", '"a"', "2")
+    # No command of ours in between: each read first takes in what has
+    # arrived. Loopback delivers within microseconds; the deadline is slack.
+    deadline = time.monotonic() + 10
+    while d["a"] != 2:
+        assert time.monotonic() < deadline, "the invalidation never arrived"
+        time.sleep(0.001)
+
+
+def test_a_restarted_server_empties_the_cache():
+    with PrivateServer("valkey") as srv:
+        h = PyCacheHandler.from_url(srv.url, client_cache=True)
+        d = h.create_dict("d")
+        d["a"] = 1
+        h.set("s", "v")
+        assert d.to_dict() == {"a": 1} and h.get("s") == "v"
+        srv.kill()
+        srv.start()  # same port, empty
+        assert d.to_dict() == {} and h.get("s") is None
+        d["b"] = 2
+        assert d.to_dict() == {"b": 2}
+
+
+def test_a_read_racing_our_write_never_leaves_the_old_value(cached):
+    """One thread keeps filling the cache with whole-hash reads while
+    another writes and reads back: every read-back sees its write."""
+    d = cached.create_dict("d")
+    d["x"] = 0
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                d.to_dict()
+                d.get("x")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for th in threads:
+        th.start()
+    try:
+        for i in range(1, 400):
+            d["x"] = i
+            assert d["x"] == i
+            assert d.to_dict()["x"] == i
+    finally:
+        stop.set()
+        for th in threads:
+            th.join()
+    assert errors == []
+
+
+def test_eight_threads_share_one_cached_handler(cached, raw):
+    d = cached.create_dict("d")
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for i in range(100):
+                assert cached.incr(f"n{t}") == i + 1
+                d[f"{t}"] = i
+                assert d[f"{t}"] == i
+                assert d.to_dict()[f"{t}"] == i
+                assert cached.get(f"n{t}") == str(i + 1)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert [raw.get(f"n{t}") for t in range(8)] == [b"100"] * 8
+    assert cached.create_dict("d").to_dict() == {str(t): 99 for t in range(8)}
+
+
+values = st.one_of(st.integers(-5, 5), st.text(max_size=3), st.lists(st.integers(0, 3), max_size=3))
+keys = st.sampled_from(["a", "b", "c"])
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("dset"), keys, values),
+        st.tuples(st.just("ddel"), keys),
+        st.tuples(st.just("dget"), keys),
+        st.tuples(st.just("dall")),
+        st.tuples(st.just("ladd"), values),
+        st.tuples(st.just("lall")),
+        st.tuples(st.just("lidx"), st.integers(-3, 3)),
+        st.tuples(st.just("incr"), keys),
+        st.tuples(st.just("get"), keys),
+        st.tuples(st.just("other"), keys, values),  # another client writes
+    ),
+    max_size=30,
+)
+
+
+def _apply(h: PyCacheHandler, prefix: str, op: tuple, raw: redis.Redis) -> object:
+    d, lst = h.create_dict(f"{prefix}:d"), h.create_list(f"{prefix}:l")
+    kind, *args = op
+    try:
+        if kind == "dset":
+            d[args[0]] = args[1]
+        elif kind == "ddel":
+            return d.pop(args[0], "missing")
+        elif kind == "dget":
+            return d.get(args[0])
+        elif kind == "dall":
+            return d.to_dict()
+        elif kind == "ladd":
+            lst.append(args[0])
+        elif kind == "lall":
+            return list(lst)
+        elif kind == "lidx":
+            return lst[args[0]]
+        elif kind == "incr":
+            return h.incr(f"{prefix}:n:{args[0]}")
+        elif kind == "get":
+            return h.get(f"{prefix}:n:{args[0]}")
+        elif kind == "other":
+            raw.hset(f"{prefix}:d", f'"{args[0]}"', str(len(str(args[1]))))
+            h.ping()  # the point after which their write must be visible
+    except IndexError:
+        return "IndexError"
+    return None
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=operations)
+def test_cached_and_uncached_handlers_answer_alike(server, raw, ops):
+    raw.flushall()
+    cached_h = PyCacheHandler.from_url(server.url, client_cache=True)
+    plain_h = PyCacheHandler.from_url(server.url)
+    try:
+        for op in ops:
+            assert _apply(cached_h, "c", op, raw) == _apply(plain_h, "p", op, raw), op
+    finally:
+        cached_h.close()
+        plain_h.close()
