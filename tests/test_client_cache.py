@@ -5,6 +5,7 @@ ahead of that reply), on Valkey and on Redis."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -254,7 +255,9 @@ def _apply(h: PyCacheHandler, prefix: str, op: tuple, raw: redis.Redis) -> objec
     return None
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(ops=operations)
 def test_cached_and_uncached_handlers_answer_alike(server, raw, ops):
     raw.flushall()
@@ -266,3 +269,30 @@ def test_cached_and_uncached_handlers_answer_alike(server, raw, ops):
     finally:
         cached_h.close()
         plain_h.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_trust_its_parents_cache(cached, raw):
+    d = cached.create_dict("d")
+    d["a"] = 1
+    assert d.to_dict() == {"a": 1}  # cached in the parent
+    go_r, go_w = os.pipe()
+    report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: wait until the value changed, then read it
+        try:
+            os.read(go_r, 1)
+            os.write(report_w, repr(d.to_dict()).encode())
+        except BaseException as exc:
+            os.write(report_w, repr(exc).encode()[:500])
+        finally:
+            os._exit(0)
+    try:
+        raw.hset("d", '"a"', "2")
+        os.write(go_w, b"x")
+        child_saw = os.read(report_r, 1000)
+    finally:
+        os.waitpid(pid, 0)
+    assert child_saw == b"{'a': 2}"
+    cached.ping()
+    assert d.to_dict() == {"a": 2}

@@ -98,11 +98,13 @@ class LossyProxy:
     """Loopback proxy that forwards each command to the server, waits for
     the server's reply (so the command has run), then drops that reply:
     ``mode='close'`` closes the client's connection, ``mode='hold'`` keeps
-    it open and silent."""
+    it open and silent. The first ``spare`` writes on each connection (a
+    client-side cache's tracking set-up) pass both ways."""
 
-    def __init__(self, upstream_port: int, mode: str) -> None:
+    def __init__(self, upstream_port: int, mode: str, spare: int = 0) -> None:
         self.upstream_port = upstream_port
         self.mode = mode
+        self.spare = spare
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.forwarded: list[bytes] = []
@@ -120,6 +122,9 @@ class LossyProxy:
     def _serve(self, client: socket.socket) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
         self._open += [client, upstream]
+        for _ in range(self.spare):
+            upstream.sendall(client.recv(65536))
+            client.sendall(upstream.recv(65536))
         while data := client.recv(65536):
             upstream.sendall(data)
             upstream.recv(65536)  # the server has answered: the command ran
@@ -142,11 +147,14 @@ class LossyProxy:
             s.close()
 
 
+@pytest.mark.parametrize("client_cache", [False, True], ids=["pool", "client-cache"])
 @pytest.mark.parametrize("mode", ["close", "hold"])
-def test_a_lost_reply_is_reported_and_the_write_lands_once(server, raw, mode):
-    proxy = LossyProxy(server.port, mode)
+def test_a_lost_reply_is_reported_and_the_write_lands_once(server, raw, mode, client_cache):
+    proxy = LossyProxy(server.port, mode, spare=int(client_cache))
     try:
-        h = PyCacheHandler.from_settings("127.0.0.1", proxy.port, socket_timeout=0.5)
+        h = PyCacheHandler.from_settings(
+            "127.0.0.1", proxy.port, socket_timeout=0.5, client_cache=client_cache
+        )
         expected = CacheConnectionError if mode == "close" else CacheTimeoutError
         with pytest.raises(expected) as err:
             h.incr("n")
@@ -195,10 +203,11 @@ def test_a_forked_child_never_uses_the_parents_sockets(handler, raw):
     assert handler.get("k") == "parent"
 
 
-def test_connects_and_reconnects_are_logged(caplog):
+@pytest.mark.parametrize("client_cache", [False, True], ids=["pool", "client-cache"])
+def test_connects_and_reconnects_are_logged(caplog, client_cache):
     caplog.set_level(logging.DEBUG, logger="madsci_cache_rs")
     with PrivateServer("valkey") as srv:
-        h = PyCacheHandler.from_url(srv.url)
+        h = PyCacheHandler.from_url(srv.url, client_cache=client_cache)
         h.ping()
         srv.kill()
         srv.start()

@@ -182,6 +182,11 @@ impl Client {
         }
     }
 
+    /// A connection was found closed: the next connect is a reconnect.
+    pub(super) fn mark_lost(&self) {
+        self.lost.store(true, Ordering::Relaxed);
+    }
+
     /// A connection broke after a command was written: log it, make the
     /// next connect a logged reconnect, and describe the error.
     pub(super) fn lost_reply(&self, e: &std::io::Error, what: Describe<'_>) -> CacheError {

@@ -67,6 +67,7 @@ impl CachingClient {
         }
         if let Err(e) = conn.drain_pushes(&mut |items| self.store.lock().on_push(items)) {
             log::debug!(target: LOG, "client-side cache connection to {} closed: {e}", self.pool.address());
+            self.pool.mark_lost();
             self.forget(slot);
         }
     }
@@ -80,7 +81,14 @@ impl CachingClient {
         }
         // When another thread holds the connection, it is reading the
         // pushes: answering without waiting for it is no staler.
-        self.store.lock().lookup(cmd)
+        let mut store = self.store.lock();
+        if store.process != super::fork::generation() {
+            // A forked child whose parent held the connection at the fork:
+            // no invalidation for this copy will ever arrive.
+            store.flush();
+            store.process = super::fork::generation();
+        }
+        store.lookup(cmd)
     }
 
     /// The tracking connection, opened if needed; `None` when the server
