@@ -296,3 +296,21 @@ def test_a_forked_child_does_not_trust_its_parents_cache(cached, raw):
     assert child_saw == b"{'a': 2}"
     cached.ping()
     assert d.to_dict() == {"a": 2}
+
+
+def test_a_hash_read_whole_before_is_fetched_whole_for_one_field(cached, raw):
+    """madsci reads a workflow by id, then all of them, then by id again:
+    once a hash has been read whole, a field read fetches it whole."""
+    d = cached.create_dict("d")
+    d.update({"a": 1, "b": 2})
+    assert round_trips(raw, lambda: d["a"]) == {"hget": 1}  # no hint yet
+    assert d.to_dict() == {"a": 1, "b": 2}
+    raw.hset("d", '"b"', "3")
+    cached.ping()
+    calls = round_trips(raw, lambda: (d["a"], d["b"], d.get("c"), "b" in d, len(d)))
+    assert calls == {"hgetall": 1}
+    assert (d["a"], d["b"], d.get("c")) == (1, 3, None)
+    raw.set("d", "now a string")
+    cached.ping()
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        d["a"]

@@ -133,6 +133,10 @@ impl Data {
 struct Slot {
     generation: u64,
     data: Option<Data>,
+    /// This hash has been read whole before: a single-field read of it is
+    /// sent as `HGETALL` (madsci reads a field, then the whole hash, then
+    /// fields again).
+    whole: bool,
 }
 
 /// A read's claim to keep its reply, taken before it is sent.
@@ -216,6 +220,50 @@ fn answer(data: &Data, cmd: &Cmd) -> Option<Reply> {
     })
 }
 
+/// What a read's reply says about its key; `old` is what was known before.
+fn data_from(cmd: &Cmd, reply: &Reply, old: Option<Data>) -> Option<Data> {
+    match (cmd.name(), reply, old) {
+        ("GET", Reply::Bulk(v), _) => Some(Data::Str(Some(v.clone()))),
+        ("GET", Reply::Nil, _) => Some(Data::Str(None)),
+        ("HGET", _, Some(full @ Data::Hash { .. })) => Some(full),
+        ("HGET", Reply::Bulk(_) | Reply::Nil, old) => {
+            let mut fields = match old {
+                Some(Data::Fields(fields)) => fields,
+                _ => HashMap::new(),
+            };
+            let field = cmd.args().nth(1).unwrap_or_default().to_vec();
+            let value = match reply {
+                Reply::Bulk(v) => Some(v.clone()),
+                _ => None,
+            };
+            fields.insert(field, value);
+            Some(Data::Fields(fields))
+        }
+        ("HGETALL", Reply::Bulks { .. } | Reply::Array(_), _) => {
+            let elements = reply.elements();
+            let pairs: Option<Vec<(Vec<u8>, Vec<u8>)>> = elements
+                .chunks_exact(2)
+                .map(|p| Some((p[0]?.to_vec(), p[1]?.to_vec())))
+                .collect();
+            pairs.filter(|_| elements.len() % 2 == 0).map(|pairs| {
+                let index = pairs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (k, _))| (k.clone(), i))
+                    .collect();
+                Data::Hash { pairs, index }
+            })
+        }
+        ("LRANGE", Reply::Bulks { .. } | Reply::Array(_), _) => reply
+            .elements()
+            .into_iter()
+            .map(|e| e.map(<[u8]>::to_vec))
+            .collect::<Option<Vec<_>>>()
+            .map(Data::List),
+        _ => None,
+    }
+}
+
 impl Store {
     /// The reply the server would give `cmd` now, if the store knows it.
     pub fn lookup(&mut self, cmd: &Cmd) -> Option<Reply> {
@@ -225,6 +273,25 @@ impl Store {
         let reply = answer(self.slots.get(key)?.data.as_ref()?, cmd)?;
         self.hits += 1;
         Some(reply)
+    }
+
+    /// The read to send instead of `cmd` when its whole key is worth
+    /// fetching: `HGETALL` for a field read of a hash that was read whole.
+    pub fn read_ahead(&self, cmd: &Cmd) -> Option<Cmd> {
+        let Effect::Read(key) = effect(cmd) else {
+            return None;
+        };
+        let fields = ["HGET", "HEXISTS", "HLEN", "HKEYS"].contains(&cmd.name());
+        (fields && self.slots.get(key)?.whole).then(|| Cmd::new("HGETALL").arg(key))
+    }
+
+    /// The answer to `cmd` from the reply to the read sent in its place;
+    /// an error reply is the answer.
+    pub fn answer_from(cmd: &Cmd, sent: &Cmd, reply: &Reply) -> Option<Reply> {
+        match reply {
+            Reply::Error(_) => Some(reply.clone()),
+            _ => answer(&data_from(sent, reply, None)?, cmd),
+        }
     }
 
     /// Before sending a read that could fill the store.
@@ -243,6 +310,7 @@ impl Store {
         let slot = self.slots.entry(key.to_vec()).or_insert(Slot {
             generation: 0,
             data: None,
+            whole: false,
         });
         Some(Ticket {
             key: key.to_vec(),
@@ -257,58 +325,21 @@ impl Store {
             return;
         };
         if ticket.epoch != self.epoch || ticket.generation != slot.generation {
-            if slot.data.is_none() {
+            if slot.data.is_none() && !slot.whole {
                 self.slots.remove(&ticket.key);
             }
             return;
         }
         let before = slot.data.as_ref().map_or(0, Data::size);
-        let new = match (cmd.name(), reply, slot.data.take()) {
-            ("GET", Reply::Bulk(v), _) => Some(Data::Str(Some(v.clone()))),
-            ("GET", Reply::Nil, _) => Some(Data::Str(None)),
-            ("HGET", _, Some(full @ Data::Hash { .. })) => Some(full),
-            ("HGET", Reply::Bulk(_) | Reply::Nil, old) => {
-                let mut fields = match old {
-                    Some(Data::Fields(fields)) => fields,
-                    _ => HashMap::new(),
-                };
-                let field = cmd.args().nth(1).unwrap_or_default().to_vec();
-                let value = match reply {
-                    Reply::Bulk(v) => Some(v.clone()),
-                    _ => None,
-                };
-                fields.insert(field, value);
-                Some(Data::Fields(fields))
-            }
-            ("HGETALL", Reply::Bulks { .. } | Reply::Array(_), _) => {
-                let elements = reply.elements();
-                let pairs: Option<Vec<(Vec<u8>, Vec<u8>)>> = elements
-                    .chunks_exact(2)
-                    .map(|p| Some((p[0]?.to_vec(), p[1]?.to_vec())))
-                    .collect();
-                pairs.filter(|_| elements.len() % 2 == 0).map(|pairs| {
-                    let index = pairs
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (k, _))| (k.clone(), i))
-                        .collect();
-                    Data::Hash { pairs, index }
-                })
-            }
-            ("LRANGE", Reply::Bulks { .. } | Reply::Array(_), _) => reply
-                .elements()
-                .into_iter()
-                .map(|e| e.map(<[u8]>::to_vec))
-                .collect::<Option<Vec<_>>>()
-                .map(Data::List),
-            _ => None,
-        };
+        let new = data_from(cmd, reply, slot.data.take());
+        slot.whole |= matches!(new, Some(Data::Hash { .. }));
         self.bytes = self.bytes - before + new.as_ref().map_or(0, Data::size);
         match new {
             Some(data) => slot.data = Some(data),
-            None => {
+            None if !slot.whole => {
                 self.slots.remove(&ticket.key);
             }
+            None => {}
         }
         if self.bytes > MAX_BYTES {
             self.flush();
@@ -501,6 +532,37 @@ mod tests {
         s.before_write(&Cmd::new("FLUSHALL"));
         assert_eq!(s.cached_keys(), 0);
         assert_eq!(s.bytes, 0);
+    }
+
+    #[test]
+    fn a_hash_read_whole_once_is_fetched_whole_for_a_field() {
+        let mut s = Store::default();
+        let field = cmd(&["HGET", "h", "a"]);
+        assert!(s.read_ahead(&field).is_none());
+        read(&mut s, &["HGETALL", "h"], bulks(&["a", "1"]));
+        s.invalidate(b"h");
+        let whole = s.read_ahead(&field).expect("read whole");
+        assert_eq!(whole.name(), "HGETALL");
+        assert_eq!(whole.args().collect::<Vec<_>>(), [&b"h"[..]]);
+        let reply = bulks(&["a", "2", "b", "3"]);
+        assert_eq!(Store::answer_from(&field, &whole, &reply), Some(bulk(b"2")));
+        let len = cmd(&["HLEN", "h"]);
+        assert_eq!(
+            Store::answer_from(&len, &whole, &reply),
+            Some(Reply::Int(2))
+        );
+        let wrong = Reply::Error("WRONGTYPE".into());
+        assert_eq!(
+            Store::answer_from(&field, &whole, &wrong),
+            Some(wrong.clone())
+        );
+        // The hint survives a rejected fill; a flush forgets it.
+        let ticket = s.ticket(&whole).unwrap();
+        s.invalidate(b"h");
+        s.fill(ticket, &whole, &reply);
+        assert!(s.read_ahead(&field).is_some());
+        s.flush();
+        assert!(s.read_ahead(&field).is_none());
     }
 
     #[test]

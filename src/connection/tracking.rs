@@ -151,6 +151,21 @@ impl CachingClient {
         }
     }
 
+    /// A field read of a hash that is usually read whole: fetch and keep
+    /// the whole hash, answer the field from it. `None`: send `cmd` itself.
+    fn read_whole(&self, cmd: &Cmd, what: Describe<'_>) -> Result<Option<Reply>, CacheError> {
+        let Some(whole) = self.store.lock().read_ahead(cmd) else {
+            return Ok(None);
+        };
+        let Some(mut slot) = self.tracked.try_lock() else {
+            return Ok(None);
+        };
+        let replies = self.send_tracked(&mut slot, std::slice::from_ref(&whole), what)?;
+        Ok(replies
+            .first()
+            .and_then(|reply| Store::answer_from(cmd, &whole, reply)))
+    }
+
     fn invalidate(&self, cmds: &[Cmd]) {
         let mut store = self.store.lock();
         cmds.iter().for_each(|c| store.before_write(c));
@@ -161,6 +176,9 @@ impl Transport for CachingClient {
     fn pipeline(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
         if let [cmd] = cmds {
             if let Some(reply) = self.serve(cmd) {
+                return Ok(vec![reply]);
+            }
+            if let Some(reply) = self.read_whole(cmd, what)? {
                 return Ok(vec![reply]);
             }
         }

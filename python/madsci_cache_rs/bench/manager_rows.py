@@ -3,7 +3,8 @@ unchanged, driven through their public methods on madsci's cache handler and
 on ours, side by side.
 
 On a server both sides use the same private Valkey (different manager ids so
-they never share keys); round trips are counted through a loopback proxy by a
+they never share keys), ours once as it comes and once with the opt-in
+client-side cache (``client_cache=True``); round trips are counted through a loopback proxy by a
 second state handler on the same keys. In memory, madsci's
 ``InMemoryCacheHandler`` is compared with ours (default mode).
 """
@@ -171,6 +172,11 @@ def server_rows(url: str, rounds: int = 15) -> list[Row]:
             PyCacheHandler.from_url(url),
             PyCacheHandler.from_settings("127.0.0.1", counter.port),
         ),
+        # Opt-in: reads answered from memory while the server invalidates them.
+        "cached": (
+            PyCacheHandler.from_url(url, client_cache=True),
+            PyCacheHandler.from_settings("127.0.0.1", counter.port, client_cache=True),
+        ),
         "ref": (
             Reference.from_settings(host=host, port=port, password=parsed.password),
             Reference.from_settings(host="127.0.0.1", port=counter.port, password=parsed.password),
@@ -189,14 +195,24 @@ def server_rows(url: str, rounds: int = 15) -> list[Row]:
             if prepare is not None:
                 prepare(managers[side][0])
 
-        def count(op: Op, managers: dict[str, tuple[Any, Any]] = managers) -> tuple[int, int]:
-            return counter.count(lambda: op(managers["ours"][1])), counter.count(
-                lambda: op(managers["ref"][1])
-            )
+        for side, label in (("ours", "server"), ("cached", "server, client cache")):
 
-        out += _compare_ops(
-            f"{group} (server)", ops, managers["ours"][0], managers["ref"][0], name, rounds, count
-        )
+            def count(
+                op: Op, side: str = side, managers: dict[str, tuple[Any, Any]] = managers
+            ) -> tuple[int, int]:
+                return counter.count(lambda: op(managers[side][1])), counter.count(
+                    lambda: op(managers["ref"][1])
+                )
+
+            out += _compare_ops(
+                f"{group} ({label})",
+                ops,
+                managers[side][0],
+                managers["ref"][0],
+                name,
+                rounds,
+                count,
+            )
     counter.close()
     return out
 
