@@ -314,3 +314,27 @@ def test_a_hash_read_whole_before_is_fetched_whole_for_one_field(cached, raw):
     cached.ping()
     with pytest.raises(Exception, match="WRONGTYPE"):
         d["a"]
+
+
+def test_a_write_to_a_hash_held_whole_updates_the_copy(cached, raw):
+    """HSET goes out inside MULTI/EXEC with an HLEN, which tracks the key
+    again; the copy takes the write, and later writes by others still reach us."""
+    d = cached.create_dict("d")
+    d.update({"a": 1, "b": 2})
+    assert d.to_dict() == {"a": 1, "b": 2}
+    calls = round_trips(raw, lambda: d.__setitem__("c", [3]))
+    assert calls == {"multi": 1, "hset": 1, "hlen": 1, "exec": 1}
+    assert round_trips(raw, lambda: (d.to_dict(), d["c"], len(d))) == {}
+    assert d.to_dict() == {"a": 1, "b": 2, "c": [3]}
+    assert raw.hget("d", '"c"') == b"[3]"
+    raw.hset("d", '"a"', "10")  # the key is tracked again: we are told
+    cached.ping()
+    assert d.to_dict() == {"a": 10, "b": 2, "c": [3]}
+    # Another thread's write through the pool drops the copy at once.
+    d.to_dict()
+    barrier = threading.Barrier(2)
+    other = threading.Thread(target=lambda: (barrier.wait(), d.__setitem__("b", 20)))
+    other.start()
+    barrier.wait()
+    other.join()
+    assert d["b"] == 20

@@ -294,6 +294,59 @@ impl Store {
         }
     }
 
+    /// Before sending `HSET` to a hash held whole: the claim to apply the
+    /// write to the copy (`apply_write`) instead of dropping it.
+    pub fn write_ticket(&mut self, cmd: &Cmd) -> Option<Ticket> {
+        let key = cmd.args().next().filter(|_| cmd.name() == "HSET")?;
+        let slot = self.slots.get(key)?;
+        matches!(slot.data, Some(Data::Hash { .. })).then(|| Ticket {
+            key: key.to_vec(),
+            generation: slot.generation,
+            epoch: self.epoch,
+        })
+    }
+
+    /// After the server ran `cmd` (an `HSET`) and then `HLEN` on the same
+    /// key atomically: apply the write to our copy if nothing touched the key
+    /// meanwhile and the lengths agree; otherwise drop the copy.
+    pub fn apply_write(&mut self, ticket: Ticket, cmd: &Cmd, set: &Reply, len: &Reply) {
+        let valid = ticket.epoch == self.epoch
+            && matches!(set, Reply::Int(_))
+            && self
+                .slots
+                .get(&ticket.key)
+                .is_some_and(|s| s.generation == ticket.generation);
+        let slot = self.slots.get_mut(&ticket.key);
+        let Some(Slot {
+            data: Some(Data::Hash { pairs, index }),
+            ..
+        }) = slot.filter(|_| valid)
+        else {
+            return self.invalidate(&ticket.key);
+        };
+        let args: Vec<&[u8]> = cmd.args().skip(1).collect();
+        let (mut added, mut removed) = (0, 0);
+        for pair in args.chunks_exact(2) {
+            let (field, value) = (pair[0].to_vec(), pair[1].to_vec());
+            added += value.len();
+            match index.get(&field) {
+                Some(&i) => {
+                    removed += pairs[i].1.len();
+                    pairs[i].1 = value;
+                }
+                None => {
+                    added += 2 * field.len();
+                    index.insert(field.clone(), pairs.len());
+                    pairs.push((field, value));
+                }
+            }
+        }
+        self.bytes = self.bytes + added - removed;
+        if *len != Reply::Int(pairs.len() as i64) || args.len() % 2 != 0 {
+            self.invalidate(&ticket.key);
+        }
+    }
+
     /// Before sending a read that could fill the store.
     pub fn ticket(&mut self, cmd: &Cmd) -> Option<Ticket> {
         let Effect::Read(key) = effect(cmd) else {
@@ -563,6 +616,41 @@ mod tests {
         assert!(s.read_ahead(&field).is_some());
         s.flush();
         assert!(s.read_ahead(&field).is_none());
+    }
+
+    #[test]
+    fn a_write_to_a_whole_hash_is_applied_to_the_copy() {
+        let mut s = Store::default();
+        let set = cmd(&["HSET", "h", "b", "9", "c", "3"]);
+        assert!(s.write_ticket(&set).is_none(), "nothing held");
+        read(&mut s, &["HGETALL", "h"], bulks(&["a", "1", "b", "2"]));
+        let ticket = s.write_ticket(&set).unwrap();
+        s.apply_write(ticket, &set, &Reply::Int(1), &Reply::Int(3));
+        assert_eq!(
+            s.lookup(&cmd(&["HGETALL", "h"])),
+            Some(bulks(&["a", "1", "b", "9", "c", "3"]))
+        );
+        assert_eq!(s.lookup(&cmd(&["HGET", "h", "c"])), Some(bulk(b"3")));
+        assert_eq!(s.bytes, 2 * 3 + 3);
+
+        // The server's length disagrees: someone else wrote; drop the copy.
+        let one = cmd(&["HSET", "h", "d", "4"]);
+        let ticket = s.write_ticket(&one).unwrap();
+        s.apply_write(ticket, &one, &Reply::Int(1), &Reply::Int(7));
+        assert_eq!(s.lookup(&cmd(&["HLEN", "h"])), None);
+
+        // An invalidation while the write was out: drop, do not apply.
+        read(&mut s, &["HGETALL", "h"], bulks(&["a", "1"]));
+        let ticket = s.write_ticket(&one).unwrap();
+        s.on_push(vec![bulk(b"invalidate"), bulks(&["h"])]);
+        s.apply_write(ticket, &one, &Reply::Int(1), &Reply::Int(2));
+        assert_eq!(s.lookup(&cmd(&["HLEN", "h"])), None);
+
+        // The write failed (WRONGTYPE): drop.
+        read(&mut s, &["HGETALL", "h"], bulks(&["a", "1"]));
+        let ticket = s.write_ticket(&one).unwrap();
+        s.apply_write(ticket, &one, &Reply::Error("WRONGTYPE".into()), &Reply::Nil);
+        assert_eq!(s.lookup(&cmd(&["HLEN", "h"])), None);
     }
 
     #[test]

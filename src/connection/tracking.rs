@@ -103,7 +103,9 @@ impl CachingClient {
             let mut conn = self.pool.connect(what)?;
             let setup = [
                 Cmd::new("HELLO").arg("3"),
-                Cmd::new("CLIENT").arg("TRACKING").arg("ON"),
+                // Our own writes are not announced to us: we drop or update
+                // what they touch ourselves (`client_cache.rs`).
+                Cmd::new("CLIENT").arg("TRACKING").arg("ON").arg("NOLOOP"),
             ];
             // Only the setup was sent: the caller's command was not.
             let replies = conn.request_many(&setup).map_err(|e| {
@@ -166,6 +168,53 @@ impl CachingClient {
             .and_then(|reply| Store::answer_from(cmd, &whole, reply)))
     }
 
+    /// `HSET` to a hash we hold whole: sent as `MULTI HSET HLEN EXEC`, so
+    /// the key is tracked again (a write untracks it) with nothing in
+    /// between, and our copy takes the write instead of being dropped.
+    fn write_through(&self, cmd: &Cmd, what: Describe<'_>) -> Result<Option<Reply>, CacheError> {
+        if cmd.name() != "HSET" {
+            return Ok(None);
+        }
+        let Some(mut slot) = self.tracked.try_lock() else {
+            return Ok(None);
+        };
+        let Some(conn) = self.ready(&mut slot, what)? else {
+            return Ok(None);
+        };
+        let Some(ticket) = self.store.lock().write_ticket(cmd) else {
+            return Ok(None);
+        };
+        let key = cmd.args().next().unwrap_or_default();
+        let cmds = [
+            Cmd::new("MULTI"),
+            cmd.clone(),
+            Cmd::new("HLEN").arg(key),
+            Cmd::new("EXEC"),
+        ];
+        let replies =
+            match conn.request_many_with(&cmds, &mut |items| self.store.lock().on_push(items)) {
+                Ok(replies) => replies,
+                Err(e) => {
+                    self.forget(&mut slot);
+                    return Err(self.pool.lost_reply(&e, what));
+                }
+            };
+        let mut store = self.store.lock();
+        Ok(Some(match replies.into_iter().nth(3) {
+            Some(Reply::Array(mut done)) if done.len() == 2 => {
+                let len = done.pop().unwrap_or(Reply::Nil);
+                let set = done.pop().unwrap_or(Reply::Nil);
+                store.apply_write(ticket, cmd, &set, &len);
+                set
+            }
+            // EXECABORT and the like: the error is HSET's answer.
+            other => {
+                store.invalidate(key);
+                other.unwrap_or(Reply::Nil)
+            }
+        }))
+    }
+
     fn invalidate(&self, cmds: &[Cmd]) {
         let mut store = self.store.lock();
         cmds.iter().for_each(|c| store.before_write(c));
@@ -179,6 +228,9 @@ impl Transport for CachingClient {
                 return Ok(vec![reply]);
             }
             if let Some(reply) = self.read_whole(cmd, what)? {
+                return Ok(vec![reply]);
+            }
+            if let Some(reply) = self.write_through(cmd, what)? {
                 return Ok(vec![reply]);
             }
         }
