@@ -1,10 +1,11 @@
 """Acceptance: madsci 0.8.1's own test suites, on madsci's classes and on ours.
 
 Downloads madsci's sdists with pip (they ship their tests) and runs the test
-files that build madsci's cache classes four times: as they are (``madsci``),
+files that build madsci's cache classes five times: as they are (``madsci``),
 then under ``-p madsci_cache_rs.pytest_plugin`` with madsci's
 ``InMemoryCacheHandler()`` giving our in-memory handler (``ours``), our strict
-one (``strict``), and a ``PyCacheHandler`` on a private Valkey (``server``).
+one (``strict``), a ``PyCacheHandler`` on a private Valkey (``server``), and
+the same with the opt-in client-side cache (``server-cached``).
 It fails unless every test that passes with madsci's classes passes in every
 other run (no new failures, no new skips), except the tests listed in
 ``EXPECTED_DIFFERENCES`` with the reason.
@@ -170,9 +171,11 @@ def pytest_sessionfinish(session):
         with open(probe, "w") as out:
             # The name madsci's modules hold, and what building it gives.
             cls = handlers.InMemoryCacheHandler
-            built = type(cls())
+            instance = cls()
+            built = type(instance)
             name = f"{cls.__module__}.{cls.__qualname__}"
-            out.write(f"{name} -> {built.__module__}.{built.__qualname__}")
+            cached = " (client cache)" if getattr(instance, "client_cache", False) else ""
+            out.write(f"{name} -> {built.__module__}.{built.__qualname__}{cached}")
 '''
 
 
@@ -222,7 +225,15 @@ RUNS: dict[str, tuple[list[str], str]] = {
         ["-p", PLUGIN, "--madsci-cache=server"],
         f"{_SERVER} -> madsci_cache_rs.PyCacheHandler",
     ),
+    # The same with the opt-in client-side cache on every handler built.
+    "server-cached": (
+        ["-p", PLUGIN, "--madsci-cache=server"],
+        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler (client cache)",
+    ),
 }
+
+#: environment for a run, beyond the caller's.
+RUN_ENV: dict[str, dict[str, str]] = {"server-cached": {"MADSCI_CACHE_RS_CLIENT_CACHE": "1"}}
 
 
 def run(workdir: Path, roots: dict[str, Path], label: str, extra: list[str]) -> dict[str, str]:
@@ -231,6 +242,8 @@ def run(workdir: Path, roots: dict[str, Path], label: str, extra: list[str]) -> 
     plugin_args, expected = RUNS[label]
     env = dict(os.environ)
     env.pop("MADSCI_CACHE_RS", None)
+    env.pop("MADSCI_CACHE_RS_CLIENT_CACHE", None)
+    env.update(RUN_ENV.get(label, {}))
     env["HOME"] = tempfile.mkdtemp(prefix=f"home-{label}-", dir=workdir)
     for dist, files in SUITES.items():
         report = workdir / f"report-{label}-{dist}.xml"
@@ -253,7 +266,7 @@ def run(workdir: Path, roots: dict[str, Path], label: str, extra: list[str]) -> 
             raise SystemExit(f"{label} run of {dist} used InMemoryCacheHandler from {holder}")
         tail = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
         print("   " + (tail[0] if tail else proc.stderr[-500:]), flush=True)
-        if label == "server":
+        if label.startswith("server"):
             # The plugin reports what the private server did; a server run whose
             # server saw no traffic ran in memory after all.
             found = re.search(r"madsci-cache-rs: (\d+) commands ran", proc.stdout)
