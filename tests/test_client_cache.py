@@ -115,12 +115,15 @@ def test_pottery_writes_are_seen_too(server, cached):
     )
 
     theirs = MadsciHandler.from_settings(host=server.host, port=server.port)
-    ours = cached.create_dict("shared")
-    ours["k"] = {"v": 1}
-    assert ours.to_dict() == {"k": {"v": 1}}
-    theirs.create_dict("shared")["k"] = {"v": 2}
-    cached.ping()
-    assert ours["k"] == {"v": 2}
+    try:
+        ours = cached.create_dict("shared")
+        ours["k"] = {"v": 1}
+        assert ours.to_dict() == {"k": {"v": 1}}
+        theirs.create_dict("shared")["k"] = {"v": 2}
+        cached.ping()
+        assert ours["k"] == {"v": 2}
+    finally:
+        theirs.close()
 
 
 def test_invalidations_that_arrived_apply_without_a_round_trip(cached, raw):

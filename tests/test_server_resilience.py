@@ -17,6 +17,8 @@ from madsci_cache_rs.testing import PrivateServer
 
 
 def test_eight_threads_share_one_handler(handler, raw):
+    # Other tests' handlers may still hold connections to this server.
+    before = raw.info("clients")["connected_clients"]
     d = handler.create_dict("d")
     lst = handler.create_list("l")
     errors: list[BaseException] = []
@@ -43,7 +45,7 @@ def test_eight_threads_share_one_handler(handler, raw):
     assert sorted(map(tuple, lst)) == [(t, i) for t in range(8) for i in range(150)]
     # The pool opened several connections (threads did not queue on one),
     # and keeps them for reuse.
-    assert 1 < raw.info("clients")["connected_clients"] - 1 <= 8 + 1
+    assert 1 < raw.info("clients")["connected_clients"] - before <= 8 + 1
 
 
 def test_same_objects_work_after_the_server_restarts():
