@@ -27,6 +27,29 @@ def strict() -> InMemoryCacheHandler:
     return InMemoryCacheHandler(strict=True)
 
 
+def test_every_read_is_a_fresh_copy_after_the_first(strict):
+    """Reads after the first copy a decoded template instead of parsing:
+    changing what one read returned never shows in another, at any depth."""
+    d, lst = strict.create_dict("d"), strict.create_list("l")
+    value = {"a": [1, {"b": [2.5, "x"]}], "c": {}, "n": None, "t": True}
+    d["k"] = value
+    lst.append(value)
+    for read in (lambda: d["k"], lambda: d.to_dict()["k"], lambda: lst[0], lambda: list(lst)[0]):
+        first = read()
+        first["a"][1]["b"].append("changed")
+        first["c"]["new"] = 1
+        first["a"].pop(0)
+        for _ in range(2):
+            again = read()
+            assert again == value
+            assert again is not first and again["a"] is not first["a"]
+            assert again["a"][1]["b"] is not read()["a"][1]["b"]
+    d["nan"] = [float("nan")]
+    one, two = d["nan"], d["nan"]
+    assert one[0] is not two[0], "each read has its own NaN, as a decode gives"
+    assert one[0] not in two
+
+
 def test_values_go_through_json(strict):
     d = strict.create_dict("d")
     assert isinstance(d, MutableMapping)

@@ -2,11 +2,13 @@
 //! server: `json.dumps(obj, sort_keys=True)` / `json.loads` exactly, which is
 //! pottery's wire format.
 
+mod copy;
 mod decode;
 mod encode;
 pub mod float;
 pub mod text;
 
+pub use copy::{fresh_copy, Template};
 pub use decode::{decode_json, decode_json_bytes, decode_json_bytes_with, KeyCache};
 pub use encode::{encode_json, encode_json_str};
 

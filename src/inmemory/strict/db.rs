@@ -22,9 +22,13 @@ use crate::lease::Lease;
 /// handed back on reads: decoding the text would give an equal immutable
 /// object, so sharing it is indistinguishable from a fresh copy, and it spares
 /// the decoder on dict keys and on lists of strings.
+///
+/// A container value keeps, from its first read on, a decoded `template`
+/// that later reads copy (`codec::fresh_copy`) instead of parsing the text.
 pub struct Stored {
     pub text: Box<str>,
     pub scalar: Option<Py<PyAny>>,
+    pub template: std::sync::OnceLock<crate::codec::Template>,
 }
 
 impl std::ops::Deref for Stored {
@@ -352,6 +356,7 @@ mod tests {
         Arc::new(Stored {
             text: text.into(),
             scalar: None,
+            template: Default::default(),
         })
     }
 

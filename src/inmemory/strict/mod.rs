@@ -23,7 +23,7 @@ pub use lock::StrictRedlock;
 
 use pyo3::prelude::*;
 
-use crate::codec::KeyCache;
+use crate::codec::{KeyCache, Template};
 
 /// `encode(value)` as stored text (the codec writes ASCII only), keeping
 /// the object too when it is an immutable scalar (see `db::Stored`).
@@ -34,6 +34,7 @@ pub(crate) fn encode(obj: &Bound<'_, PyAny>) -> PyResult<db::Text> {
     Ok(std::sync::Arc::new(db::Stored {
         text: text.into_boxed_str(),
         scalar,
+        template: Default::default(),
     }))
 }
 
@@ -51,7 +52,8 @@ fn immutable_scalar(obj: &Bound<'_, PyAny>) -> bool {
             && obj.extract::<f64>().is_ok_and(|f| !f.is_nan()))
 }
 
-/// A fresh object (or the shared immutable one) from stored text.
+/// A fresh object (or the shared immutable one) from stored text, copied
+/// from the stored template after the first read.
 pub(crate) fn decode<'py>(py: Python<'py>, stored: &db::Stored) -> PyResult<Bound<'py, PyAny>> {
     decode_with(py, stored, &mut KeyCache::new())
 }
@@ -62,10 +64,16 @@ pub(crate) fn decode_with<'py>(
     stored: &db::Stored,
     keys: &mut KeyCache<'py>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    match &stored.scalar {
-        Some(obj) => Ok(obj.bind(py).clone()),
-        None => crate::codec::decode_json_bytes_with(py, stored.text.as_bytes(), keys),
+    if let Some(obj) = &stored.scalar {
+        return Ok(obj.bind(py).clone());
     }
+    if let Some(template) = stored.template.get() {
+        return template.copy(py);
+    }
+    let value = crate::codec::decode_json_bytes_with(py, stored.text.as_bytes(), keys)?;
+    // Another thread may have set it meanwhile: theirs is as good.
+    let _ = stored.template.set(Template::new(&value)?);
+    Ok(value)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
