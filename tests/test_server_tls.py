@@ -107,6 +107,25 @@ def test_rediss_url_with_our_ca(pki, tls_port):
     assert observer.info("stats")["total_connections_received"] == before
 
 
+def test_the_client_cache_works_over_tls(pki, tls_port):
+    h = PyCacheHandler.from_url(
+        f"rediss://127.0.0.1:{tls_port}/0", ssl_ca_certs=str(pki / "ca.crt"), client_cache=True
+    )
+    observer = redis.Redis(
+        host="127.0.0.1", port=tls_port, ssl=True, ssl_ca_certs=str(pki / "ca.crt")
+    )
+    d = h.create_dict("tls-cached")
+    d["a"] = 1
+    assert d.to_dict() == {"a": 1}
+    hits = h.client_cache_hits
+    assert d["a"] == 1 and len(d) == 1
+    assert h.client_cache_hits == hits + 2
+    observer.hset("tls-cached", '"a"', "2")
+    h.ping()  # on TLS, invalidations are taken in with the next reply
+    assert d.to_dict() == {"a": 2}
+    h.close()
+
+
 def test_an_unknown_ca_is_refused(tls_port):
     h = PyCacheHandler.from_url(f"rediss://127.0.0.1:{tls_port}/0")  # system roots only
     assert h.ping() is False

@@ -217,8 +217,13 @@ impl Conn {
     /// On a RESP3 connection: hand every push that has already arrived to
     /// `on_push`, without waiting for more. Anything else unasked for is a
     /// protocol error.
+    ///
+    /// On TLS only what has already been read is taken: bytes on the socket
+    /// may be a TLS record without data (a session ticket), and reading it
+    /// would wait. Pushes then arrive with the next reply instead.
     pub fn drain_pushes(&mut self, on_push: &mut dyn FnMut(Vec<Reply>)) -> io::Result<()> {
-        while !self.reader.buffer().is_empty() || self.peek()? {
+        let tls = matches!(self.reader.get_ref(), Stream::Tls(_));
+        while !self.reader.buffer().is_empty() || (self.peek()? && !tls) {
             match read_reply(&mut self.reader)? {
                 Reply::Push(items) => on_push(items),
                 _ => return Err(protocol_error("a reply nobody asked for")),
