@@ -34,7 +34,7 @@ def test_every_read_is_a_fresh_copy_after_the_first(strict):
     value = {"a": [1, {"b": [2.5, "x"]}], "c": {}, "n": None, "t": True}
     d["k"] = value
     lst.append(value)
-    for read in (lambda: d["k"], lambda: d.to_dict()["k"], lambda: lst[0], lambda: list(lst)[0]):
+    for read in (lambda: d["k"], lambda: d.to_dict()["k"], lambda: lst[0], lambda: next(iter(lst))):
         first = read()
         first["a"][1]["b"].append("changed")
         first["c"]["new"] = 1
