@@ -48,6 +48,18 @@ def test_every_read_is_a_fresh_copy_after_the_first(strict):
     one, two = d["nan"], d["nan"]
     assert one[0] is not two[0], "each read has its own NaN, as a decode gives"
     assert one[0] not in two
+    # The whole dict, too: a copy per call, and a write shows at once.
+    d["top"] = float("nan")
+    whole = d.to_dict()
+    whole["added"] = 1
+    whole["k"]["c"]["x"] = 2
+    again = d.to_dict()
+    assert "added" not in again and again["k"] == value
+    assert again["top"] is not d.to_dict()["top"]
+    d["k"] = 5
+    assert d.to_dict()["k"] == 5
+    del d["top"]
+    assert set(d.to_dict()) == {"k", "nan"}
 
 
 def test_values_go_through_json(strict):

@@ -14,7 +14,7 @@ pub struct Template {
     flat: bool,
 }
 
-fn shareable(obj: &Bound<'_, PyAny>) -> bool {
+pub(crate) fn shareable(obj: &Bound<'_, PyAny>) -> bool {
     !(obj.is_exact_instance_of::<PyDict>()
         || obj.is_exact_instance_of::<PyList>()
         || obj.cast::<PyFloat>().is_ok_and(|f| f.value().is_nan()))
@@ -47,6 +47,40 @@ impl Template {
             }
         }
         fresh_copy(value)
+    }
+}
+
+/// A whole decoded dict kept to be copied: CPython copies the top level in
+/// one call, then only the values that are not shareable are replaced.
+pub struct DictTemplate {
+    dict: Py<PyDict>,
+    unshared: Vec<(Py<PyAny>, Template)>,
+}
+
+impl DictTemplate {
+    /// Keeps a private copy of `value` (the caller hands `value` out).
+    pub fn new(value: &Bound<'_, PyDict>) -> PyResult<DictTemplate> {
+        let dict = value.copy()?;
+        let mut unshared = Vec::new();
+        for (k, v) in value.iter() {
+            if !shareable(&v) {
+                let template = Template::new(&v)?;
+                dict.set_item(&k, template.value.bind(value.py()))?;
+                unshared.push((k.unbind(), template));
+            }
+        }
+        Ok(DictTemplate {
+            dict: dict.unbind(),
+            unshared,
+        })
+    }
+
+    pub fn copy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = self.dict.bind(py).copy()?;
+        for (k, template) in &self.unshared {
+            out.set_item(k.bind(py), template.copy(py)?)?;
+        }
+        Ok(out)
     }
 }
 

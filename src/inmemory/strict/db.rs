@@ -26,7 +26,7 @@ use crate::lease::Lease;
 /// A container value keeps, from its first read on, a decoded `template`
 /// that later reads copy (`codec::fresh_copy`) instead of parsing the text.
 pub struct Stored {
-    pub text: Box<str>,
+    pub text: String,
     pub scalar: Option<Py<PyAny>>,
     pub template: std::sync::OnceLock<crate::codec::Template>,
 }
@@ -77,6 +77,8 @@ impl Eq for Field {}
 pub struct Hash {
     slots: Vec<Option<(Text, Text)>>,
     index: HashMap<Field, usize>,
+    /// The decoded whole hash (`to_dict`), kept until the next write.
+    pub plain: Option<Arc<crate::codec::DictTemplate>>,
 }
 
 impl Hash {

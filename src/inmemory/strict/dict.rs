@@ -13,7 +13,7 @@ use pyo3::IntoPyObjectExt;
 
 use super::db::{wrong_type, Hash, Keyspace, Slot, StrictDb, Text};
 use super::{decode, decode_with, encode};
-use crate::codec::KeyCache;
+use crate::codec::{DictTemplate, KeyCache};
 use crate::errors::CacheError;
 
 #[pyclass(frozen, mapping, module = "madsci_cache_rs._native")]
@@ -58,6 +58,7 @@ impl StrictRedisDict {
         let Slot::Hash(hash) = slot else {
             return Err(wrong_type(&self.key));
         };
+        hash.plain = None;
         let out = f(hash);
         if hash.is_empty() {
             state.map.remove(&self.key);
@@ -72,11 +73,32 @@ impl StrictRedisDict {
         })?)
     }
 
+    /// The whole hash as a new dict: a copy of the decoded template while
+    /// nothing was written, else decoded (and kept as the next template).
     fn plain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (cached, version) = {
+            let mut state = self.db.lock(py);
+            let version = state.version;
+            match state.live(&self.key, Instant::now()) {
+                None => (None, version),
+                Some(Slot::Hash(h)) => (h.plain.clone(), version),
+                Some(_) => return Err(wrong_type(&self.key).into()),
+            }
+        };
+        if let Some(template) = cached {
+            return template.copy(py);
+        }
         let (out, mut keys) = (PyDict::new(py), KeyCache::new());
         for (k, v) in self.snapshot(py)? {
             let key = decode_with(py, &k, &mut keys)?;
             out.set_item(key, decode_with(py, &v, &mut keys)?)?;
+        }
+        let template = Arc::new(DictTemplate::new(&out)?);
+        let mut state = self.db.lock(py);
+        if state.version == version {
+            if let Some(Slot::Hash(h)) = state.map.get_mut(&self.key) {
+                h.plain = Some(template);
+            }
         }
         Ok(out)
     }

@@ -28,14 +28,45 @@ use crate::codec::{KeyCache, Template};
 /// `encode(value)` as stored text (the codec writes ASCII only), keeping
 /// the object too when it is an immutable scalar (see `db::Stored`).
 pub(crate) fn encode(obj: &Bound<'_, PyAny>) -> PyResult<db::Text> {
-    let bytes = crate::codec::encode_json(obj)?;
-    let text = String::from_utf8(bytes).expect("the encoder writes ASCII");
+    let text = match plain_text(obj) {
+        Some(text) => text,
+        None => {
+            let mut text = String::from_utf8(crate::codec::encode_json(obj)?)
+                .expect("the encoder writes ASCII");
+            text.shrink_to_fit();
+            text
+        }
+    };
     let scalar = immutable_scalar(obj).then(|| obj.clone().unbind());
     Ok(std::sync::Arc::new(db::Stored {
-        text: text.into_boxed_str(),
+        text,
         scalar,
         template: Default::default(),
     }))
+}
+
+/// The encoding of the commonest keys and values, written straight into a
+/// string of the right size: a machine-sized `int`, and a `str` of printable
+/// ASCII without quotes or backslashes (which `json.dumps` writes as is).
+fn plain_text(obj: &Bound<'_, PyAny>) -> Option<String> {
+    use pyo3::types::{PyInt, PyString};
+    if let Ok(s) = obj.cast_exact::<PyString>() {
+        let s = s.to_str().ok()?;
+        let plain = s
+            .bytes()
+            .all(|c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\');
+        return plain.then(|| {
+            let mut text = String::with_capacity(s.len() + 2);
+            text.push('"');
+            text.push_str(s);
+            text.push('"');
+            text
+        });
+    }
+    if obj.is_exact_instance_of::<PyInt>() {
+        return obj.extract::<i64>().ok().map(|i| i.to_string());
+    }
+    None
 }
 
 /// Exact types whose JSON round trip gives back an equal, immutable object
