@@ -5,7 +5,9 @@ ahead of that reply), on Valkey and on Redis."""
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import threading
 import time
 
@@ -341,3 +343,56 @@ def test_a_write_to_a_hash_held_whole_updates_the_copy(cached, raw):
     barrier.wait()
     other.join()
     assert d["b"] == 20
+
+
+class NoTrackingProxy:
+    """A loopback proxy for a server that predates RESP3: it answers the
+    first write of each connection (our HELLO 3 + CLIENT TRACKING set-up)
+    with two errors, as Redis 5 does, and forwards everything else."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.refused = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        with client, upstream:
+            first = client.recv(65536)
+            if b"HELLO" in first:
+                self.refused += 1
+                client.sendall(b"-ERR unknown command 'HELLO'\r\n-ERR unknown command 'CLIENT'\r\n")
+            else:
+                upstream.sendall(first)
+                client.sendall(upstream.recv(65536))
+            while data := client.recv(65536):
+                upstream.sendall(data)
+                client.sendall(upstream.recv(65536))
+
+
+def test_a_server_without_tracking_is_used_without_the_cache(server, raw, caplog):
+    proxy = NoTrackingProxy(server.port)
+    caplog.set_level(logging.WARNING, logger="madsci_cache_rs")
+    h = PyCacheHandler.from_settings("127.0.0.1", proxy.port, client_cache=True)
+    try:
+        d = h.create_dict("d")
+        d["a"] = 1
+        for _ in range(3):
+            assert d.to_dict() == {"a": 1}
+        raw.hset("d", '"a"', "2")
+        assert d["a"] == 2
+        assert h.client_cache_hits == 0 and proxy.refused == 1
+        assert any("cannot track keys" in r.getMessage() for r in caplog.records)
+    finally:
+        h.close()
+        proxy.listener.close()
