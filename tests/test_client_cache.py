@@ -13,7 +13,7 @@ import time
 
 import pytest
 import redis
-from conftest import round_trips
+from conftest import LoopbackProxy, in_threads, round_trips
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -188,25 +188,16 @@ def test_a_read_racing_our_write_never_leaves_the_old_value(cached):
 
 def test_eight_threads_share_one_cached_handler(cached, raw):
     d = cached.create_dict("d")
-    errors: list[BaseException] = []
 
     def work(t: int) -> None:
-        try:
-            for i in range(100):
-                assert cached.incr(f"n{t}") == i + 1
-                d[f"{t}"] = i
-                assert d[f"{t}"] == i
-                assert d.to_dict()[f"{t}"] == i
-                assert cached.get(f"n{t}") == str(i + 1)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for i in range(100):
+            assert cached.incr(f"n{t}") == i + 1
+            d[f"{t}"] = i
+            assert d[f"{t}"] == i
+            assert d.to_dict()[f"{t}"] == i
+            assert cached.get(f"n{t}") == str(i + 1)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert errors == []
+    assert in_threads(work, 8) == []
     assert [raw.get(f"n{t}") for t in range(8)] == [b"100"] * 8
     assert cached.create_dict("d").to_dict() == {str(t): 99 for t in range(8)}
 
@@ -345,39 +336,26 @@ def test_a_write_to_a_hash_held_whole_updates_the_copy(cached, raw):
     assert d["b"] == 20
 
 
-class NoTrackingProxy:
+class NoTrackingProxy(LoopbackProxy):
     """A loopback proxy for a server that predates RESP3: it answers the
     first write of each connection (our HELLO 3 + CLIENT TRACKING set-up)
     with two errors, as Redis 5 does, and forwards everything else."""
 
     def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.refused = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream_port)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-        with client, upstream:
-            first = client.recv(65536)
-            if b"HELLO" in first:
-                self.refused += 1
-                client.sendall(b"-ERR unknown command 'HELLO'\r\n-ERR unknown command 'CLIENT'\r\n")
-            else:
-                upstream.sendall(first)
-                client.sendall(upstream.recv(65536))
-            while data := client.recv(65536):
-                upstream.sendall(data)
-                client.sendall(upstream.recv(65536))
+    def serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        first = client.recv(65536)
+        if b"HELLO" in first:
+            self.refused += 1
+            client.sendall(b"-ERR unknown command 'HELLO'\r\n-ERR unknown command 'CLIENT'\r\n")
+        else:
+            upstream.sendall(first)
+            client.sendall(upstream.recv(65536))
+        while data := client.recv(65536):
+            upstream.sendall(data)
+            client.sendall(upstream.recv(65536))
 
 
 def test_a_server_without_tracking_is_used_without_the_cache(server, raw, caplog):
@@ -395,4 +373,4 @@ def test_a_server_without_tracking_is_used_without_the_cache(server, raw, caplog
         assert any("cannot track keys" in r.getMessage() for r in caplog.records)
     finally:
         h.close()
-        proxy.listener.close()
+        proxy.close()

@@ -18,6 +18,7 @@ import uuid
 import pottery
 import pytest
 import redis
+from conftest import LoopbackProxy
 
 from madsci_cache_rs import (
     CacheConnectionError,
@@ -617,29 +618,19 @@ def test_a_server_restart_while_a_lock_is_held(server):
         assert lock.acquire(blocking=False) is True
 
 
-class ReplyDropper:
+class ReplyDropper(LoopbackProxy):
     """Loopback proxy that forwards everything until armed; then it forwards
     the next command, lets the server run it, and drops its reply: ``close``
     closes the client's connection, ``hold`` keeps it open and silent."""
 
     def __init__(self, upstream_port: int, mode: str) -> None:
-        self.upstream_port, self.mode = upstream_port, mode
+        self.mode = mode
         self.armed = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self._open: list[socket.socket] = [self.listener]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream_port)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            self._open += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._back, args=(upstream, client), daemon=True).start()
+    def serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        threading.Thread(target=self._back, args=(upstream, client), daemon=True).start()
+        self._pump(client, upstream)
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket) -> None:
@@ -660,10 +651,6 @@ class ReplyDropper:
                 client.sendall(data)
         except OSError:
             pass
-
-    def close(self) -> None:
-        for s in self._open:
-            s.close()
 
 
 @pytest.mark.parametrize("mode", ["close", "hold"])

@@ -11,6 +11,7 @@ import time
 
 import pytest
 import redis
+from conftest import LoopbackProxy, in_threads
 
 from madsci_cache_rs import CacheConnectionError, CacheTimeoutError, PyCacheHandler
 from madsci_cache_rs.testing import PrivateServer
@@ -21,25 +22,16 @@ def test_eight_threads_share_one_handler(handler, raw):
     before = raw.info("clients")["connected_clients"]
     d = handler.create_dict("d")
     lst = handler.create_list("l")
-    errors: list[BaseException] = []
 
     def work(t: int) -> None:
-        try:
-            for i in range(150):
-                handler.incr("n")
-                lst.append([t, i])
-                d[f"{t}:{i}"] = i
-                assert handler.get(f"missing{t}") is None
-                assert d[f"{t}:{i}"] == i
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for i in range(150):
+            handler.incr("n")
+            lst.append([t, i])
+            d[f"{t}:{i}"] = i
+            assert handler.get(f"missing{t}") is None
+            assert d[f"{t}:{i}"] == i
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert errors == []
+    assert in_threads(work, 8) == []
     assert raw.get("n") == b"1200"
     assert len(lst) == 1200 and len(d) == 1200
     assert sorted(map(tuple, lst)) == [(t, i) for t in range(8) for i in range(150)]
@@ -96,7 +88,7 @@ def test_stale_pooled_connections_are_dropped_without_resending():
         assert r.get("n") == b"1" and r.llen("l") == 1
 
 
-class LossyProxy:
+class LossyProxy(LoopbackProxy):
     """Loopback proxy that forwards each command to the server, waits for
     the server's reply (so the command has run), then drops that reply:
     ``mode='close'`` closes the client's connection, ``mode='hold'`` keeps
@@ -104,26 +96,12 @@ class LossyProxy:
     client-side cache's tracking set-up) pass both ways."""
 
     def __init__(self, upstream_port: int, mode: str, spare: int = 0) -> None:
-        self.upstream_port = upstream_port
         self.mode = mode
         self.spare = spare
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.forwarded: list[bytes] = []
-        self._open: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream_port)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-        self._open += [client, upstream]
+    def serve(self, client: socket.socket, upstream: socket.socket) -> None:
         for _ in range(self.spare):
             upstream.sendall(client.recv(65536))
             client.sendall(upstream.recv(65536))
@@ -142,11 +120,6 @@ class LossyProxy:
         deadline = time.monotonic() + 30
         while len(self.forwarded) < count and time.monotonic() < deadline:
             time.sleep(0.01)
-
-    def close(self) -> None:
-        self.listener.close()
-        for s in self._open:
-            s.close()
 
 
 @pytest.mark.parametrize("client_cache", [False, True], ids=["pool", "client-cache"])
