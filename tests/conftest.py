@@ -9,7 +9,6 @@ Every test gets an empty database.
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Callable, Iterator
 
@@ -64,36 +63,6 @@ def round_trips(raw: redis.Redis, action) -> dict[str, int]:
     raw.config_resetstat()
     action()
     return command_calls(raw)
-
-
-class LoopbackProxy:
-    """A loopback listener in front of a server, for faults a real network
-    makes: each accepted client gets ``serve(client, upstream)`` on a thread
-    of its own, and subclasses decide what passes."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self._open: list[socket.socket] = [self.listener]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            self._open += [client, upstream]
-            threading.Thread(target=self.serve, args=(client, upstream), daemon=True).start()
-
-    def serve(self, client: socket.socket, upstream: socket.socket) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        for s in self._open:
-            s.close()
 
 
 def in_threads(work: Callable[[int], None], count: int) -> list[BaseException]:

@@ -13,12 +13,12 @@ import time
 
 import pytest
 import redis
-from conftest import LoopbackProxy, in_threads, round_trips
+from conftest import in_threads, round_trips
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from madsci_cache_rs import PyCacheHandler
-from madsci_cache_rs.testing import PrivateServer
+from madsci_cache_rs.testing import LoopbackProxy, PrivateServer
 
 ENV = "MADSCI_CACHE_RS_CLIENT_CACHE"
 

@@ -18,7 +18,6 @@ import uuid
 import pottery
 import pytest
 import redis
-from conftest import LoopbackProxy
 
 from madsci_cache_rs import (
     CacheConnectionError,
@@ -32,7 +31,7 @@ from madsci_cache_rs import (
     TooManyExtensions,
     _native,
 )
-from madsci_cache_rs.testing import PrivateServer
+from madsci_cache_rs.testing import LoopbackProxy, PrivateServer
 
 
 @pytest.fixture

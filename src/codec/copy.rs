@@ -101,8 +101,10 @@ pub fn fresh_copy<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>
             .collect::<PyResult<Vec<_>>>()?;
         return Ok(PyList::new(py, items)?.into_any());
     }
-    if value.cast::<PyFloat>().is_ok_and(|f| f.value().is_nan()) {
-        return Ok(PyFloat::new(py, f64::NAN).into_any());
+    if shareable(value) {
+        Ok(value.clone())
+    } else {
+        // Neither dict nor list, so a NaN.
+        Ok(PyFloat::new(py, f64::NAN).into_any())
     }
-    Ok(value.clone())
 }

@@ -91,13 +91,9 @@ impl CachingClient {
         store.lookup(cmd)
     }
 
-    /// The tracking connection, opened if needed; `None` when the server
-    /// cannot track.
-    fn ready<'a>(
-        &self,
-        slot: &'a mut Option<Conn>,
-        what: Describe<'_>,
-    ) -> Result<Option<&'a mut Conn>, CacheError> {
+    /// Open the tracking connection if needed; `false` when the server
+    /// cannot track, and the pool must carry the command.
+    fn ready(&self, slot: &mut Option<Conn>, what: Describe<'_>) -> Result<bool, CacheError> {
         self.drain(slot);
         if slot.is_none() && !self.unsupported.load(Ordering::Relaxed) {
             let mut conn = self.pool.connect(what)?;
@@ -120,18 +116,18 @@ impl CachingClient {
                 *slot = Some(conn);
             }
         }
-        Ok(slot.as_mut())
+        Ok(slot.is_some())
     }
 
-    fn send_tracked(
+    /// Send `cmds` on the tracking connection (`ready` opened it) and keep
+    /// what the reads among them may keep.
+    fn exchange(
         &self,
         slot: &mut Option<Conn>,
         cmds: &[Cmd],
         what: Describe<'_>,
     ) -> Result<Vec<Reply>, CacheError> {
-        let Some(conn) = self.ready(slot, what)? else {
-            return self.pool.pipeline(cmds, what);
-        };
+        let conn = slot.as_mut().expect("ready() opened the connection");
         let tickets: Vec<_> = {
             let mut store = self.store.lock();
             cmds.iter().map(|c| store.ticket(c)).collect()
@@ -155,14 +151,16 @@ impl CachingClient {
 
     /// A field read of a hash that is usually read whole: fetch and keep
     /// the whole hash, answer the field from it. `None`: send `cmd` itself.
-    fn read_whole(&self, cmd: &Cmd, what: Describe<'_>) -> Result<Option<Reply>, CacheError> {
+    fn read_whole(
+        &self,
+        slot: &mut Option<Conn>,
+        cmd: &Cmd,
+        what: Describe<'_>,
+    ) -> Result<Option<Reply>, CacheError> {
         let Some(whole) = self.store.lock().read_ahead(cmd) else {
             return Ok(None);
         };
-        let Some(mut slot) = self.tracked.try_lock() else {
-            return Ok(None);
-        };
-        let replies = self.send_tracked(&mut slot, std::slice::from_ref(&whole), what)?;
+        let replies = self.exchange(slot, std::slice::from_ref(&whole), what)?;
         Ok(replies
             .first()
             .and_then(|reply| Store::answer_from(cmd, &whole, reply)))
@@ -171,16 +169,12 @@ impl CachingClient {
     /// `HSET` to a hash we hold whole: sent as `MULTI HSET HLEN EXEC`, so
     /// the key is tracked again (a write untracks it) with nothing in
     /// between, and our copy takes the write instead of being dropped.
-    fn write_through(&self, cmd: &Cmd, what: Describe<'_>) -> Result<Option<Reply>, CacheError> {
-        if cmd.name() != "HSET" {
-            return Ok(None);
-        }
-        let Some(mut slot) = self.tracked.try_lock() else {
-            return Ok(None);
-        };
-        let Some(conn) = self.ready(&mut slot, what)? else {
-            return Ok(None);
-        };
+    fn write_through(
+        &self,
+        slot: &mut Option<Conn>,
+        cmd: &Cmd,
+        what: Describe<'_>,
+    ) -> Result<Option<Reply>, CacheError> {
         let Some(ticket) = self.store.lock().write_ticket(cmd) else {
             return Ok(None);
         };
@@ -191,14 +185,7 @@ impl CachingClient {
             Cmd::new("HLEN").arg(key),
             Cmd::new("EXEC"),
         ];
-        let replies =
-            match conn.request_many_with(&cmds, &mut |items| self.store.lock().on_push(items)) {
-                Ok(replies) => replies,
-                Err(e) => {
-                    self.forget(&mut slot);
-                    return Err(self.pool.lost_reply(&e, what));
-                }
-            };
+        let replies = self.exchange(slot, &cmds, what)?;
         let mut store = self.store.lock();
         Ok(Some(match replies.into_iter().nth(3) {
             Some(Reply::Array(mut done)) if done.len() == 2 => {
@@ -215,6 +202,15 @@ impl CachingClient {
         }))
     }
 
+    /// Through the pool, when the tracking connection is busy or refused.
+    fn send_pooled(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
+        // Before and after: a read that raced the write cannot fill.
+        self.invalidate(cmds);
+        let result = self.pool.pipeline(cmds, what);
+        self.invalidate(cmds);
+        result
+    }
+
     fn invalidate(&self, cmds: &[Cmd]) {
         let mut store = self.store.lock();
         cmds.iter().for_each(|c| store.before_write(c));
@@ -223,23 +219,29 @@ impl CachingClient {
 
 impl Transport for CachingClient {
     fn pipeline(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
-        if let [cmd] = cmds {
-            if let Some(reply) = self.serve(cmd) {
+        let single = match cmds {
+            [cmd] => Some(cmd),
+            _ => None,
+        };
+        if let Some(reply) = single.and_then(|cmd| self.serve(cmd)) {
+            return Ok(vec![reply]);
+        }
+        let Some(mut slot) = self.tracked.try_lock() else {
+            return self.send_pooled(cmds, what);
+        };
+        if !self.ready(&mut slot, what)? {
+            return self.send_pooled(cmds, what);
+        }
+        if let Some(cmd) = single {
+            if let Some(reply) = self.read_whole(&mut slot, cmd, what)? {
                 return Ok(vec![reply]);
             }
-            if let Some(reply) = self.read_whole(cmd, what)? {
-                return Ok(vec![reply]);
-            }
-            if let Some(reply) = self.write_through(cmd, what)? {
+            if let Some(reply) = self.write_through(&mut slot, cmd, what)? {
                 return Ok(vec![reply]);
             }
         }
-        // Before and after: a read that raced the write cannot fill.
         self.invalidate(cmds);
-        let result = match self.tracked.try_lock() {
-            Some(mut slot) => self.send_tracked(&mut slot, cmds, what),
-            None => self.pool.pipeline(cmds, what),
-        };
+        let result = self.exchange(&mut slot, cmds, what);
         self.invalidate(cmds);
         result
     }

@@ -10,27 +10,20 @@ import socket
 import threading
 from collections.abc import Callable
 
+from madsci_cache_rs.testing import LoopbackProxy
 
-class WriteCounter:
+
+class WriteCounter(LoopbackProxy):
     """A loopback proxy that counts what each client writes."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.upstream = (host, port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.writes = 0
         self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(port, host)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.upstream)
-            for a, b, count in ((client, upstream, True), (upstream, client, False)):
-                threading.Thread(target=self._pump, args=(a, b, count), daemon=True).start()
+    def serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+        self._pump(client, upstream, True)
 
     def _pump(self, src: socket.socket, dst: socket.socket, count: bool) -> None:
         try:
@@ -52,6 +45,3 @@ class WriteCounter:
         op()
         with self._lock:
             return self.writes
-
-    def close(self) -> None:
-        self.listener.close()
