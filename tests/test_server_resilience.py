@@ -190,3 +190,55 @@ def test_connects_and_reconnects_are_logged(caplog, client_cache):
     messages = [r.getMessage() for r in caplog.records if r.name == "madsci_cache_rs"]
     assert f"connected to 127.0.0.1:{srv.port}" in messages
     assert f"reconnected to 127.0.0.1:{srv.port}" in messages
+
+
+class SlowProxy(LoopbackProxy):
+    """Forwards each command after ``delay`` seconds: a reply that is late
+    enough for a spinning client to show it in its CPU time."""
+
+    delay = 0.05
+
+    def serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        while data := client.recv(65536):
+            time.sleep(self.delay)
+            upstream.sendall(data)
+            client.sendall(upstream.recv(65536))
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one CPU: spinning is always off")
+@pytest.mark.parametrize(
+    ("how", "spins"),
+    [
+        ({"spin_wait": 1.0}, True),
+        ({"spin_wait": 0}, False),
+        ({"spin_wait": None}, False),
+        ({"env": "1.0"}, True),
+        ({"env": "0"}, False),
+    ],
+    ids=["option-on", "option-zero", "option-none", "env-on", "env-zero"],
+)
+def test_spin_wait_polls_for_a_reply_before_sleeping(server, monkeypatch, how, spins):
+    proxy = SlowProxy(server.port)
+    try:
+        if "env" in how:
+            monkeypatch.setenv("MADSCI_CACHE_RS_SPIN_WAIT", how["env"])
+            h = PyCacheHandler.from_settings("127.0.0.1", proxy.port)
+        else:
+            h = PyCacheHandler.from_settings("127.0.0.1", proxy.port, **how)
+        h.set("spin", "v")  # connects first, so only the wait is measured
+        cpu = time.thread_time()
+        assert h.get("spin") == "v"
+        used = time.thread_time() - cpu
+        h.close()
+    finally:
+        proxy.close()
+    # Spinning through a 50 ms wait takes CPU; sleeping through it takes none.
+    assert (used > SlowProxy.delay / 3) is spins, used
+
+
+def test_spin_wait_rejects_bad_values_naming_them(server, monkeypatch):
+    with pytest.raises(ValueError, match="spin_wait"):
+        PyCacheHandler.from_url(server.url, spin_wait=-1)
+    monkeypatch.setenv("MADSCI_CACHE_RS_SPIN_WAIT", "soon")
+    with pytest.raises(ValueError, match=r"MADSCI_CACHE_RS_SPIN_WAIT.*soon"):
+        PyCacheHandler.from_url(server.url)

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use redis::{ConnectionAddr, IntoConnectionInfo};
 
+use super::spin::DEFAULT_SPIN_WAIT;
 use super::tls::{client_config, TlsOptions};
 use crate::errors::CacheError;
 
@@ -38,6 +39,10 @@ pub struct Config {
     /// (`tracking.rs`). `None`: as the `MADSCI_CACHE_RS_CLIENT_CACHE`
     /// environment variable says, off when it is unset.
     pub client_cache: Option<bool>,
+    /// How long to poll for a reply before sleeping in `read` (`spin.rs`).
+    /// `None`: as the `MADSCI_CACHE_RS_SPIN_WAIT` environment variable says
+    /// (seconds), else `DEFAULT_SPIN_WAIT`. Zero never spins.
+    pub spin_wait: Option<Duration>,
 }
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,6 +63,7 @@ impl Config {
             tls: None,
             tls_config: None,
             client_cache: None,
+            spin_wait: None,
         }
     }
 
@@ -75,13 +81,27 @@ impl Config {
         }
     }
 
-    /// Check what can be checked without the network (TLS files) once all
-    /// options are set.
+    /// The spin budget `prepare` settled on.
+    pub fn spin_wait(&self) -> Duration {
+        self.spin_wait.unwrap_or(DEFAULT_SPIN_WAIT)
+    }
+
+    /// Check what can be checked without the network (TLS files, the
+    /// environment) once all options are set.
     pub fn prepare(mut self) -> Result<Config, CacheError> {
         self.tls_config = match &self.tls {
             Some(options) => Some(client_config(options)?),
             None => None,
         };
+        if self.spin_wait.is_none() {
+            self.spin_wait = Some(
+                env_seconds(
+                    "MADSCI_CACHE_RS_SPIN_WAIT",
+                    std::env::var("MADSCI_CACHE_RS_SPIN_WAIT").ok().as_deref(),
+                )?
+                .unwrap_or(DEFAULT_SPIN_WAIT),
+            );
+        }
         Ok(self)
     }
 
@@ -222,6 +242,21 @@ mod tests {
 }
 
 /// An on/off environment variable: unset or empty is off.
+/// A non-negative number of seconds from an environment variable; unset or
+/// empty is `None`.
+fn env_seconds(name: &str, value: Option<&str>) -> Result<Option<Duration>, CacheError> {
+    let Some(text) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    match text.parse::<f64>() {
+        Ok(s) if s >= 0.0 && s.is_finite() => Ok(Some(Duration::from_secs_f64(s))),
+        _ => Err(CacheError::InvalidValue {
+            context: format!("environment variable {name}"),
+            detail: format!("expected a number of seconds, 0 or more, not {text:?}"),
+        }),
+    }
+}
+
 fn flag(name: &str, value: Option<&str>) -> Result<bool, CacheError> {
     match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
         None | Some("" | "0" | "false" | "no" | "off") => Ok(false),
@@ -235,7 +270,23 @@ fn flag(name: &str, value: Option<&str>) -> Result<bool, CacheError> {
 
 #[cfg(test)]
 mod flag_tests {
-    use super::flag;
+    use super::{env_seconds, flag};
+    use std::time::Duration;
+
+    #[test]
+    fn reads_seconds() {
+        assert_eq!(env_seconds("X", None).unwrap(), None);
+        assert_eq!(env_seconds("X", Some(" ")).unwrap(), None);
+        assert_eq!(env_seconds("X", Some("0")).unwrap(), Some(Duration::ZERO));
+        assert_eq!(
+            env_seconds("X", Some("0.00025")).unwrap(),
+            Some(Duration::from_micros(250))
+        );
+        for bad in ["-1", "soon", "inf", "nan"] {
+            let e = env_seconds("X", Some(bad)).unwrap_err().to_string();
+            assert!(e.contains('X') && e.contains(bad), "{e}");
+        }
+    }
 
     #[test]
     fn reads_on_and_off() {

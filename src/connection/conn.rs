@@ -11,6 +11,7 @@ use rustls::{ClientConnection, StreamOwned};
 
 use super::config::{Addr, Config};
 use super::resp::{protocol_error, read_reply, Cmd, Reply};
+use super::spin::Spin;
 use super::tls::server_name;
 
 pub enum Stream {
@@ -66,6 +67,23 @@ impl Write for Stream {
     }
 }
 
+/// A stream that spins briefly before a read that would block (`spin.rs`).
+/// TLS reads block at once: bytes on the socket may be a record without
+/// data, so the socket being readable does not mean a reply is.
+struct Socket {
+    stream: Stream,
+    spin: Spin,
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !matches!(self.stream, Stream::Tls(_)) {
+            self.spin.before_read(self.stream.fd());
+        }
+        self.stream.read(buf)
+    }
+}
+
 fn tcp_timeouts(s: &TcpStream, t: Option<Duration>) -> io::Result<()> {
     s.set_read_timeout(t)?;
     s.set_write_timeout(t)
@@ -98,7 +116,7 @@ pub enum OpenError {
 }
 
 pub struct Conn {
-    reader: BufReader<Stream>,
+    reader: BufReader<Socket>,
     out: Vec<u8>,
     /// The process generation that opened it (see `fork.rs`): a forked
     /// child must not use its parent's sockets.
@@ -143,8 +161,12 @@ impl Conn {
         stream
             .set_timeouts(cfg.connect_timeout.or(cfg.command_timeout))
             .map_err(OpenError::Io)?;
+        let socket = Socket {
+            stream,
+            spin: Spin::new(cfg.spin_wait()),
+        };
         let mut conn = Conn {
-            reader: BufReader::with_capacity(16 * 1024, stream),
+            reader: BufReader::with_capacity(16 * 1024, socket),
             out: Vec::with_capacity(256),
             generation: super::fork::generation(),
         };
@@ -170,6 +192,7 @@ impl Conn {
         }
         conn.reader
             .get_ref()
+            .stream
             .set_timeouts(cfg.command_timeout)
             .map_err(OpenError::Io)?;
         Ok(conn)
@@ -191,7 +214,7 @@ impl Conn {
         // SAFETY: a valid fd we own and a one-byte buffer on our stack.
         let n = unsafe {
             libc::recv(
-                self.reader.get_ref().fd(),
+                self.reader.get_ref().stream.fd(),
                 (&mut byte as *mut u8).cast(),
                 1,
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
@@ -222,7 +245,7 @@ impl Conn {
     /// may be a TLS record without data (a session ticket), and reading it
     /// would wait. Pushes then arrive with the next reply instead.
     pub fn drain_pushes(&mut self, on_push: &mut dyn FnMut(Vec<Reply>)) -> io::Result<()> {
-        let tls = matches!(self.reader.get_ref(), Stream::Tls(_));
+        let tls = matches!(self.reader.get_ref().stream, Stream::Tls(_));
         while !self.reader.buffer().is_empty() || (self.peek()? && !tls) {
             match read_reply(&mut self.reader)? {
                 Reply::Push(items) => on_push(items),
@@ -255,7 +278,7 @@ impl Conn {
         for cmd in cmds {
             cmd.write_to(&mut self.out);
         }
-        let stream = self.reader.get_mut();
+        let stream = &mut self.reader.get_mut().stream;
         stream.write_all(&self.out)?;
         stream.flush()
     }
@@ -263,7 +286,7 @@ impl Conn {
     pub fn request(&mut self, cmd: &Cmd) -> io::Result<Reply> {
         self.out.clear();
         cmd.write_to(&mut self.out);
-        let stream = self.reader.get_mut();
+        let stream = &mut self.reader.get_mut().stream;
         stream.write_all(&self.out)?;
         stream.flush()?;
         read_reply(&mut self.reader)

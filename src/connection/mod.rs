@@ -12,6 +12,7 @@ pub mod fork;
 pub mod pool;
 pub mod resp;
 pub mod retry;
+pub mod spin;
 pub mod tls;
 pub mod tracking;
 pub mod transport;

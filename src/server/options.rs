@@ -24,6 +24,21 @@ fn seconds(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
     Ok(Some(Duration::from_secs_f64(s)))
 }
 
+/// `spin_wait`: seconds to poll for a reply before sleeping; 0 or `None`
+/// never spins.
+fn spin_seconds(value: &Bound<'_, PyAny>) -> PyResult<Duration> {
+    if value.is_none() {
+        return Ok(Duration::ZERO);
+    }
+    let s: f64 = value.extract()?;
+    if !(s >= 0.0 && s.is_finite()) {
+        return Err(PyValueError::new_err(format!(
+            "spin_wait must be 0 or a positive number of seconds, not {s}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
 /// redis-py's `ssl_cert_reqs`: "none" (or `ssl.CERT_NONE`, 0) turns
 /// verification off; "required"/"optional" (1, 2) keep it on.
 fn cert_reqs(value: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -47,7 +62,7 @@ fn tls_options(cfg: &mut Config) -> &mut TlsOptions {
 }
 
 /// Apply `db`, `username`, `password`, `socket_timeout`,
-/// `socket_connect_timeout`, `connect_attempts`, `client_cache` and redis-py's `ssl` and
+/// `socket_connect_timeout`, `connect_attempts`, `client_cache`, `spin_wait` and redis-py's `ssl` and
 /// `ssl_*` options.
 pub fn apply_options(
     cfg: &mut Config,
@@ -78,6 +93,7 @@ pub fn apply_options(
             "ssl_cert_reqs" => tls_options(cfg).verify = cert_reqs(&value)?,
             "ssl_check_hostname" => tls_options(cfg).check_hostname = value.is_truthy()?,
             "client_cache" => cfg.client_cache = Some(value.is_truthy()?),
+            "spin_wait" => cfg.spin_wait = Some(spin_seconds(&value)?),
             "connect_attempts" => {
                 policy.connect_attempts = value.extract()?;
                 if policy.connect_attempts == 0 {
@@ -87,7 +103,7 @@ pub fn apply_options(
             _ => {
                 return Err(PyTypeError::new_err(format!(
                     "unexpected option {name:?}: expected db, username, password, \
-                     socket_timeout, socket_connect_timeout, connect_attempts, client_cache, ssl, \
+                     socket_timeout, socket_connect_timeout, connect_attempts, client_cache, spin_wait, ssl, \
                      ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs or ssl_check_hostname"
                 )))
             }
