@@ -124,7 +124,10 @@ def test_pottery_writes_we_read(handler, raw, data):
     theirs.update(data)
     ours = handler.create_dict("wire")
     assert ours.to_dict() == data == theirs.to_dict()
-    assert {k: ours[k] for k in data} == data
+    # Read again: documents seen before are copied from a template.
+    for _ in range(3):
+        assert {k: ours[k] for k in data} == data
+        assert ours.to_dict() == data
 
 
 @HYPOTHESIS
@@ -293,3 +296,43 @@ def test_bulk_reads_share_key_strings_safely(handler):
         lst = h.create_list("bulk-list")
         lst.extend(records.values())
         assert lst.to_list() == list(expected.values())
+
+
+def test_documents_read_again_are_fresh_and_independent(handler):
+    """A document read before is copied from a decoded template
+    (codec/memo.rs): every read must still be a new tree, equal to what
+    json.loads gives, with its own containers and its own NaN."""
+    doc = {
+        "name": "node_1",
+        "status": {"ready": True, "steps": [1, 2, {"deep": [3.5, None]}]},
+        "tags": ["a", 1, [], {}],
+        "nan": float("nan"),
+    }
+    text = encode_json(doc)
+    d = handler.create_dict("memo")
+    d["k"] = doc
+    lst = handler.create_list("memo-list")
+    lst.extend([doc, doc])
+    reads = [d["k"] for _ in range(4)] + [d.to_dict()["k"], *lst, lst[1], *lst.to_list()]
+    for read in reads:
+        assert encode_json(read) == text
+    containers = [
+        lambda r: r,
+        lambda r: r["status"],
+        lambda r: r["status"]["steps"],
+        lambda r: r["status"]["steps"][2],
+        lambda r: r["status"]["steps"][2]["deep"],
+        lambda r: r["tags"],
+        lambda r: r["tags"][2],
+        lambda r: r["tags"][3],
+        lambda r: r["nan"],
+    ]
+    for path in containers:
+        assert len({id(path(r)) for r in reads}) == len(reads)
+    mutated = d["k"]
+    mutated["status"]["steps"][2]["deep"].append(9)
+    mutated["tags"][2].append(1)
+    mutated["tags"][3]["x"] = 1
+    mutated["new"] = 1
+    assert encode_json(d["k"]) == text
+    assert encode_json(lst[0]) == text

@@ -6,9 +6,10 @@ mod copy;
 mod decode;
 mod encode;
 pub mod float;
+pub mod memo;
 pub mod text;
 
-pub use copy::{fresh_copy, DictTemplate, Template};
+pub use copy::{DictTemplate, Template};
 pub use decode::{decode_json, decode_json_bytes, decode_json_bytes_with, KeyCache};
 pub use encode::{encode_json, encode_json_str};
 

@@ -24,7 +24,7 @@ use crate::lease::Lease;
 /// the decoder on dict keys and on lists of strings.
 ///
 /// A container value keeps, from its first read on, a decoded `template`
-/// that later reads copy (`codec::fresh_copy`) instead of parsing the text.
+/// that later reads copy (`codec::Template`) instead of parsing the text.
 pub struct Stored {
     pub text: String,
     pub scalar: Option<Py<PyAny>>,
