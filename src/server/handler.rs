@@ -87,7 +87,9 @@ impl PyCacheHandler {
     /// Like madsci's, plus options: `db`, `username`, `socket_timeout`,
     /// `socket_connect_timeout` (seconds or None), `connect_attempts`,
     /// `client_cache` (default: the `MADSCI_CACHE_RS_CLIENT_CACHE`
-    /// environment variable).
+    /// environment variable), `spin_wait` (seconds to poll for a reply
+    /// before sleeping, 0 never; default `MADSCI_CACHE_RS_SPIN_WAIT` or
+    /// 100 µs).
     #[classmethod]
     #[pyo3(signature = (host="localhost", port=6379, password=None, **options))]
     fn from_settings(
