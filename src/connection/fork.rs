@@ -13,6 +13,8 @@ static INSTALL: Once = Once::new();
 
 extern "C" fn in_child_after_fork() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
+    // Threads that were spinning in the parent do not exist here.
+    super::spin::forget_spinners();
 }
 
 /// The current process generation: changes in a child after `fork()`.

@@ -41,6 +41,12 @@ fn max_spinners() -> usize {
     })
 }
 
+/// In a child after `fork()`: only the forking thread survives, and it was
+/// not spinning, so slots taken by the parent's other threads are free.
+pub fn forget_spinners() {
+    SPINNERS.store(0, Ordering::Release);
+}
+
 /// One of the process's spinning slots, given back on drop.
 struct Slot(&'static AtomicUsize);
 
