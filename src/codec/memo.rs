@@ -101,14 +101,6 @@ impl<T: Clone> TextMemo<T> {
             .collect();
         Some(dropped)
     }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -140,7 +132,7 @@ mod tests {
             memo.look_up(b"[1, 2, 3, 4, 5, 6, 7, 8]").0,
             Lookup::First
         ));
-        assert_eq!(memo.len(), 2);
+        assert_eq!(memo.map.len(), 2);
     }
 
     #[test]
@@ -160,7 +152,7 @@ mod tests {
         let (lookup, dropped) = memo.look_up(other);
         assert!(matches!(lookup, Lookup::First));
         assert_eq!(dropped, Some(vec![1]));
-        assert_eq!(memo.len(), 1);
+        assert_eq!(memo.map.len(), 1);
         assert!(matches!(memo.look_up(DOC).0, Lookup::First));
         assert!(matches!(memo.look_up(other).0, Lookup::Second));
     }

@@ -18,6 +18,7 @@
 //! - a connection whose replies keep missing the budget (a distant
 //!   server) stops spinning for a while and then tries again.
 
+use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -124,22 +125,35 @@ impl Spin {
     }
 }
 
-fn readable(fd: RawFd) -> bool {
+/// Wait up to `timeout` for input on `fd`: `Ok(true)` when a read will
+/// not block. An interrupted wait is `Ok(false)`.
+pub fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd on our stack; a zero timeout never blocks.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    // An error from poll itself: let the read report what is wrong.
-    n != 0
+    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd on our stack.
+    match unsafe { libc::poll(&mut pfd, 1, millis) } {
+        0 => Ok(false),
+        n if n > 0 => Ok(true),
+        _ => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+    }
 }
 
 fn poll_until_readable(fd: RawFd, budget: Duration) -> Outcome {
     let start = Instant::now();
     loop {
-        if readable(fd) {
+        // An error: let the read report what is wrong.
+        if !matches!(wait_readable(fd, Duration::ZERO), Ok(false)) {
             return Outcome::Ready;
         }
         if start.elapsed() >= budget {

@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use super::handoff::{notify, notify_server, LockId};
 use crate::connection::config::{Addr, Config};
 use crate::connection::resp::{read_reply, Cmd, Reply};
+use crate::connection::spin::wait_readable;
 
 /// Pub/Sub channels are server-wide (not per database): the message names
 /// the database as well as the key.
@@ -230,25 +231,7 @@ fn readable(reader: &BufReader<Socket>) -> io::Result<bool> {
     if !reader.buffer().is_empty() {
         return Ok(true);
     }
-    let mut pfd = libc::pollfd {
-        fd: reader.get_ref().fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd on our stack, for a socket we own.
-    let n = unsafe { libc::poll(&mut pfd, 1, TICK.as_millis() as libc::c_int) };
-    match n {
-        n if n > 0 => Ok(true),
-        0 => Ok(false),
-        _ => {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                Ok(false)
-            } else {
-                Err(e)
-            }
-        }
-    }
+    wait_readable(reader.get_ref().fd(), TICK)
 }
 
 /// A pushed `message` on our channel names a released lock.
