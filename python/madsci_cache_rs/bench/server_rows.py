@@ -38,10 +38,15 @@ def _record(i: int) -> dict[str, object]:
     return {"name": f"node_{i}", "status": {"ready": i % 2 == 0, "step": i}, "tags": ["a", i]}
 
 
-def _raw_ping(host: str, port: int) -> Callable[[], object]:
-    """The loopback floor: one PING on a plain socket, no client library."""
+def _plain_socket(host: str, port: int) -> socket.socket:
     sock = socket.create_connection((host, port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _raw_ping(host: str, port: int) -> Callable[[], object]:
+    """The loopback floor: one PING on a plain socket, no client library."""
+    sock = _plain_socket(host, port)
 
     def ping() -> bytes:
         sock.sendall(b"PING\r\n")
@@ -53,8 +58,7 @@ def _raw_ping(host: str, port: int) -> Callable[[], object]:
 def _polling_ping(host: str, port: int) -> Callable[[], object]:
     """The floor for a client that polls for its reply instead of sleeping
     (as ours does for up to ``spin_wait``): it skips the client's wake-up."""
-    sock = socket.create_connection((host, port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock = _plain_socket(host, port)
     sock.setblocking(False)
 
     def ping() -> bytes:
