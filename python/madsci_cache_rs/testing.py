@@ -93,8 +93,13 @@ class PrivateServer:
     and ``start()`` again restart it on the same port (for reconnection tests).
     """
 
-    def __init__(self, kind: str = "valkey", *, password: str | None = None) -> None:
+    def __init__(
+        self, kind: str = "valkey", *, password: str | None = None, appendonly: bool = False
+    ) -> None:
         self.kind = kind
+        # With an append-only file a restarted server comes back with its data
+        # (answering LOADING meanwhile), as a lab's server does.
+        self.appendonly = appendonly
         self.binary = find_server_binary(kind)
         self.password = password
         self.host = "127.0.0.1"
@@ -127,7 +132,7 @@ class PrivateServer:
             "--bind", self.host,
             "--port", str(self.port),
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.appendonly else "no",
             "--dir", self._dir,
             "--daemonize", "no",
             "--logfile", str(Path(self._dir) / "server.log"),
@@ -167,6 +172,8 @@ class PrivateServer:
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
+        # A paused server must run again to act on SIGTERM.
+        os.kill(proc.pid, signal.SIGCONT)
         os.kill(proc.pid, sig)
         try:
             proc.wait(timeout=10)
@@ -216,6 +223,23 @@ class PrivateServer:
 
     def stop(self) -> None:
         self._signal(signal.SIGTERM)
+
+    def restart(self, down_for: float = 1.0, *, crash: bool = False) -> None:
+        """Stop (SIGTERM, or SIGKILL when ``crash``), stay down ``down_for``
+        seconds, and start again on the same port and directory."""
+        self.kill() if crash else self.stop()
+        time.sleep(down_for)
+        self.start()
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open, nothing answers."""
+        if self.running:
+            os.kill(self.pid, signal.SIGSTOP)  # type: ignore[arg-type]
+
+    def resume(self) -> None:
+        """Undo ``pause()`` (SIGCONT)."""
+        if self.running:
+            os.kill(self.pid, signal.SIGCONT)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.stop()
