@@ -20,6 +20,12 @@ pub enum CacheError {
     Timeout { context: String, detail: String },
     /// The server answered with an error.
     Response { context: String, detail: String },
+    /// A write may have been applied or not, and the retry window ran out
+    /// before the server could say which.
+    OutcomeUnknown { context: String, detail: String },
+    /// A Python signal handler asked a wait to stop; the Python layer
+    /// raises what the handler raised (see `interrupt.rs`).
+    Interrupted,
     /// A lock could not be acquired (`with lock:` or a timed-out acquire).
     QuorumNotAchieved { key: String },
     /// `release()` of a lock that is not held (never acquired, or expired).
@@ -40,9 +46,11 @@ impl fmt::Display for CacheError {
             CacheError::Connection { context, detail }
             | CacheError::Timeout { context, detail }
             | CacheError::Response { context, detail }
+            | CacheError::OutcomeUnknown { context, detail }
             | CacheError::WrongType { context, detail }
             | CacheError::InvalidValue { context, detail } => write!(f, "{context}: {detail}"),
             CacheError::QuorumNotAchieved { key } => write!(f, "could not acquire lock {key:?}"),
+            CacheError::Interrupted => f.write_str("interrupted by a signal handler"),
             CacheError::ReleaseUnlockedLock { key } => {
                 write!(f, "cannot release lock {key:?}: it is not held (never acquired, or its lease expired)")
             }
@@ -64,6 +72,7 @@ struct ExceptionTypes {
     connection: Py<PyType>,
     timeout: Py<PyType>,
     response: Py<PyType>,
+    outcome_unknown: Py<PyType>,
     primitive: Py<PyType>,
     quorum: Py<PyType>,
     release: Py<PyType>,
@@ -113,13 +122,21 @@ fn types(py: Python<'_>) -> PyResult<&ExceptionTypes> {
         )?;
         let p = primitive.bind(py);
         let lock = |name: &str, doc: &str| new_class(py, name, &[p, &runtime], doc);
+        let connection = new_class(
+            py,
+            "CacheConnectionError",
+            &[c, &builtin("ConnectionError")?],
+            "The cache server could not be reached, or the connection broke.",
+        )?;
         Ok(ExceptionTypes {
-            connection: new_class(
+            outcome_unknown: new_class(
                 py,
-                "CacheConnectionError",
-                &[c, &builtin("ConnectionError")?],
-                "The cache server could not be reached, or the connection broke.",
+                "CacheOutcomeUnknownError",
+                &[connection.bind(py)],
+                "A write may or may not have been applied: the server did not say \
+                 before the retry window ran out.",
             )?,
+            connection,
             timeout: new_class(
                 py,
                 "CacheTimeoutError",
@@ -156,6 +173,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         &t.connection,
         &t.timeout,
         &t.response,
+        &t.outcome_unknown,
         &t.primitive,
         &t.quorum,
         &t.release,
@@ -179,6 +197,8 @@ impl From<CacheError> for PyErr {
                 CacheError::Connection { .. } => &t.connection,
                 CacheError::Timeout { .. } => &t.timeout,
                 CacheError::Response { .. } => &t.response,
+                CacheError::OutcomeUnknown { .. } => &t.outcome_unknown,
+                CacheError::Interrupted => return crate::gil::take_interruption(py),
                 CacheError::QuorumNotAchieved { .. } => &t.quorum,
                 CacheError::ReleaseUnlockedLock { .. } => &t.release,
                 CacheError::ExtendUnlockedLock { .. } => &t.extend,
@@ -191,14 +211,14 @@ impl From<CacheError> for PyErr {
     }
 }
 
-/// Run `work` with the GIL released and map its error: every wait on the
-/// network or on a lock goes through here.
+/// Run `work` with the GIL released (`gil::detach`) and map its error:
+/// every wait on the network goes through here.
 pub fn run_detached<T, F>(py: Python<'_>, work: F) -> PyResult<T>
 where
     T: Send,
     F: FnOnce() -> Result<T, CacheError> + Send,
 {
-    py.detach(work).map_err(PyErr::from)
+    crate::gil::detach(py, work)?.map_err(PyErr::from)
 }
 
 #[cfg(test)]

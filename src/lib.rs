@@ -3,8 +3,10 @@
 pub mod codec;
 pub mod connection;
 pub mod errors;
+pub mod gil;
 pub mod inmemory;
 pub mod lease;
+pub mod logger;
 pub mod server;
 
 use pyo3::prelude::*;
@@ -16,9 +18,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(codec::py_decode_json, m)?)?;
     errors::register(m)?;
     server::register(m)?;
-    // Connects and reconnects reach Python logging as `madsci_cache_rs`.
-    // No caching, so a level set later in Python is honoured; records are rare.
-    let _ = pyo3_log::Logger::new(m.py(), pyo3_log::Caching::Nothing)?.install();
+    // Connects, outages and lock waits reach Python logging as `madsci_cache_rs`.
+    logger::install(m.py())?;
     inmemory::register(m)?;
     Ok(())
 }

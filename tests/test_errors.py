@@ -13,6 +13,7 @@ import madsci_cache_rs as m
         (m.CacheError, (Exception,)),
         (m.CacheConnectionError, (m.CacheError, ConnectionError, OSError)),
         (m.CacheTimeoutError, (m.CacheError, TimeoutError, OSError)),
+        (m.CacheOutcomeUnknownError, (m.CacheConnectionError, ConnectionError, OSError)),
         (m.CacheResponseError, (m.CacheError,)),
         (m.PrimitiveError, (m.CacheError,)),
         (m.QuorumNotAchieved, (m.PrimitiveError, RuntimeError)),

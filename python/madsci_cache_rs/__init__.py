@@ -14,6 +14,7 @@ from collections.abc import MutableMapping, MutableSequence
 from madsci_cache_rs._native import (
     CacheConnectionError,
     CacheError,
+    CacheOutcomeUnknownError,
     CacheResponseError,
     CacheTimeoutError,
     ExtendUnlockedLock,
@@ -53,6 +54,7 @@ __all__ = [
     "CacheConnectionError",
     "CacheError",
     "CacheHandler",
+    "CacheOutcomeUnknownError",
     "CacheResponseError",
     "CacheTimeoutError",
     "ExtendUnlockedLock",

@@ -94,12 +94,19 @@ class PrivateServer:
     """
 
     def __init__(
-        self, kind: str = "valkey", *, password: str | None = None, appendonly: bool = False
+        self,
+        kind: str = "valkey",
+        *,
+        password: str | None = None,
+        appendonly: bool = False,
+        appendfsync: str = "everysec",
     ) -> None:
         self.kind = kind
         # With an append-only file a restarted server comes back with its data
-        # (answering LOADING meanwhile), as a lab's server does.
+        # (answering LOADING meanwhile), as a lab's server does; "always"
+        # keeps every acknowledged write through a crash.
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.binary = find_server_binary(kind)
         self.password = password
         self.host = "127.0.0.1"
@@ -133,6 +140,7 @@ class PrivateServer:
             "--port", str(self.port),
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.appendfsync,
             "--dir", self._dir,
             "--daemonize", "no",
             "--logfile", str(Path(self._dir) / "server.log"),

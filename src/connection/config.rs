@@ -43,6 +43,10 @@ pub struct Config {
     /// `None`: as the `MADSCI_CACHE_RS_SPIN_WAIT` environment variable says
     /// (seconds), else `DEFAULT_SPIN_WAIT`. Zero never spins.
     pub spin_wait: Option<Duration>,
+    /// How long a call waits out an outage (`retry.rs`). `None`: as the
+    /// `MADSCI_CACHE_RS_RETRY_WINDOW` environment variable says (seconds),
+    /// else `retry::DEFAULT_WINDOW`. Zero: only quick connection attempts.
+    pub retry_window: Option<Duration>,
 }
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,6 +68,7 @@ impl Config {
             tls_config: None,
             client_cache: None,
             spin_wait: None,
+            retry_window: None,
         }
     }
 
@@ -93,6 +98,14 @@ impl Config {
             Some(options) => Some(client_config(options)?),
             None => None,
         };
+        if self.retry_window.is_none() {
+            self.retry_window = env_seconds(
+                "MADSCI_CACHE_RS_RETRY_WINDOW",
+                std::env::var("MADSCI_CACHE_RS_RETRY_WINDOW")
+                    .ok()
+                    .as_deref(),
+            )?;
+        }
         if self.spin_wait.is_none() {
             self.spin_wait = Some(
                 env_seconds(

@@ -10,6 +10,7 @@ use std::time::Duration;
 use rustls::{ClientConnection, StreamOwned};
 
 use super::config::{Addr, Config};
+use super::interrupt;
 use super::resp::{protocol_error, read_reply, Cmd, Reply};
 use super::spin::Spin;
 use super::tls::server_name;
@@ -67,18 +68,32 @@ impl Write for Stream {
     }
 }
 
-/// A stream that spins briefly before a read that would block (`spin.rs`).
-/// TLS reads block at once: bytes on the socket may be a record without
-/// data, so the socket being readable does not mean a reply is.
+/// A stream that spins briefly before a read that would block (`spin.rs`),
+/// and, on a thread that runs signal handlers (`interrupt.rs`), waits in
+/// slices so they run. TLS reads block at once: bytes on the socket may be
+/// a record without data, so the socket being readable does not mean a
+/// reply is (a TLS wait therefore runs handlers only at its timeout).
 struct Socket {
     stream: Stream,
     spin: Spin,
+    /// The socket's own read timeout, which a sliced wait must honour.
+    read_timeout: Option<Duration>,
+}
+
+impl Socket {
+    fn set_timeouts(&mut self, t: Option<Duration>) -> io::Result<()> {
+        self.read_timeout = t;
+        self.stream.set_timeouts(t)
+    }
 }
 
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if !matches!(self.stream, Stream::Tls(_)) {
             self.spin.before_read(self.stream.fd());
+            if interrupt::armed() {
+                interrupt::wait_readable(self.stream.fd(), self.read_timeout)?;
+            }
         }
         self.stream.read(buf)
     }
@@ -111,8 +126,12 @@ pub enum OpenError {
     /// The socket could not be made or broke during the handshake: no
     /// command of the caller's was sent, so trying again is safe.
     Io(io::Error),
-    /// The server rejected AUTH or SELECT: trying again would not help.
-    Rejected(String),
+    /// The server answered the handshake's `command` (AUTH, SELECT) with
+    /// `error`.
+    Rejected {
+        command: &'static str,
+        error: String,
+    },
 }
 
 pub struct Conn {
@@ -157,14 +176,15 @@ impl Conn {
             }
             Addr::Unix(path) => Stream::Unix(UnixStream::connect(path).map_err(OpenError::Io)?),
         };
-        // The handshake is bounded by the connect timeout, commands by theirs.
-        stream
-            .set_timeouts(cfg.connect_timeout.or(cfg.command_timeout))
-            .map_err(OpenError::Io)?;
-        let socket = Socket {
+        let mut socket = Socket {
             stream,
             spin: Spin::new(cfg.spin_wait()),
+            read_timeout: None,
         };
+        // The handshake is bounded by the connect timeout, commands by theirs.
+        socket
+            .set_timeouts(cfg.connect_timeout.or(cfg.command_timeout))
+            .map_err(OpenError::Io)?;
         let mut conn = Conn {
             reader: BufReader::with_capacity(16 * 1024, socket),
             out: Vec::with_capacity(256),
@@ -185,14 +205,16 @@ impl Conn {
         if !hello.is_empty() {
             let replies = conn.request_many(&hello).map_err(OpenError::Io)?;
             for (cmd, reply) in hello.iter().zip(replies) {
-                if let Reply::Error(e) = reply {
-                    return Err(OpenError::Rejected(format!("{} failed: {e}", cmd.name())));
+                if let Reply::Error(error) = reply {
+                    return Err(OpenError::Rejected {
+                        command: cmd.name(),
+                        error,
+                    });
                 }
             }
         }
         conn.reader
-            .get_ref()
-            .stream
+            .get_mut()
             .set_timeouts(cfg.command_timeout)
             .map_err(OpenError::Io)?;
         Ok(conn)

@@ -1,15 +1,19 @@
 //! `Client`: the one way every structure talks to a server. A pool of idle
 //! connections shared by all threads; each command borrows one, so threads
-//! never wait on each other's round trips.
+//! never wait on each other's round trips. Each call rides out an outage
+//! within the retry window, re-sending only what `retry` allows.
 
 use parking_lot::Mutex;
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use super::config::Config;
 use super::conn::{Conn, OpenError};
+use super::interrupt;
 use super::resp::{Cmd, Reply};
-use super::retry::{RetryPolicy, Stage};
-use super::transport::Transport;
+use super::retry::{not_run, Failure, Resend, RetryPolicy};
+use super::transport::{Describe, Transport};
 use crate::errors::CacheError;
 
 const LOG: &str = "madsci_cache_rs";
@@ -17,36 +21,21 @@ const LOG: &str = "madsci_cache_rs";
 /// leave hundreds of open connections behind.
 const MAX_IDLE: usize = 64;
 
-/// A Lua script run with EVALSHA, falling back to EVAL when the server
-/// does not know it yet (a fresh or restarted server).
-pub struct Script {
-    pub src: &'static str,
-    pub sha: String,
-    /// Changes nothing: a client-side cache need not drop its keys.
-    pub read_only: bool,
-}
-
-impl Script {
-    pub fn new(src: &'static str) -> Script {
-        Script {
-            src,
-            sha: redis::Script::new(src).get_hash().to_owned(),
-            read_only: false,
-        }
-    }
-
-    /// A script that only reads.
-    pub fn reading(self) -> Script {
-        Script {
-            read_only: true,
-            ..self
-        }
-    }
-}
-
 struct Idle {
     generation: u64,
     conns: Vec<Conn>,
+}
+
+/// Why one attempt failed, and whether the next may follow.
+pub(super) struct Setback {
+    failure: Failure,
+    cause: String,
+}
+
+/// An attempt's end that no retry can mend: a refused password, a signal.
+pub(super) enum Stop {
+    Retry(Setback),
+    Fatal(CacheError),
 }
 
 pub struct Client {
@@ -57,11 +46,46 @@ pub struct Client {
     /// A connection broke since the last successful connect: the next
     /// connect is logged as a reconnect.
     lost: AtomicBool,
+    /// Since when the server has failed us, while it does: an outage is
+    /// logged once when it starts and once when it ends.
+    outage: Mutex<Option<Instant>>,
+    in_outage: AtomicBool,
 }
 
-/// Describes the operation for error messages, e.g. `GET 'k'`. Only
-/// called when something fails.
-pub type Describe<'a> = &'a (dyn Fn() -> String + Sync);
+/// The least safe re-send class in a batch: one `Never` makes it `Never`.
+fn batch_resend(cmds: &[Cmd]) -> Resend {
+    let mut class = Resend::Read;
+    for cmd in cmds {
+        match cmd.resend() {
+            Resend::Never => return Resend::Never,
+            Resend::Once => class = Resend::Once,
+            Resend::Read => {}
+        }
+    }
+    class
+}
+
+/// An I/O error as the stage it happened in, without errno text.
+pub(super) fn explain(e: &io::Error, timeout: Option<Duration>, waiting_for: &str) -> String {
+    use io::ErrorKind::*;
+    match e.kind() {
+        TimedOut | WouldBlock => match timeout {
+            Some(t) => format!(
+                "timed out after {:.1} s waiting for {waiting_for}",
+                t.as_secs_f64()
+            ),
+            None => format!("timed out waiting for {waiting_for}"),
+        },
+        ConnectionRefused => "connection refused".into(),
+        ConnectionReset | ConnectionAborted | BrokenPipe => {
+            format!("the connection was reset while waiting for {waiting_for}")
+        }
+        UnexpectedEof => {
+            format!("the server closed the connection while waiting for {waiting_for}")
+        }
+        _ => format!("{e} while waiting for {waiting_for}"),
+    }
+}
 
 impl Client {
     /// Lazy: nothing touches the network until the first command.
@@ -75,15 +99,21 @@ impl Client {
             }),
             ever_connected: AtomicBool::new(false),
             lost: AtomicBool::new(false),
+            outage: Mutex::new(None),
+            in_outage: AtomicBool::new(false),
         }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
     }
 
     pub(super) fn context(&self, what: Describe<'_>) -> String {
         format!("{} on {}", what(), self.cfg.address())
     }
 
-    /// An idle connection that is still good, or a new one.
-    fn checkout(&self, what: Describe<'_>) -> Result<Conn, CacheError> {
+    /// An idle connection that is still good, or a new one (one attempt).
+    fn checkout(&self) -> Result<Conn, Stop> {
         let generation = super::fork::generation();
         loop {
             let popped = {
@@ -102,7 +132,7 @@ impl Client {
                     self.lost.store(true, Ordering::Relaxed);
                     log::debug!(target: LOG, "dropped a closed idle connection to {}", self.cfg.address());
                 }
-                None => return self.connect(what),
+                None => return self.connect_once(),
             }
         }
     }
@@ -114,41 +144,43 @@ impl Client {
         }
     }
 
-    pub(super) fn connect(&self, what: Describe<'_>) -> Result<Conn, CacheError> {
-        let mut failed = 0;
-        loop {
-            match Conn::open(&self.cfg) {
-                Ok(conn) => {
-                    self.log_connect();
-                    return Ok(conn);
-                }
-                Err(OpenError::Rejected(detail)) => {
-                    return Err(CacheError::Response {
-                        context: self.context(what),
-                        detail,
-                    })
-                }
-                Err(OpenError::Io(e)) => {
-                    failed += 1;
-                    let stage = match e.kind() {
-                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
-                            Stage::ConnectTimedOut
-                        }
-                        _ => Stage::Connect,
-                    };
-                    match self.policy.next_delay(stage, failed) {
-                        Some(delay) => std::thread::sleep(delay),
-                        None => {
-                            self.lost.store(true, Ordering::Relaxed);
-                            // Even a connect timeout is a connection error:
-                            // "the server is unreachable", not "it is slow".
-                            return Err(CacheError::Connection {
-                                context: self.context(what),
-                                detail: format!("could not connect after {failed} attempt(s): {e}"),
-                            });
-                        }
-                    }
-                }
+    /// One connection attempt, handshake included.
+    pub(super) fn connect_once(&self) -> Result<Conn, Stop> {
+        match Conn::open(&self.cfg) {
+            Ok(conn) => {
+                self.log_connect();
+                Ok(conn)
+            }
+            Err(OpenError::Rejected { command, error }) if not_run(&error) => {
+                Err(Stop::Retry(Setback {
+                    failure: Failure::Refused,
+                    cause: format!("{command} answered {error}"),
+                }))
+            }
+            Err(OpenError::Rejected { command, error }) => Err(Stop::Fatal(CacheError::Response {
+                context: format!("connecting to {}", self.cfg.address()),
+                detail: format!("{command} failed: {error}"),
+            })),
+            Err(OpenError::Io(e)) if interrupt::is_interrupted(&e) => {
+                Err(Stop::Fatal(CacheError::Interrupted))
+            }
+            Err(OpenError::Io(e)) => {
+                self.lost.store(true, Ordering::Relaxed);
+                let timed_out = matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                );
+                Err(Stop::Retry(Setback {
+                    failure: if timed_out {
+                        Failure::ConnectTimedOut
+                    } else {
+                        Failure::NotConnected
+                    },
+                    cause: format!(
+                        "could not connect: {}",
+                        explain(&e, self.cfg.connect_timeout, "the connection")
+                    ),
+                }))
             }
         }
     }
@@ -164,21 +196,163 @@ impl Client {
         }
     }
 
-    /// Send `cmds` in one write and return their replies; server errors are
-    /// returned as `Reply::Error`, not raised.
-    fn send(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
-        let mut conn = self.checkout(what)?;
+    /// Send `cmds` in one write and return their replies, riding out an
+    /// outage within the window; server errors are returned as
+    /// `Reply::Error`, not raised.
+    fn send(
+        &self,
+        cmds: &[Cmd],
+        policy: &RetryPolicy,
+        what: Describe<'_>,
+    ) -> Result<Vec<Reply>, CacheError> {
+        let resend = batch_resend(cmds);
+        let started = Instant::now();
+        let mut failed = 0;
+        // Whether an attempt may have reached the server.
+        let mut maybe_ran = false;
+        loop {
+            let setback = match self.attempt(cmds, resend) {
+                Ok(replies) => {
+                    self.back_up();
+                    return Ok(replies);
+                }
+                Err(Stop::Fatal(e)) => return Err(e),
+                Err(Stop::Retry(s)) => s,
+            };
+            maybe_ran |= setback.failure == Failure::Lost;
+            failed += 1;
+            self.wait_or_give_up(policy, setback, resend, maybe_ran, failed, started, what)?;
+        }
+    }
+
+    fn attempt(&self, cmds: &[Cmd], resend: Resend) -> Result<Vec<Reply>, Stop> {
+        let mut conn = self.checkout()?;
         match conn.request_many(cmds) {
             Ok(replies) => {
                 self.checkin(conn);
-                Ok(replies)
+                // "Not now" answers mean nothing ran; in a batch that may
+                // not be repeated, the caller sees them as they are.
+                let refusal = (cmds.len() == 1 || resend != Resend::Never)
+                    .then(|| replies.iter().find_map(refused))
+                    .flatten();
+                match refusal {
+                    Some(error) => Err(Stop::Retry(Setback {
+                        failure: Failure::Refused,
+                        cause: format!("the server answered {error}"),
+                    })),
+                    None => Ok(replies),
+                }
             }
+            Err(e) if interrupt::is_interrupted(&e) => Err(Stop::Fatal(CacheError::Interrupted)),
             Err(e) => {
-                // From here on the command may have run: report, never re-send.
-                debug_assert_eq!(self.policy.next_delay(Stage::Sent, 1), None);
-                drop(conn);
-                Err(self.lost_reply(&e, what))
+                self.lost.store(true, Ordering::Relaxed);
+                Err(Stop::Retry(Setback {
+                    failure: Failure::Lost,
+                    cause: explain(&e, self.cfg.command_timeout, "the reply"),
+                }))
             }
+        }
+    }
+
+    /// Sleep before the next attempt, or say why the call gives up.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn wait_or_give_up(
+        &self,
+        policy: &RetryPolicy,
+        setback: Setback,
+        resend: Resend,
+        maybe_ran: bool,
+        failed: u32,
+        started: Instant,
+        what: Describe<'_>,
+    ) -> Result<(), CacheError> {
+        let elapsed = started.elapsed();
+        match policy.next_delay(setback.failure, resend, failed, elapsed) {
+            Some(delay) => {
+                self.outage_began(&setback, what);
+                interrupt::sleep(delay).map_err(|_| CacheError::Interrupted)
+            }
+            None => Err(self.give_up(setback, resend, maybe_ran, failed, elapsed, what)),
+        }
+    }
+
+    fn give_up(
+        &self,
+        setback: Setback,
+        resend: Resend,
+        maybe_ran: bool,
+        failed: u32,
+        elapsed: Duration,
+        what: Describe<'_>,
+    ) -> CacheError {
+        let context = self.context(what);
+        let tried = if failed > 1 {
+            format!(
+                " (gave up after {failed} attempts in {:.1} s; retry_window is {:.1} s)",
+                elapsed.as_secs_f64(),
+                self.policy.window.as_secs_f64()
+            )
+        } else {
+            String::new()
+        };
+        let cause = setback.cause;
+        if maybe_ran && resend != Resend::Read {
+            return CacheError::OutcomeUnknown {
+                context,
+                detail: format!("{cause}{tried}; the command may or may not have run"),
+            };
+        }
+        let detail = format!("{cause}{tried}");
+        if cause.starts_with("timed out") {
+            CacheError::Timeout { context, detail }
+        } else {
+            CacheError::Connection { context, detail }
+        }
+    }
+
+    fn outage_began(&self, setback: &Setback, what: Describe<'_>) {
+        if self.in_outage.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut outage = self.outage.lock();
+        if outage.is_none() {
+            *outage = Some(Instant::now());
+            self.in_outage.store(true, Ordering::Relaxed);
+            log::warn!(
+                target: LOG,
+                "{} is not answering ({} during {}); calls wait up to {:.1} s for it",
+                self.cfg.address(),
+                setback.cause,
+                what(),
+                self.policy.window.as_secs_f64()
+            );
+        }
+    }
+
+    /// The server answered: end the outage, if one was on.
+    pub(super) fn back_up(&self) {
+        if !self.in_outage.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(since) = self.outage.lock().take() {
+            self.in_outage.store(false, Ordering::Relaxed);
+            log::warn!(
+                target: LOG,
+                "{} answers again after {:.2} s",
+                self.cfg.address(),
+                since.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    /// The error for a command that may have run and may not be repeated.
+    pub(super) fn lost(&self, e: &io::Error, what: Describe<'_>) -> CacheError {
+        CacheError::OutcomeUnknown {
+            context: self.context(what),
+            detail: format!(
+                "{}; the command was not sent again and may or may not have run",
+                explain(e, self.cfg.command_timeout, "the reply")
+            ),
         }
     }
 
@@ -186,23 +360,28 @@ impl Client {
     pub(super) fn mark_lost(&self) {
         self.lost.store(true, Ordering::Relaxed);
     }
+}
 
-    /// A connection broke after a command was written: log it, make the
-    /// next connect a logged reconnect, and describe the error.
-    pub(super) fn lost_reply(&self, e: &std::io::Error, what: Describe<'_>) -> CacheError {
-        self.lost.store(true, Ordering::Relaxed);
-        log::warn!(target: LOG, "connection to {} broke during {}: {e}", self.cfg.address(), what());
-        io_error(
-            self.context(what),
-            e,
-            "the reply was lost; the command was not re-sent and may or may not have run".into(),
-        )
+/// A reply saying the command did not run (`retry::not_run`).
+fn refused(reply: &Reply) -> Option<&str> {
+    match reply {
+        Reply::Error(e) if not_run(e) => Some(e),
+        _ => None,
     }
 }
 
 impl Transport for Client {
     fn pipeline(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
-        self.send(cmds, what)
+        self.send(cmds, &self.policy, what)
+    }
+
+    fn probe(&self) -> bool {
+        let ping = [Cmd::new("PING")];
+        let quick = self.policy.without_window();
+        matches!(
+            self.send(&ping, &quick, &|| "PING".to_owned()).as_deref(),
+            Ok([Reply::Status(_)])
+        )
     }
 
     /// Close the idle connections (idempotent). The client stays usable:
@@ -220,18 +399,12 @@ impl Transport for Client {
         self.cfg.address()
     }
 
+    fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
     fn server_config(&self) -> Option<&Config> {
         Some(&self.cfg)
-    }
-}
-
-pub(super) fn io_error(context: String, e: &std::io::Error, what: String) -> CacheError {
-    let detail = format!("{what}: {e}");
-    match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-            CacheError::Timeout { context, detail }
-        }
-        _ => CacheError::Connection { context, detail },
     }
 }
 

@@ -11,6 +11,8 @@
 
 use std::io::{self, BufRead};
 
+use super::retry::{is_read, Resend};
+
 /// One reply from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -68,18 +70,51 @@ pub struct Cmd {
     name: &'static str,
     /// A script known to change nothing (see `Script::read_only`).
     read_only: bool,
+    /// Whether these bytes may be sent again after a lost reply (`retry`).
+    resend: Resend,
+    /// For a write sent in its once-form (`once.rs`): the plain command it
+    /// stands for, which a client-side cache reads to update its copy.
+    origin: Option<Box<Cmd>>,
 }
 
 impl Cmd {
+    /// A command; reads are marked safe to send again.
     pub fn new(name: &'static str) -> Cmd {
         let mut cmd = Cmd {
             buf: Vec::with_capacity(64),
             args: 0,
             name,
             read_only: false,
+            resend: if is_read(name) {
+                Resend::Read
+            } else {
+                Resend::Never
+            },
+            origin: None,
         };
         cmd.push(name.as_bytes());
         cmd
+    }
+
+    pub fn resend(&self) -> Resend {
+        self.resend
+    }
+
+    /// Mark what a re-send of these bytes would do (`retry::Resend`).
+    pub fn with_resend(mut self, resend: Resend) -> Cmd {
+        self.resend = resend;
+        self
+    }
+
+    /// The once-form of `origin` (see `once.rs`).
+    pub fn standing_for(mut self, origin: Cmd) -> Cmd {
+        self.origin = Some(Box::new(origin));
+        self
+    }
+
+    /// The plain command a once-form stands for, or the command itself.
+    pub fn origin(&self) -> &Cmd {
+        self.origin.as_deref().unwrap_or(self)
     }
 
     /// Append one argument.

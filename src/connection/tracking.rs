@@ -16,11 +16,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
+use std::io;
+
 use super::client_cache::{effect, Effect, Store};
 use super::conn::Conn;
-use super::pool::{io_error, Client, Describe};
+use super::interrupt;
+use super::pool::{Client, Stop};
 use super::resp::{Cmd, Reply};
-use super::transport::Transport;
+use super::retry::{Resend, RetryPolicy};
+use super::transport::{Describe, Transport};
 use super::Config;
 use crate::errors::CacheError;
 
@@ -91,12 +95,17 @@ impl CachingClient {
         store.lookup(cmd)
     }
 
-    /// Open the tracking connection if needed; `false` when the server
-    /// cannot track, and the pool must carry the command.
-    fn ready(&self, slot: &mut Option<Conn>, what: Describe<'_>) -> Result<bool, CacheError> {
+    /// Open the tracking connection if needed (one attempt: while the
+    /// server is away the pool does the waiting); `false` when the pool
+    /// must carry the command.
+    fn ready(&self, slot: &mut Option<Conn>) -> Result<bool, CacheError> {
         self.drain(slot);
         if slot.is_none() && !self.unsupported.load(Ordering::Relaxed) {
-            let mut conn = self.pool.connect(what)?;
+            let mut conn = match self.pool.connect_once() {
+                Ok(conn) => conn,
+                Err(Stop::Fatal(e)) => return Err(e),
+                Err(Stop::Retry(_)) => return Ok(false),
+            };
             let setup = [
                 Cmd::new("HELLO").arg("3"),
                 // Our own writes are not announced to us: we drop or update
@@ -104,10 +113,11 @@ impl CachingClient {
                 Cmd::new("CLIENT").arg("TRACKING").arg("ON").arg("NOLOOP"),
             ];
             // Only the setup was sent: the caller's command was not.
-            let replies = conn.request_many(&setup).map_err(|e| {
-                let context = self.pool.context(what);
-                io_error(context, &e, "could not turn on key tracking".into())
-            })?;
+            let replies = match conn.request_many(&setup) {
+                Ok(replies) => replies,
+                Err(e) if interrupt::is_interrupted(&e) => return Err(CacheError::Interrupted),
+                Err(_) => return Ok(false),
+            };
             if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_))) {
                 log::warn!(target: LOG, "{} cannot track keys ({e}): the client-side cache is off", self.pool.address());
                 self.unsupported.store(true, Ordering::Relaxed);
@@ -121,12 +131,7 @@ impl CachingClient {
 
     /// Send `cmds` on the tracking connection (`ready` opened it) and keep
     /// what the reads among them may keep.
-    fn exchange(
-        &self,
-        slot: &mut Option<Conn>,
-        cmds: &[Cmd],
-        what: Describe<'_>,
-    ) -> Result<Vec<Reply>, CacheError> {
+    fn exchange(&self, slot: &mut Option<Conn>, cmds: &[Cmd]) -> io::Result<Vec<Reply>> {
         let conn = slot.as_mut().expect("ready() opened the connection");
         let tickets: Vec<_> = {
             let mut store = self.store.lock();
@@ -144,55 +149,55 @@ impl CachingClient {
             }
             Err(e) => {
                 self.forget(slot);
-                Err(self.pool.lost_reply(&e, what))
+                Err(e)
             }
         }
     }
 
     /// A field read of a hash that is usually read whole: fetch and keep
     /// the whole hash, answer the field from it. `None`: send `cmd` itself.
-    fn read_whole(
-        &self,
-        slot: &mut Option<Conn>,
-        cmd: &Cmd,
-        what: Describe<'_>,
-    ) -> Result<Option<Reply>, CacheError> {
+    fn read_whole(&self, slot: &mut Option<Conn>, cmd: &Cmd) -> io::Result<Option<Reply>> {
         let Some(whole) = self.store.lock().read_ahead(cmd) else {
             return Ok(None);
         };
-        let replies = self.exchange(slot, std::slice::from_ref(&whole), what)?;
+        let replies = self.exchange(slot, std::slice::from_ref(&whole))?;
         Ok(replies
             .first()
             .and_then(|reply| Store::answer_from(cmd, &whole, reply)))
     }
 
-    /// `HSET` to a hash we hold whole: sent as `MULTI HSET HLEN EXEC`, so
-    /// the key is tracked again (a write untracks it) with nothing in
-    /// between, and our copy takes the write instead of being dropped.
-    fn write_through(
-        &self,
-        slot: &mut Option<Conn>,
-        cmd: &Cmd,
-        what: Describe<'_>,
-    ) -> Result<Option<Reply>, CacheError> {
-        let Some(ticket) = self.store.lock().write_ticket(cmd) else {
+    /// `HSET` (in its once-form, `cmd`) to a hash we hold whole: sent as
+    /// `MULTI HSET HLEN EXEC`, so the key is tracked again (a write
+    /// untracks it) with nothing in between, and our copy takes the write
+    /// instead of being dropped.
+    fn write_through(&self, slot: &mut Option<Conn>, cmd: &Cmd) -> io::Result<Option<Reply>> {
+        let plain = cmd.origin();
+        let Some(ticket) = self.store.lock().write_ticket(plain) else {
             return Ok(None);
         };
-        let key = cmd.args().next().unwrap_or_default();
+        let key = plain.args().next().unwrap_or_default();
         let cmds = [
             Cmd::new("MULTI"),
             cmd.clone(),
             Cmd::new("HLEN").arg(key),
             Cmd::new("EXEC"),
         ];
-        let replies = self.exchange(slot, &cmds, what)?;
+        let replies = self.exchange(slot, &cmds)?;
         let mut store = self.store.lock();
         Ok(Some(match replies.into_iter().nth(3) {
-            Some(Reply::Array(mut done)) if done.len() == 2 => {
+            // NOSCRIPT included: the write did not run, and the caller sends
+            // it again by source.
+            Some(Reply::Array(mut done))
+                if done.len() == 2 && !matches!(done[0], Reply::Error(_)) =>
+            {
                 let len = done.pop().unwrap_or(Reply::Nil);
                 let set = done.pop().unwrap_or(Reply::Nil);
-                store.apply_write(ticket, cmd, &set, &len);
+                store.apply_write(ticket, plain, &set, &len);
                 set
+            }
+            Some(Reply::Array(mut done)) if done.len() == 2 => {
+                store.invalidate(key);
+                done.swap_remove(0)
             }
             // EXECABORT and the like: the error is HSET's answer.
             other => {
@@ -229,21 +234,47 @@ impl Transport for CachingClient {
         let Some(mut slot) = self.tracked.try_lock() else {
             return self.send_pooled(cmds, what);
         };
-        if !self.ready(&mut slot, what)? {
+        if !self.ready(&mut slot)? {
+            drop(slot);
             return self.send_pooled(cmds, what);
         }
-        if let Some(cmd) = single {
-            if let Some(reply) = self.read_whole(&mut slot, cmd, what)? {
-                return Ok(vec![reply]);
+        let tracked = (|| {
+            if let Some(cmd) = single {
+                if let Some(reply) = self.read_whole(&mut slot, cmd)? {
+                    return Ok(vec![reply]);
+                }
+                if let Some(reply) = self.write_through(&mut slot, cmd)? {
+                    return Ok(vec![reply]);
+                }
             }
-            if let Some(reply) = self.write_through(&mut slot, cmd, what)? {
-                return Ok(vec![reply]);
+            self.invalidate(cmds);
+            let result = self.exchange(&mut slot, cmds);
+            self.invalidate(cmds);
+            result
+        })();
+        match tracked {
+            Ok(replies) => Ok(replies),
+            Err(e) if interrupt::is_interrupted(&e) => Err(CacheError::Interrupted),
+            Err(e) => {
+                drop(slot);
+                self.pool.mark_lost();
+                // The pool re-sends what may be repeated, waiting out the
+                // outage; anything else may have run.
+                if cmds.iter().all(|c| c.resend() != Resend::Never) {
+                    self.send_pooled(cmds, what)
+                } else {
+                    Err(self.pool.lost(&e, what))
+                }
             }
         }
-        self.invalidate(cmds);
-        let result = self.exchange(&mut slot, cmds, what);
-        self.invalidate(cmds);
-        result
+    }
+
+    fn probe(&self) -> bool {
+        self.pool.probe()
+    }
+
+    fn policy(&self) -> &RetryPolicy {
+        self.pool.policy()
     }
 
     fn close(&self) {

@@ -5,16 +5,85 @@
 //!
 //! Routing contract for a cluster: every command the structures send has
 //! its key as the first argument after the name, and scripts get their
-//! keys in `keys`; no command touches two keys.
+//! keys in `keys`; no command touches two keys but a write's own record
+//! (`once.rs`), which shares its key's slot.
+//!
+//! Writes go out in their once-form here, in one place for every
+//! transport: `call` and `eval` wrap any write that is not safe to repeat.
 
-use super::pool::Describe;
+use std::sync::{LazyLock, OnceLock};
+
+use super::once;
 use super::resp::{Cmd, Reply};
-use super::{Config, Script};
+use super::retry::{is_keyed_write, Resend};
+use super::{Config, RetryPolicy};
 use crate::errors::CacheError;
+
+/// Describes the operation for error messages, e.g. `GET 'k'`. Only
+/// called when something fails.
+pub type Describe<'a> = &'a (dyn Fn() -> String + Sync);
+
+/// A Lua script run with EVALSHA, falling back to EVAL when the server
+/// does not know it yet (a fresh or restarted server).
+pub struct Script {
+    pub src: &'static str,
+    pub sha: String,
+    /// Changes nothing: a client-side cache need not drop its keys.
+    pub read_only: bool,
+    /// What sending it again after a lost reply would do. `Never` scripts
+    /// are sent in their once-form, which makes a re-send safe.
+    resend: Resend,
+    once_form: OnceLock<Box<Script>>,
+}
+
+impl Script {
+    /// A script that writes: sent in its once-form (`once.rs`).
+    pub fn new(src: &'static str) -> Script {
+        Script {
+            src,
+            sha: redis::Script::new(src).get_hash().to_owned(),
+            read_only: false,
+            resend: Resend::Never,
+            once_form: OnceLock::new(),
+        }
+    }
+
+    /// A script that only reads.
+    pub fn reading(self) -> Script {
+        Script {
+            read_only: true,
+            resend: Resend::Read,
+            ..self
+        }
+    }
+
+    /// A write that already leaves the same state and answer when run
+    /// twice (a lock try by its token): sent as it is, and re-sent.
+    pub fn repeatable(self) -> Script {
+        Script {
+            resend: Resend::Read,
+            ..self
+        }
+    }
+
+    fn once_form(&self) -> &Script {
+        self.once_form.get_or_init(|| {
+            let src: &'static str = Box::leak(once::wrap(self.src).into_boxed_str());
+            Box::new(Script {
+                resend: Resend::Once,
+                ..Script::new(src)
+            })
+        })
+    }
+}
+
+/// One plain write (`SET`, `INCRBY`, `HSET`, `RPUSH` …) as a script, so it
+/// can go out in a once-form.
+static COMMAND: LazyLock<Script> = LazyLock::new(|| Script::new(once::COMMAND_BODY));
 
 pub trait Transport: Send + Sync {
     /// Send `cmds` in one round trip; replies in order, server errors as
-    /// `Reply::Error`. Must never re-send a command that may have been sent.
+    /// `Reply::Error`. Re-sends only what `Cmd::resend` allows.
     fn pipeline(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError>;
 
     /// Close idle connections; the transport stays usable.
@@ -25,6 +94,14 @@ pub trait Transport: Send + Sync {
 
     /// `host:port` for messages.
     fn address(&self) -> String;
+
+    /// How long calls wait for the server, which also sets how long a
+    /// once-record must live.
+    fn policy(&self) -> &RetryPolicy;
+
+    /// Whether the server answers `PING` now: the quick connection
+    /// attempts only, no waiting out an outage (`ping()` never blocks long).
+    fn probe(&self) -> bool;
 
     /// The settings of the one server behind this transport, if it is a
     /// single server: a lock's release listener (`server::subscriber`)
@@ -39,8 +116,16 @@ pub trait Transport: Send + Sync {
         None
     }
 
-    /// One command; a server error becomes `CacheError::Response`.
+    /// One command; a server error becomes `CacheError::Response`. A write
+    /// goes out in its once-form.
     fn call(&self, cmd: Cmd, what: Describe<'_>) -> Result<Reply, CacheError> {
+        if cmd.resend() == Resend::Never && is_keyed_write(cmd.name()) {
+            let mut args = cmd.args();
+            if let Some(key) = args.next() {
+                let rest: Vec<&[u8]> = std::iter::once(cmd.name().as_bytes()).chain(args).collect();
+                return self.eval_for(&COMMAND, &[key], &rest, Some(&cmd), what);
+            }
+        }
         let reply = self.pipeline(std::slice::from_ref(&cmd), what)?.pop();
         checked(self, reply.unwrap_or(Reply::Nil), what)
     }
@@ -54,21 +139,64 @@ pub trait Transport: Send + Sync {
         args: &[&[u8]],
         what: Describe<'_>,
     ) -> Result<Reply, CacheError> {
-        let build = |name: &'static str, body: &[u8]| {
-            let mut cmd = Cmd::new(name);
-            cmd.push(body);
-            cmd.push(keys.len().to_string().as_bytes());
-            keys.iter().chain(args).for_each(|a| cmd.push(a));
-            cmd.read_only(script.read_only)
-        };
-        let first = self.pipeline(&[build("EVALSHA", script.sha.as_bytes())], what)?;
-        match first.into_iter().next().unwrap_or(Reply::Nil) {
-            Reply::Error(e) if e.starts_with("NOSCRIPT") => {
-                let again = self.pipeline(&[build("EVAL", script.src.as_bytes())], what)?;
-                checked(self, again.into_iter().next().unwrap_or(Reply::Nil), what)
+        self.eval_for(script, keys, args, None, what)
+    }
+
+    /// `eval`, for a script that stands for the plain command `origin`.
+    fn eval_for(
+        &self,
+        script: &Script,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+        origin: Option<&Cmd>,
+        what: Describe<'_>,
+    ) -> Result<Reply, CacheError> {
+        match keys.first() {
+            Some(key) if script.resend == Resend::Never => {
+                let token = once::new_token();
+                let record = once::record_key(key, &token);
+                let life = once::record_life_ms(self.policy().window).to_string();
+                let keys = [*key, record.as_slice()];
+                let args: Vec<&[u8]> = std::iter::once(life.as_bytes())
+                    .chain(args.iter().copied())
+                    .collect();
+                run_script(self, script.once_form(), &keys, &args, origin, what)
             }
-            other => checked(self, other, what),
+            _ => run_script(self, script, keys, args, origin, what),
         }
+    }
+}
+
+fn run_script<T: Transport + ?Sized>(
+    transport: &T,
+    script: &Script,
+    keys: &[&[u8]],
+    args: &[&[u8]],
+    origin: Option<&Cmd>,
+    what: Describe<'_>,
+) -> Result<Reply, CacheError> {
+    let build = |name: &'static str, body: &[u8]| {
+        let mut cmd = Cmd::new(name);
+        cmd.push(body);
+        cmd.push(keys.len().to_string().as_bytes());
+        keys.iter().chain(args).for_each(|a| cmd.push(a));
+        let cmd = cmd.read_only(script.read_only).with_resend(script.resend);
+        match origin {
+            Some(origin) => cmd.standing_for(origin.clone()),
+            None => cmd,
+        }
+    };
+    let first = transport.pipeline(&[build("EVALSHA", script.sha.as_bytes())], what)?;
+    match first.into_iter().next().unwrap_or(Reply::Nil) {
+        Reply::Error(e) if e.starts_with("NOSCRIPT") => {
+            let again = transport.pipeline(&[build("EVAL", script.src.as_bytes())], what)?;
+            checked(
+                transport,
+                again.into_iter().next().unwrap_or(Reply::Nil),
+                what,
+            )
+        }
+        other => checked(transport, other, what),
     }
 }
 

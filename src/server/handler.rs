@@ -36,8 +36,11 @@ pub fn bytes_to_str<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, P
 }
 
 impl PyCacheHandler {
-    fn from_config(cfg: Config, policy: RetryPolicy) -> PyResult<PyCacheHandler> {
+    fn from_config(cfg: Config, mut policy: RetryPolicy) -> PyResult<PyCacheHandler> {
         let cfg = cfg.prepare()?;
+        if let Some(window) = cfg.retry_window {
+            policy.window = window;
+        }
         let cached = cfg.wants_client_cache()?;
         let pool = Client::new(cfg, policy);
         let client: Arc<dyn Transport> = if cached {
@@ -89,7 +92,9 @@ impl PyCacheHandler {
     /// `client_cache` (default: the `MADSCI_CACHE_RS_CLIENT_CACHE`
     /// environment variable), `spin_wait` (seconds to poll for a reply
     /// before sleeping, 0 never; default `MADSCI_CACHE_RS_SPIN_WAIT` or
-    /// 100 µs).
+    /// 100 µs), `retry_window` (seconds a call waits out a server that is
+    /// down, stalled or loading; default `MADSCI_CACHE_RS_RETRY_WINDOW` or
+    /// 30 s).
     #[classmethod]
     #[pyo3(signature = (host="localhost", port=6379, password=None, **options))]
     fn from_settings(
@@ -159,19 +164,24 @@ impl PyCacheHandler {
         };
         match self.run(py, Cmd::new("INCRBY").arg(&k).arg(amount), &k)? {
             Reply::Int(n) => Ok(n),
+            // The once-form answers the stored text, exact past 2^53.
+            Reply::Bulk(digits) => std::str::from_utf8(&digits)
+                .ok()
+                .and_then(|d| d.parse().ok())
+                .ok_or_else(|| PyTypeError::new_err(format!("INCRBY answered {digits:?}"))),
             other => Err(PyTypeError::new_err(format!("INCRBY answered {other:?}"))),
         }
     }
 
-    /// `True` when the server answers; never raises.
-    fn ping(&self, py: Python<'_>) -> bool {
+    /// `True` when the server answers now (no waiting out an outage);
+    /// never raises, but for what a signal handler raises meanwhile.
+    fn ping(&self, py: Python<'_>) -> PyResult<bool> {
         let client = &self.client;
-        py.detach(|| {
-            matches!(
-                client.call(Cmd::new("PING"), &|| "PING".to_owned()),
-                Ok(Reply::Status(_))
-            )
-        })
+        let up = crate::gil::detach(py, || client.probe())?;
+        match crate::gil::interruption() {
+            Some(raised) => Err(raised),
+            None => Ok(up),
+        }
     }
 
     /// Close the idle connections. Idempotent; the handler reconnects if

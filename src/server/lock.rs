@@ -38,6 +38,7 @@ static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
          if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.status_reply('OK') end
          return redis.call('PTTL', KEYS[1])",
     )
+    .repeatable()
 });
 
 /// ARGV: token, channel, message. Deletes the key only if it holds our
@@ -73,6 +74,7 @@ static REMAINING: LazyLock<Script> = LazyLock::new(|| {
          end
          return 0",
     )
+    .reading()
 });
 
 struct State {
@@ -231,7 +233,7 @@ impl Redlock {
             long_wait_logged: false,
             interest: None,
         };
-        let got = py.detach(|| self.waiters.acquire(wait, &mut attempt))?;
+        let got = crate::gil::detach(py, || self.waiters.acquire(wait, &mut attempt))??;
         let waited = start.elapsed();
         if waited >= LONG_WAIT {
             let outcome = if got { "acquired" } else { "gave up on" };

@@ -24,16 +24,16 @@ fn seconds(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
     Ok(Some(Duration::from_secs_f64(s)))
 }
 
-/// `spin_wait`: seconds to poll for a reply before sleeping; 0 or `None`
-/// never spins.
-fn spin_seconds(value: &Bound<'_, PyAny>) -> PyResult<Duration> {
+/// `spin_wait` (seconds to poll for a reply before sleeping) and
+/// `retry_window` (seconds a call waits out an outage): 0 or `None` is off.
+fn zero_or_seconds(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Duration> {
     if value.is_none() {
         return Ok(Duration::ZERO);
     }
     let s: f64 = value.extract()?;
     if !(s >= 0.0 && s.is_finite()) {
         return Err(PyValueError::new_err(format!(
-            "spin_wait must be 0 or a positive number of seconds, not {s}"
+            "{name} must be 0 or a positive number of seconds, not {s}"
         )));
     }
     Ok(Duration::from_secs_f64(s))
@@ -62,7 +62,8 @@ fn tls_options(cfg: &mut Config) -> &mut TlsOptions {
 }
 
 /// Apply `db`, `username`, `password`, `socket_timeout`,
-/// `socket_connect_timeout`, `connect_attempts`, `client_cache`, `spin_wait` and redis-py's `ssl` and
+/// `socket_connect_timeout`, `connect_attempts`, `client_cache`, `spin_wait`, `retry_window` and
+/// redis-py's `ssl` and
 /// `ssl_*` options.
 pub fn apply_options(
     cfg: &mut Config,
@@ -93,7 +94,8 @@ pub fn apply_options(
             "ssl_cert_reqs" => tls_options(cfg).verify = cert_reqs(&value)?,
             "ssl_check_hostname" => tls_options(cfg).check_hostname = value.is_truthy()?,
             "client_cache" => cfg.client_cache = Some(value.is_truthy()?),
-            "spin_wait" => cfg.spin_wait = Some(spin_seconds(&value)?),
+            "spin_wait" => cfg.spin_wait = Some(zero_or_seconds(&name, &value)?),
+            "retry_window" => cfg.retry_window = Some(zero_or_seconds(&name, &value)?),
             "connect_attempts" => {
                 policy.connect_attempts = value.extract()?;
                 if policy.connect_attempts == 0 {
@@ -103,7 +105,7 @@ pub fn apply_options(
             _ => {
                 return Err(PyTypeError::new_err(format!(
                     "unexpected option {name:?}: expected db, username, password, \
-                     socket_timeout, socket_connect_timeout, connect_attempts, client_cache, spin_wait, ssl, \
+                     socket_timeout, socket_connect_timeout, connect_attempts, client_cache, spin_wait, retry_window, ssl, \
                      ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs or ssl_check_hostname"
                 )))
             }
