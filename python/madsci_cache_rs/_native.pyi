@@ -6,8 +6,8 @@ from typing_extensions import Self, disjoint_base
 __all__ = [
     "CacheConnectionError",
     "CacheError",
-    "CacheResponseError",
     "CacheOutcomeUnknownError",
+    "CacheResponseError",
     "CacheTimeoutError",
     "ExtendUnlockedLock",
     "InMemoryCacheHandler",

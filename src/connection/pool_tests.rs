@@ -5,9 +5,11 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use super::*;
 use crate::connection::config::Config;
+use crate::connection::Script;
 
 /// Read one RESP command (array of bulk strings) and return its name.
 fn read_command(reader: &mut BufReader<TcpStream>) -> Option<String> {
@@ -55,25 +57,81 @@ fn incr(c: &Client) -> Result<Reply, CacheError> {
     })
 }
 
+/// Every connection: read one command, then hang up without answering.
+fn hang_up_after_one(_: usize, r: &mut BufReader<TcpStream>, seen: &AtomicUsize) {
+    if read_command(r).is_some() {
+        seen.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 #[test]
-fn a_lost_reply_is_an_error_and_the_command_is_sent_once() {
-    // Every connection: read one command, then hang up without answering.
-    let (port, seen) = fake_server(|_, r, seen| {
-        if read_command(r).is_some() {
-            seen.fetch_add(1, Ordering::SeqCst);
-        }
-    });
+fn a_lost_reply_to_a_command_that_may_not_repeat_is_never_resent() {
+    let (port, seen) = fake_server(hang_up_after_one);
     let c = client(port);
-    let err = incr(&c).unwrap_err();
-    assert!(matches!(err, CacheError::Connection { .. }), "{err}");
-    assert!(err.to_string().contains("not re-sent"), "{err}");
+    let raw = Cmd::new("INCRBY").arg("n").arg("1");
+    let err = c.pipeline(&[raw], &|| "INCRBY \"n\"".into()).unwrap_err();
+    assert!(matches!(err, CacheError::OutcomeUnknown { .. }), "{err}");
+    assert!(err.to_string().contains("may or may not have run"), "{err}");
     assert!(
         err.to_string().contains(&format!("127.0.0.1:{port}")),
         "{err}"
     );
     // Give a (wrong) retry every chance to show up before counting.
-    thread::sleep(std::time::Duration::from_millis(100));
+    thread::sleep(Duration::from_millis(100));
     assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_write_goes_out_in_its_once_form_and_is_resent_with_the_same_bytes() {
+    let (port, seen) = fake_server(hang_up_after_one);
+    let c = Client::new(
+        Config::tcp("127.0.0.1", port),
+        RetryPolicy {
+            window: Duration::from_millis(300),
+            ..RetryPolicy::default()
+        },
+    );
+    let err = incr(&c).unwrap_err();
+    assert!(matches!(err, CacheError::OutcomeUnknown { .. }), "{err}");
+    assert!(err.to_string().contains("gave up after"), "{err}");
+    assert!(
+        seen.load(Ordering::SeqCst) >= 2,
+        "re-sent within the window"
+    );
+}
+
+#[test]
+fn a_lost_reply_to_a_read_is_sent_again() {
+    // Connection 0 hangs up on its command; later ones answer.
+    let (port, seen) = fake_server(|i, r, seen| {
+        while read_command(r).is_some() {
+            seen.fetch_add(1, Ordering::SeqCst);
+            if i == 0 {
+                return;
+            }
+            r.get_mut().write_all(b"$1\r\nv\r\n").unwrap();
+        }
+    });
+    let c = client(port);
+    let reply = c.call(Cmd::new("GET").arg("k"), &|| "GET".into()).unwrap();
+    assert_eq!(reply, Reply::Bulk(b"v".to_vec()));
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_loading_server_is_asked_again() {
+    let (port, seen) = fake_server(|_, r, seen| {
+        while read_command(r).is_some() {
+            let reply: &[u8] = match seen.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => b"-LOADING Valkey is loading the dataset in memory\r\n",
+                _ => b":7\r\n",
+            };
+            r.get_mut().write_all(reply).unwrap();
+        }
+    });
+    let c = client(port);
+    assert_eq!(incr(&c).unwrap(), Reply::Int(7));
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
 }
 
 #[test]
@@ -114,14 +172,21 @@ fn server_errors_keep_the_connection() {
 }
 
 #[test]
-fn refused_connections_are_retried_then_reported() {
+fn refused_connections_are_retried_within_the_window_then_reported() {
     let port = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let err = incr(&client(port)).unwrap_err();
+    let policy = RetryPolicy {
+        window: Duration::from_millis(200),
+        ..RetryPolicy::default()
+    };
+    let started = std::time::Instant::now();
+    let err = incr(&Client::new(Config::tcp("127.0.0.1", port), policy)).unwrap_err();
     assert!(matches!(err, CacheError::Connection { .. }), "{err}");
-    assert!(err.to_string().contains("after 3 attempt(s)"), "{err}");
+    assert!(err.to_string().contains("connection refused"), "{err}");
+    assert!(err.to_string().contains("gave up after"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 #[test]
