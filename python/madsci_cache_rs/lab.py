@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -416,6 +416,9 @@ def _lab_env(
     prefixes = ("WORKCELL_", "LOCATION_", "NODE_", "MADSCI_", "EVENT_", "DATA_", "RESOURCE_")
     prefixes += ("EXPERIMENT_", "LAB_")
     env = {k: v for k, v in base.items() if not k.startswith(prefixes)}
+    if handler != "pottery":
+        # Our own settings (a retry window, say) are the caller's to choose.
+        env.update({k: v for k, v in base.items() if k.startswith("MADSCI_CACHE_RS_")})
     url = {name: f"http://127.0.0.1:{port}/" for name, port in ports.items()}
     env.update(
         {
@@ -662,6 +665,7 @@ def run_lab(
     startup_timeout: float = 90.0,
     scheduler_interval: float = 0.5,
     log_dir: Path | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> LabResult:
     """Run the miniature lab once and report what happened.
 
@@ -671,7 +675,8 @@ def run_lab(
     that stopped would make each of them wait the whole timeout). With ``log_dir`` the
     lab's files (process logs, the node's record) are kept there; otherwise they go to
     a temporary directory removed at the end, and the result carries the log excerpts.
-    Raises ``RuntimeError`` when the lab cannot start.
+    ``extra_env`` is added to every lab process's environment last (to try a setting
+    of madsci's or ours). Raises ``RuntimeError`` when the lab cannot start.
     """
     if handler not in HANDLERS:
         raise ValueError(f"unknown handler {handler!r}: expected one of {HANDLERS}")
@@ -692,6 +697,7 @@ def run_lab(
             server.start()
             ports = {"workcell": free_port(), "location": free_port(), "node": free_port()}
             env = _lab_env(dict(os.environ), lab, handler, server.port, ports, scheduler_interval)
+            env.update(extra_env or {})
             deadline = time.monotonic() + startup_timeout
             node = _Process("node", ["node", str(record_file)], env, lab)
             procs.append(node)
