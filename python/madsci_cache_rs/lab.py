@@ -22,8 +22,10 @@ workflow is submitted only after the fault is over, so an engine that died or ha
 the fault shows as a workflow that never finishes.
 
 The lab ticks faster than madsci's defaults (scheduler every 0.5 s instead of 5 s, node
-polls every 0.25 s instead of 2 s) so a test fits in seconds; this raises the number of
-cache commands per second an idle engine makes, and is the same for every handler.
+polls every 0.25 s instead of 2 s, the disconnected-node retry thread every 1 s instead
+of 30 s) so a test fits in seconds; this raises the number of cache commands per second
+an idle engine makes, and the chance that a fault meets each of madsci's threads
+mid-call. It is the same for every handler.
 
 Every process is stopped by its PID in a ``finally`` and the temporary directory is
 removed unless the caller gave its own ``log_dir``.
@@ -102,8 +104,8 @@ class WorkflowRecord:
 
     index: int
     workflow_id: str | None = None
-    #: "completed", "failed", "cancelled", "timed out", "submit failed" or madsci's
-    #: status description.
+    #: "completed", "failed", "cancelled", "timed out", "halted" (the workcell is
+    #: errored and will run nothing more), "submit failed" or madsci's status text.
     status: str = "not submitted"
     submitted_at: float | None = None  # seconds since the first submission
     seconds: float | None = None  # submission to terminal state, as polled
@@ -146,7 +148,8 @@ class LabResult:
     #: harness's own INFO calls are left out.
     server_commands: int
     commands_by_name: dict[str, int]
-    wall_seconds: float
+    wall_seconds: float  # first submission to the last workflow's end
+    startup_seconds: float  # processes started to the workcell seeing its node
     fault_window: tuple[float, float] | None  # seconds since the first submission
     #: Whether madsci's engine thread was alive at the end (None: never seen).
     engine_alive: bool | None
@@ -211,7 +214,10 @@ class LabResult:
                 out.append(f"workflow {w.index} {w.status}{extra}")
         unsent = [w.index for w in self.workflows if w.submitted_at is None]
         if unsent:
-            out.append(f"workflows {unsent} not submitted (the run stops at a timeout)")
+            out.append(
+                f"workflows {unsent} not submitted "
+                "(the run stops at a timeout or a halted workcell)"
+            )
         out += [f"step {tag} ran {n} times" for tag, n in sorted(self.duplicates.items())]
         out += [f"step {tag} of a completed workflow never ran" for tag in self.missing_steps]
         out += [f"thread died: {d}" for d in self.thread_deaths]
@@ -371,11 +377,29 @@ def _wait_http(proc: _Process, url: str, deadline: float) -> None:
                 f"log {proc.log}:\n{_tail(proc.text(), 40)}"
             )
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code < 500:
+            if httpx.get(url, timeout=1.0, trust_env=False).status_code < 500:
                 return
         time.sleep(0.1)
     raise RuntimeError(
         f"lab {proc.name} did not answer {url}; log {proc.log}:\n{_tail(proc.text(), 40)}"
+    )
+
+
+def _wait_node_seen(workcell: _Process, url: str, deadline: float) -> None:
+    """Until the workcell has seen the node up: a workflow submitted before that may
+    wait for the engine's next reconnect attempt."""
+    import httpx
+
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            node = httpx.get(f"{url}node/{_NODE_NAME}", timeout=2.0, trust_env=False).json()
+            status = node.get("status") if isinstance(node, dict) else None
+            if status and not status.get("disconnected") and node.get("info"):
+                return
+        time.sleep(0.1)
+    raise RuntimeError(
+        f"the workcell never saw node {_NODE_NAME} up; log {workcell.log}:\n"
+        f"{_tail(workcell.text(), 40)}"
     )
 
 
@@ -423,6 +447,10 @@ def _lab_env(
     env.update(
         {
             "PYTHONUNBUFFERED": "1",
+            # Everything is on loopback; a proxy set for package downloads must not
+            # see the lab's requests.
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
             # madsci writes logs, registry and workcell files under ~/.madsci and the
             # nearest .madsci/; both are the lab's own directory.
             "HOME": str(lab),
@@ -443,6 +471,7 @@ def _lab_env(
             "WORKCELL_NODES": json.dumps({_NODE_NAME: url["node"]}),
             "WORKCELL_SCHEDULER_UPDATE_INTERVAL": str(scheduler_interval),
             "WORKCELL_NODE_UPDATE_INTERVAL": str(scheduler_interval / 2),
+            "WORKCELL_RECONNECT_ATTEMPT_INTERVAL": "1.0",
             "NODE_NAME": _NODE_NAME,
             "NODE_URL": url["node"],
         }
@@ -510,6 +539,7 @@ def _run_workflow(
     t0: float,
     timeout: float,
     submitted: Callable[[], None] | None = None,
+    halt_check_after: float = 8.0,
 ) -> None:
     """Submit one workflow and poll it to a terminal state (or the timeout);
     ``submitted`` runs as soon as the manager has accepted it."""
@@ -529,6 +559,7 @@ def _run_workflow(
     if submitted is not None:
         submitted()
     deadline = started + timeout
+    next_halt_check = started + halt_check_after
     last_error: str | None = None
     while time.monotonic() < deadline:
         try:
@@ -543,6 +574,16 @@ def _run_workflow(
             if not record.completed:
                 record.error = _step_error(wf)
             return
+        if time.monotonic() >= next_halt_check:
+            # madsci 0.8.1 never clears a workcell's errored flag (only a manager
+            # restart does), and an errored workcell runs no step: waiting longer
+            # would only spend the timeout.
+            errored, errors = _workcell_status(client)
+            if errored:
+                record.status = "halted"
+                record.error = "workcell errored: " + ("; ".join(errors) or "(no errors listed)")
+                return
+            next_halt_check = time.monotonic() + 2.0
         time.sleep(0.1)
     record.status = "timed out"
     state = "never started" if wf is None or not wf.status.has_started else "started"
@@ -672,7 +713,8 @@ def run_lab(
     ``handler`` is one of ``HANDLERS``, ``fault`` one of ``FAULTS`` (injected
     ``fault_delay`` seconds after the first workflow is submitted). Workflows run one
     after another; after the first one that times out no more are submitted (an engine
-    that stopped would make each of them wait the whole timeout). With ``log_dir`` the
+    that stopped would make each of them wait the whole timeout), nor after one that
+    waits on a halted (errored) workcell. With ``log_dir`` the
     lab's files (process logs, the node's record) are kept there; otherwise they go to
     a temporary directory removed at the end, and the result carries the log excerpts.
     ``extra_env`` is added to every lab process's environment last (to try a setting
@@ -699,17 +741,17 @@ def run_lab(
             env = _lab_env(dict(os.environ), lab, handler, server.port, ports, scheduler_interval)
             env.update(extra_env or {})
             deadline = time.monotonic() + startup_timeout
+            # All three start at once (their imports take seconds each); the engine
+            # may find the node not up yet and retries it (1 s, see _lab_env).
             node = _Process("node", ["node", str(record_file)], env, lab)
-            procs.append(node)
             location = _Process("location", ["location", handler], env, lab)
-            procs.append(location)
-            # The engine's first look at its nodes must find the node up: one it finds
-            # down is retried only every 30 s. The location manager can come up later.
-            _wait_http(node, f"http://127.0.0.1:{ports['node']}/status", deadline)
             workcell = _Process("workcell", ["workcell", handler, str(heartbeat)], env, lab)
-            procs.append(workcell)
+            procs += [node, location, workcell]
+            _wait_http(node, f"http://127.0.0.1:{ports['node']}/status", deadline)
             _wait_http(location, f"http://127.0.0.1:{ports['location']}/health", deadline)
             _wait_http(workcell, f"http://127.0.0.1:{ports['workcell']}/health", deadline)
+            _wait_node_seen(workcell, f"http://127.0.0.1:{ports['workcell']}/", deadline)
+            startup = time.monotonic() - (deadline - startup_timeout)
             for proc in (location, workcell):
                 _check_handler(handler, _process_report(proc))
 
@@ -732,7 +774,7 @@ def run_lab(
                     workflow_timeout,
                     submitted=fault_thread.start if i == 0 and fault_thread else None,
                 )
-                if record.status == "timed out":
+                if record.status in ("timed out", "halted"):
                     break
             if fault_thread is not None and fault_thread.is_alive():
                 fault_thread.join()
@@ -769,6 +811,7 @@ def run_lab(
             server_commands=sum(counter.totals().values()),
             commands_by_name=counter.totals(),
             wall_seconds=wall,
+            startup_seconds=startup,
             fault_window=fault_thread.window if fault_thread is not None else None,
             engine_alive=engine_alive,
             workcell_errored=errored,
