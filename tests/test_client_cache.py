@@ -319,7 +319,7 @@ def test_a_write_to_a_hash_held_whole_updates_the_copy(cached, raw):
     d.update({"a": 1, "b": 2})
     assert d.to_dict() == {"a": 1, "b": 2}
     calls = round_trips(raw, lambda: d.__setitem__("c", [3]))
-    assert calls == {"multi": 1, "hset": 1, "hlen": 1, "exec": 1}
+    assert calls == {"multi": 1, "evalsha": 1, "hset": 1, "hlen": 1, "exec": 1}
     assert round_trips(raw, lambda: (d.to_dict(), d["c"], len(d))) == {}
     assert d.to_dict() == {"a": 1, "b": 2, "c": [3]}
     assert raw.hget("d", '"c"') == b"[3]"

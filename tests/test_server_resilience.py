@@ -13,7 +13,7 @@ import pytest
 import redis
 from conftest import in_threads
 
-from madsci_cache_rs import CacheConnectionError, CacheTimeoutError, PyCacheHandler
+from madsci_cache_rs import CacheConnectionError, PyCacheHandler
 from madsci_cache_rs.testing import LoopbackProxy, PrivateServer
 
 
@@ -42,7 +42,8 @@ def test_eight_threads_share_one_handler(handler, raw):
 
 def test_same_objects_work_after_the_server_restarts():
     with PrivateServer("valkey") as srv:
-        h = PyCacheHandler.from_url(srv.url)
+        # A short window: this is about the objects after the restart.
+        h = PyCacheHandler.from_url(srv.url, retry_window=0.3)
         d, lst = h.create_dict("d"), h.create_list("l")
         h.set("k", "v")
         d["a"] = 1
@@ -86,63 +87,6 @@ def test_stale_pooled_connections_are_dropped_without_resending():
         assert h.create_list("l").append("x") is None
         r = redis.Redis(port=srv.port)
         assert r.get("n") == b"1" and r.llen("l") == 1
-
-
-class LossyProxy(LoopbackProxy):
-    """Loopback proxy that forwards each command to the server, waits for
-    the server's reply (so the command has run), then drops that reply:
-    ``mode='close'`` closes the client's connection, ``mode='hold'`` keeps
-    it open and silent. The first ``spare`` writes on each connection (a
-    client-side cache's tracking set-up) pass both ways."""
-
-    def __init__(self, upstream_port: int, mode: str, spare: int = 0) -> None:
-        self.mode = mode
-        self.spare = spare
-        self.forwarded: list[bytes] = []
-        super().__init__(upstream_port)
-
-    def serve(self, client: socket.socket, upstream: socket.socket) -> None:
-        for _ in range(self.spare):
-            upstream.sendall(client.recv(65536))
-            client.sendall(upstream.recv(65536))
-        while data := client.recv(65536):
-            upstream.sendall(data)
-            upstream.recv(65536)  # the server has answered: the command ran
-            self.forwarded.append(data)
-            if self.mode == "close":
-                client.close()
-                upstream.close()
-                return
-
-    def wait_forwarded(self, count: int) -> None:
-        """Until ``count`` commands have reached the server (a client that
-        timed out may be ahead of the proxy on a loaded machine)."""
-        deadline = time.monotonic() + 30
-        while len(self.forwarded) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-
-@pytest.mark.parametrize("client_cache", [False, True], ids=["pool", "client-cache"])
-@pytest.mark.parametrize("mode", ["close", "hold"])
-def test_a_lost_reply_is_reported_and_the_write_lands_once(server, raw, mode, client_cache):
-    proxy = LossyProxy(server.port, mode, spare=int(client_cache))
-    try:
-        h = PyCacheHandler.from_settings(
-            "127.0.0.1", proxy.port, socket_timeout=0.5, client_cache=client_cache
-        )
-        expected = CacheConnectionError if mode == "close" else CacheTimeoutError
-        with pytest.raises(expected) as err:
-            h.incr("n")
-        assert "not re-sent" in str(err.value)
-        assert f"127.0.0.1:{proxy.port}" in str(err.value)
-        with pytest.raises(expected):
-            h.create_list("l").append("item")
-        proxy.wait_forwarded(2)
-        assert raw.get("n") == b"1"
-        assert raw.lrange("l", 0, -1) == [b'"item"']
-        assert [c.split(b"\r\n")[2] for c in proxy.forwarded] == [b"INCRBY", b"RPUSH"]
-    finally:
-        proxy.close()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

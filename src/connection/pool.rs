@@ -164,6 +164,14 @@ impl Client {
             Err(OpenError::Io(e)) if interrupt::is_interrupted(&e) => {
                 Err(Stop::Fatal(CacheError::Interrupted))
             }
+            // A TLS handshake the server or we refused (unknown CA, wrong
+            // host name): waiting would not change it.
+            Err(OpenError::Io(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                Err(Stop::Fatal(CacheError::Connection {
+                    context: format!("connecting to {}", self.cfg.address()),
+                    detail: format!("could not connect: {e}"),
+                }))
+            }
             Err(OpenError::Io(e)) => {
                 self.lost.store(true, Ordering::Relaxed);
                 let timed_out = matches!(

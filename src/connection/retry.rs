@@ -157,6 +157,7 @@ pub fn is_keyed_write(name: &str) -> bool {
             | "LPOP"
             | "LREM"
             | "DEL"
+            | "UNLINK"
     )
 }
 
