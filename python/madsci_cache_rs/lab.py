@@ -336,6 +336,7 @@ class _Process:
         self.name = name
         self.log = cwd / "logs" / f"{name}.log"
         self.log.parent.mkdir(exist_ok=True)
+        self._terminated = False
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, str(_SERVE), *args],
@@ -356,10 +357,16 @@ class _Process:
         except OSError:
             return ""
 
+    def terminate(self) -> None:
+        if self.proc.poll() is None and not self._terminated:
+            self._terminated = True
+            self.proc.terminate()
+
     def stop(self, timeout: float = 10.0) -> None:
+        """Terminate (if not already asked to), then kill after ``timeout``."""
         if self.proc.poll() is not None:
             return
-        self.proc.terminate()
+        self.terminate()
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -791,7 +798,10 @@ def run_lab(
             if client is not None:
                 with contextlib.suppress(Exception):
                     client.close()
-            for proc in reversed(procs):
+            # All at once (each takes most of a second to shut down), then by PID.
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
                 proc.stop()
             server.resume()
             server.close()
