@@ -34,7 +34,7 @@ test)
     "$venv/bin/ruff" check python tests
     "$venv/bin/ruff" format --check python tests
     echo "== stubtest"
-    "$py" -m mypy.stubtest madsci_cache_rs --allowlist tests/stubtest-allowlist.txt
+    "$py" -m mypy.stubtest madsci_cache_rs --mypy-config-file pyproject.toml --allowlist tests/stubtest-allowlist.txt
     echo "== pytest"
     "$py" -m pytest -q -p no:cacheprovider tests "$@"
     # madsci 0.8.1's own suites, on madsci's classes and then on ours (issue 3).
