@@ -28,16 +28,21 @@ from types import TracebackType
 from typing import Any
 
 # Written to stderr when a thread dies, so the harness can tell the engine's death
-# from the many errors madsci logs and survives.
+# from the many errors madsci logs and survives; the traceback follows, each line
+# marked, so it can be cut out of the interleaved log.
 THREAD_DIED = "LAB-THREAD-DIED"
+TRACE = "LAB-TRACE "
 
 
 def _report_thread_death(args: threading.ExceptHookArgs) -> None:
     name = args.thread.name if args.thread is not None else "?"
     tb: TracebackType | None = args.exc_traceback
     text = "".join(traceback.format_exception(args.exc_type, args.exc_value, tb))
-    sys.stderr.write(f"{THREAD_DIED} thread={name!r} {args.exc_type.__name__}: {args.exc_value}\n")
-    sys.stderr.write(text)
+    message = str(args.exc_value).replace("\n", " ")
+    lines = [f"{THREAD_DIED} thread={name!r} {args.exc_type.__name__}: {message}"]
+    lines += [TRACE + line for line in text.splitlines()]
+    # One write, so other threads' output does not land inside it.
+    sys.stderr.write("\n".join(lines) + "\n")
     sys.stderr.flush()
 
 

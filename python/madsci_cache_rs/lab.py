@@ -47,6 +47,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ _SERVE = Path(__file__).with_name("_lab_serve.py")
 _NODE_NAME = "recorder"
 # Lines _lab_serve.py writes to a process's stderr (kept in its log file).
 _THREAD_DIED = "LAB-THREAD-DIED"
+_TRACE = "LAB-TRACE "
 _HANDLER_LINE = re.compile(r"^LAB-CACHE-HANDLER (\S+) client_cache=(\S+)$", re.M)
 _STATS_LINE = re.compile(r"^LAB-CACHE-STATS (.*)$", re.M)
 # What madsci's engine logs when it catches an exception in its loop; it then marks
@@ -419,9 +421,17 @@ def _excerpt(text: str) -> str:
     tracebacks, and the first few caught engine or step errors."""
     lines = text.splitlines()
     keep: list[str] = []
-    for i, line in enumerate(lines):
+    trace: list[str] = []
+    for line in [*lines, ""]:
+        if line.startswith(_TRACE):
+            trace.append(line.removeprefix(_TRACE))
+            continue
+        if trace:
+            # The innermost frames and the exception say what happened.
+            keep += ["  ...", *trace[-14:]] if len(trace) > 14 else trace
+            trace = []
         if line.startswith(_THREAD_DIED):
-            keep += lines[i : i + 30]
+            keep.append(line)
     caught = [ln for ln in lines if _ENGINE_CAUGHT in ln or _STEP_CAUGHT in ln]
     keep += [_strip_ansi(ln)[:600] for ln in caught[:3]]
     return "\n".join(keep)
@@ -514,7 +524,7 @@ def _client(workcell_url: str, lab: Path) -> Any:
 
     # The client's logger would otherwise write under the caller's ~/.madsci.
     quiet = EventClient(
-        config=EventClientConfig(name="lab_client", log_dir=lab / "client-logs", log_level=40)
+        config=EventClientConfig(name="lab_client", log_dir=lab / "client-logs", log_level=50)
     )
     return WorkcellClient(workcell_url, event_client=quiet)
 
@@ -539,6 +549,11 @@ def _step_error(wf: Any) -> str | None:
     return None
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
 def _run_workflow(
     client: Any,
     record: WorkflowRecord,
@@ -546,10 +561,13 @@ def _run_workflow(
     t0: float,
     timeout: float,
     submitted: Callable[[], None] | None = None,
+    halted: Callable[[], str | None] | None = None,
     halt_check_after: float = 8.0,
 ) -> None:
     """Submit one workflow and poll it to a terminal state (or the timeout);
-    ``submitted`` runs as soon as the manager has accepted it."""
+    ``submitted`` runs as soon as the manager has accepted it, and ``halted`` (which
+    says why the workcell will run nothing more, or None) once the workflow has been
+    waiting ``halt_check_after`` seconds, then every 2 s."""
     record.submitted_at = time.monotonic() - t0
     started = time.monotonic()
     try:
@@ -560,7 +578,7 @@ def _run_workflow(
         )
     except Exception as exc:
         record.status = "submit failed"
-        record.error = f"{type(exc).__name__}: {exc}"
+        record.error = _one_line(exc)
         return
     record.workflow_id = wf.workflow_id
     if submitted is not None:
@@ -572,7 +590,7 @@ def _run_workflow(
         try:
             wf = client.query_workflow(record.workflow_id, timeout=5.0)
         except Exception as exc:
-            last_error = f"{type(exc).__name__}: {exc}"
+            last_error = _one_line(exc)
             time.sleep(0.25)
             continue
         if wf is not None and wf.status.terminal:
@@ -581,14 +599,11 @@ def _run_workflow(
             if not record.completed:
                 record.error = _step_error(wf)
             return
-        if time.monotonic() >= next_halt_check:
-            # madsci 0.8.1 never clears a workcell's errored flag (only a manager
-            # restart does), and an errored workcell runs no step: waiting longer
-            # would only spend the timeout.
-            errored, errors = _workcell_status(client)
-            if errored:
+        if halted is not None and time.monotonic() >= next_halt_check:
+            why = halted()
+            if why is not None:
                 record.status = "halted"
-                record.error = "workcell errored: " + ("; ".join(errors) or "(no errors listed)")
+                record.error = why
                 return
             next_halt_check = time.monotonic() + 2.0
         time.sleep(0.1)
@@ -646,6 +661,19 @@ def _workcell_status(client: Any) -> tuple[bool | None, list[str]]:
         return None, [f"could not read the workcell state: {type(exc).__name__}: {exc}"]
     status = state.status
     return bool(status.errored), [str(getattr(e, "message", e)) for e in status.errors]
+
+
+def _halted(client: Any, heartbeat: Path) -> str | None:
+    """Why the workcell will run no more steps, or None. madsci 0.8.1 never clears a
+    workcell's errored flag (only a manager restart does), an errored workcell runs
+    no step, and nothing restarts a dead engine thread: waiting longer would only
+    spend the timeout."""
+    if _engine_state(heartbeat) is False:
+        return "the workcell engine thread died"
+    errored, errors = _workcell_status(client)
+    if errored:
+        return "workcell errored: " + ("; ".join(errors) or "(no errors listed)")
+    return None
 
 
 def _process_report(proc: _Process) -> ProcessReport:
@@ -780,6 +808,7 @@ def run_lab(
                     t0,
                     workflow_timeout,
                     submitted=fault_thread.start if i == 0 and fault_thread else None,
+                    halted=partial(_halted, client, heartbeat),
                 )
                 if record.status in ("timed out", "halted"):
                     break
