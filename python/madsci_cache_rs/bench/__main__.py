@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 from madsci_cache_rs.bench import (
     codec_rows,
     inmemory_rows,
+    lab_rows,
     lock_rows,
     manager_rows,
     server_rows,
@@ -51,6 +52,8 @@ def _groups(url: str) -> list[tuple[str, Callable[[int], list[Row]]]]:
         ("in-memory", inmemory_rows.rows),
         ("managers on a server", lambda rounds: manager_rows.server_rows(url, rounds)),
         ("managers in memory", manager_rows.inmemory_rows),
+        # Starts its own Valkey and madsci managers (minutes; skipped without madsci).
+        ("lab", lab_rows.rows),
     ]
 
 
