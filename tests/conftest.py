@@ -9,7 +9,6 @@ Every test gets an empty database.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator
 
@@ -20,11 +19,6 @@ from madsci_cache_rs import PyCacheHandler
 from madsci_cache_rs.testing import PrivateServer, ServerUnavailable
 
 SERVER_KINDS = ("valkey", "redis")
-
-# The miniature lab (test_lab.py) runs real madsci managers for minutes; it was
-# still being written when this was set, so it runs only when asked until its
-# matrix is proven (MADSCI_CACHE_RS_LAB=1).
-collect_ignore = [] if os.environ.get("MADSCI_CACHE_RS_LAB") == "1" else ["test_lab.py"]
 
 
 @pytest.fixture(scope="session", params=SERVER_KINDS)
