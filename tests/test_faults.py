@@ -373,3 +373,72 @@ def test_a_child_forked_during_an_outage_works():
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert h.get("n") == "2"
+
+
+# --- fork --------------------------------------------------------------------------
+
+
+def wait_child(pid: int, timeout: float) -> int:
+    """The child's exit code; kill it and fail the test if it hangs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"forked child {pid} hung")
+        time.sleep(0.01)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("client_cache", [False, True], ids=["pool", "client-cache"])
+def test_children_forked_while_threads_call_hold_and_wait_finish(client_cache):
+    """Forks land while other threads are mid-call, hold the lock and wait
+    for it (parked on its queue): each child still takes the lock, writes
+    and exits, through its own pool, cache, waiters and listener."""
+    with PrivateServer("valkey") as srv:
+        h = PyCacheHandler.from_settings("127.0.0.1", srv.port, client_cache=client_cache)
+        stop, errors = threading.Event(), []
+
+        def work(i: int) -> None:
+            lock, d = h.create_lock("shared", auto_release_time=5), h.create_dict("d")
+            try:
+                while not stop.is_set():
+                    with lock:
+                        h.incr("n")
+                        time.sleep(0.002)
+                    d[str(i)] = i
+                    h.get("n")
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for th in threads:
+            th.start()
+        try:
+            for k in range(8):
+                time.sleep(0.03)
+                pid = os.fork()
+                if pid == 0:
+                    code = 1
+                    try:
+                        lock = h.create_lock("shared", auto_release_time=5)
+                        got = lock.acquire(timeout=10)
+                        h.incr("child")
+                        lock.release()
+                        h.create_dict("d")[f"child{k}"] = k
+                        code = 0 if got and h.get("n") is not None else 2
+                    finally:
+                        os._exit(code)
+                assert wait_child(pid, 30) == 0, f"child {k}"
+        finally:
+            stop.set()
+            for th in threads:
+                th.join()
+        assert errors == []
+        r = redis.Redis(port=srv.port)
+        assert r.get("child") == b"8"
+        assert r.hlen("d") == 4 + 8
+        h.close()

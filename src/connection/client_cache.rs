@@ -149,9 +149,6 @@ pub struct Ticket {
 
 #[derive(Default)]
 pub struct Store {
-    /// The process generation (`fork.rs`) the contents belong to; kept by
-    /// the caller, which knows about processes.
-    pub process: u64,
     slots: HashMap<Vec<u8>, Slot>,
     /// Bumped by `flush`: no ticket taken before it fills after it.
     epoch: u64,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::config::Config;
 use super::conn::{Conn, OpenError};
+use super::fork::PerProcess;
 use super::interrupt;
 use super::resp::{Cmd, Reply};
 use super::retry::{not_run, Failure, Resend, RetryPolicy};
@@ -21,9 +22,15 @@ const LOG: &str = "madsci_cache_rs";
 /// leave hundreds of open connections behind.
 const MAX_IDLE: usize = 64;
 
-struct Idle {
-    generation: u64,
-    conns: Vec<Conn>,
+/// What a process keeps for one client: its idle sockets and its outage.
+/// A forked child starts with none of its parent's (`fork::PerProcess`).
+#[derive(Default)]
+struct Local {
+    idle: Mutex<Vec<Conn>>,
+    /// Since when the server has failed us, while it does: an outage is
+    /// logged once when it starts and once when it ends.
+    outage: Mutex<Option<Instant>>,
+    in_outage: AtomicBool,
 }
 
 /// Why one attempt failed, and whether the next may follow.
@@ -41,15 +48,11 @@ pub(super) enum Stop {
 pub struct Client {
     cfg: Config,
     policy: RetryPolicy,
-    idle: Mutex<Idle>,
+    local: PerProcess<Local>,
     ever_connected: AtomicBool,
     /// A connection broke since the last successful connect: the next
     /// connect is logged as a reconnect.
     lost: AtomicBool,
-    /// Since when the server has failed us, while it does: an outage is
-    /// logged once when it starts and once when it ends.
-    outage: Mutex<Option<Instant>>,
-    in_outage: AtomicBool,
 }
 
 /// The least safe re-send class in a batch: one `Never` makes it `Never`.
@@ -93,14 +96,9 @@ impl Client {
         Client {
             cfg,
             policy,
-            idle: Mutex::new(Idle {
-                generation: super::fork::generation(),
-                conns: Vec::new(),
-            }),
+            local: PerProcess::default(),
             ever_connected: AtomicBool::new(false),
             lost: AtomicBool::new(false),
-            outage: Mutex::new(None),
-            in_outage: AtomicBool::new(false),
         }
     }
 
@@ -114,18 +112,9 @@ impl Client {
 
     /// An idle connection that is still good, or a new one (one attempt).
     fn checkout(&self) -> Result<Conn, Stop> {
-        let generation = super::fork::generation();
+        let local = self.local.current();
         loop {
-            let popped = {
-                let mut idle = self.idle.lock();
-                if idle.generation != generation {
-                    // A forked child: the parent's sockets are the parent's.
-                    // Closing our copies of the descriptors sends nothing.
-                    idle.conns.clear();
-                    idle.generation = generation;
-                }
-                idle.conns.pop()
-            };
+            let popped = local.idle.lock().pop();
             match popped {
                 Some(conn) if conn.is_reusable() => return Ok(conn),
                 Some(_) => {
@@ -138,9 +127,12 @@ impl Client {
     }
 
     fn checkin(&self, conn: Conn) {
-        let mut idle = self.idle.lock();
-        if idle.generation == conn.generation && idle.conns.len() < MAX_IDLE {
-            idle.conns.push(conn);
+        if conn.generation != super::fork::generation() {
+            return;
+        }
+        let mut idle = self.local.current().idle.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
         }
     }
 
@@ -319,13 +311,14 @@ impl Client {
     }
 
     fn outage_began(&self, setback: &Setback, what: Describe<'_>) {
-        if self.in_outage.load(Ordering::Relaxed) {
+        let local = self.local.current();
+        if local.in_outage.load(Ordering::Relaxed) {
             return;
         }
-        let mut outage = self.outage.lock();
+        let mut outage = local.outage.lock();
         if outage.is_none() {
             *outage = Some(Instant::now());
-            self.in_outage.store(true, Ordering::Relaxed);
+            local.in_outage.store(true, Ordering::Relaxed);
             log::warn!(
                 target: LOG,
                 "{} is not answering ({} during {}); calls wait up to {:.1} s for it",
@@ -339,11 +332,12 @@ impl Client {
 
     /// The server answered: end the outage, if one was on.
     pub(super) fn back_up(&self) {
-        if !self.in_outage.load(Ordering::Relaxed) {
+        let local = self.local.current();
+        if !local.in_outage.load(Ordering::Relaxed) {
             return;
         }
-        if let Some(since) = self.outage.lock().take() {
-            self.in_outage.store(false, Ordering::Relaxed);
+        if let Some(since) = local.outage.lock().take() {
+            local.in_outage.store(false, Ordering::Relaxed);
             log::warn!(
                 target: LOG,
                 "{} answers again after {:.2} s",
@@ -395,7 +389,7 @@ impl Transport for Client {
     /// Close the idle connections (idempotent). The client stays usable:
     /// the next command connects again, as redis-py's does.
     fn close(&self) {
-        let conns = std::mem::take(&mut self.idle.lock().conns);
+        let conns = std::mem::take(&mut *self.local.current().idle.lock());
         drop(conns);
     }
 

@@ -20,6 +20,7 @@ use std::io;
 
 use super::client_cache::{effect, Effect, Store};
 use super::conn::Conn;
+use super::fork::PerProcess;
 use super::interrupt;
 use super::pool::{Client, Stop};
 use super::resp::{Cmd, Reply};
@@ -30,11 +31,18 @@ use crate::errors::CacheError;
 
 const LOG: &str = "madsci_cache_rs";
 
-pub struct CachingClient {
-    pool: Client,
+/// What a process keeps: a forked child starts with its own, empty
+/// (`fork::PerProcess`), as no invalidation for the parent's copy reaches it.
+#[derive(Default)]
+struct Local {
     /// The tracking connection, opened on first use.
     tracked: Mutex<Option<Conn>>,
     store: Mutex<Store>,
+}
+
+pub struct CachingClient {
+    pool: Client,
+    local: PerProcess<Local>,
     /// The server cannot track keys (no RESP3): everything goes to the pool.
     unsupported: AtomicBool,
 }
@@ -43,21 +51,24 @@ impl CachingClient {
     pub fn new(pool: Client) -> CachingClient {
         CachingClient {
             pool,
-            tracked: Mutex::new(None),
-            store: Mutex::new(Store::default()),
+            local: PerProcess::default(),
             unsupported: AtomicBool::new(false),
         }
     }
 
-    /// Answers the store has given so far.
+    fn local(&self) -> &Local {
+        self.local.current()
+    }
+
+    /// Answers the store has given so far (in this process).
     pub fn hits(&self) -> u64 {
-        self.store.lock().hits
+        self.local().store.lock().hits
     }
 
     fn forget(&self, slot: &mut Option<Conn>) {
         *slot = None;
         // Invalidations may have been lost with the connection.
-        self.store.lock().flush();
+        self.local().store.lock().flush();
     }
 
     /// Apply the invalidations that have arrived; drop a connection that
@@ -69,7 +80,7 @@ impl CachingClient {
         if conn.generation != super::fork::generation() {
             return self.forget(slot);
         }
-        if let Err(e) = conn.drain_pushes(&mut |items| self.store.lock().on_push(items)) {
+        if let Err(e) = conn.drain_pushes(&mut |items| self.local().store.lock().on_push(items)) {
             log::debug!(target: LOG, "client-side cache connection to {} closed: {e}", self.pool.address());
             self.pool.mark_lost();
             self.forget(slot);
@@ -80,19 +91,12 @@ impl CachingClient {
         if !matches!(effect(cmd), Effect::Read(_)) {
             return None;
         }
-        if let Some(mut slot) = self.tracked.try_lock() {
+        if let Some(mut slot) = self.local().tracked.try_lock() {
             self.drain(&mut slot);
         }
         // When another thread holds the connection, it is reading the
         // pushes: answering without waiting for it is no staler.
-        let mut store = self.store.lock();
-        if store.process != super::fork::generation() {
-            // A forked child whose parent held the connection at the fork:
-            // no invalidation for this copy will ever arrive.
-            store.flush();
-            store.process = super::fork::generation();
-        }
-        store.lookup(cmd)
+        self.local().store.lock().lookup(cmd)
     }
 
     /// Open the tracking connection if needed (one attempt: while the
@@ -134,12 +138,12 @@ impl CachingClient {
     fn exchange(&self, slot: &mut Option<Conn>, cmds: &[Cmd]) -> io::Result<Vec<Reply>> {
         let conn = slot.as_mut().expect("ready() opened the connection");
         let tickets: Vec<_> = {
-            let mut store = self.store.lock();
+            let mut store = self.local().store.lock();
             cmds.iter().map(|c| store.ticket(c)).collect()
         };
-        match conn.request_many_with(cmds, &mut |items| self.store.lock().on_push(items)) {
+        match conn.request_many_with(cmds, &mut |items| self.local().store.lock().on_push(items)) {
             Ok(replies) => {
-                let mut store = self.store.lock();
+                let mut store = self.local().store.lock();
                 for ((ticket, cmd), reply) in tickets.into_iter().zip(cmds).zip(&replies) {
                     if let Some(ticket) = ticket {
                         store.fill(ticket, cmd, reply);
@@ -157,7 +161,7 @@ impl CachingClient {
     /// A field read of a hash that is usually read whole: fetch and keep
     /// the whole hash, answer the field from it. `None`: send `cmd` itself.
     fn read_whole(&self, slot: &mut Option<Conn>, cmd: &Cmd) -> io::Result<Option<Reply>> {
-        let Some(whole) = self.store.lock().read_ahead(cmd) else {
+        let Some(whole) = self.local().store.lock().read_ahead(cmd) else {
             return Ok(None);
         };
         let replies = self.exchange(slot, std::slice::from_ref(&whole))?;
@@ -172,7 +176,7 @@ impl CachingClient {
     /// instead of being dropped.
     fn write_through(&self, slot: &mut Option<Conn>, cmd: &Cmd) -> io::Result<Option<Reply>> {
         let plain = cmd.origin();
-        let Some(ticket) = self.store.lock().write_ticket(plain) else {
+        let Some(ticket) = self.local().store.lock().write_ticket(plain) else {
             return Ok(None);
         };
         let key = plain.args().next().unwrap_or_default();
@@ -183,7 +187,7 @@ impl CachingClient {
             Cmd::new("EXEC"),
         ];
         let replies = self.exchange(slot, &cmds)?;
-        let mut store = self.store.lock();
+        let mut store = self.local().store.lock();
         Ok(Some(match replies.into_iter().nth(3) {
             // NOSCRIPT included: the write did not run, and the caller sends
             // it again by source.
@@ -217,7 +221,7 @@ impl CachingClient {
     }
 
     fn invalidate(&self, cmds: &[Cmd]) {
-        let mut store = self.store.lock();
+        let mut store = self.local().store.lock();
         cmds.iter().for_each(|c| store.before_write(c));
     }
 }
@@ -231,7 +235,7 @@ impl Transport for CachingClient {
         if let Some(reply) = single.and_then(|cmd| self.serve(cmd)) {
             return Ok(vec![reply]);
         }
-        let Some(mut slot) = self.tracked.try_lock() else {
+        let Some(mut slot) = self.local().tracked.try_lock() else {
             return self.send_pooled(cmds, what);
         };
         if !self.ready(&mut slot)? {
@@ -278,7 +282,7 @@ impl Transport for CachingClient {
     }
 
     fn close(&self) {
-        self.forget(&mut self.tracked.lock());
+        self.forget(&mut self.local().tracked.lock());
         self.pool.close();
     }
 

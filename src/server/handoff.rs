@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use crate::connection::fork::PerProcess;
 use crate::lease::Wait;
 
 /// Longest sleep between tries while the holder's lease is still running
@@ -245,16 +246,26 @@ struct Registry {
     sweep_at: usize,
 }
 
-static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(|| {
-    Mutex::new(Registry {
-        map: HashMap::new(),
-        sweep_at: 64,
-    })
-});
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            map: HashMap::new(),
+            sweep_at: 64,
+        }
+    }
+}
+
+/// Per process: a forked child must not queue behind its parent's waiting
+/// threads, nor lock a queue one of them held (`fork::PerProcess`).
+static REGISTRY: LazyLock<PerProcess<Mutex<Registry>>> = LazyLock::new(PerProcess::default);
+
+fn registry() -> MutexGuard<'static, Registry> {
+    REGISTRY.current().lock()
+}
 
 /// The waiters shared by every lock object for `id` in this process.
 pub fn waiters_for(id: &LockId) -> Arc<Waiters> {
-    let mut reg = REGISTRY.lock();
+    let mut reg = registry();
     if let Some(w) = reg.map.get(id).and_then(Weak::upgrade) {
         return w;
     }
@@ -269,7 +280,7 @@ pub fn waiters_for(id: &LockId) -> Arc<Waiters> {
 
 /// A release of `id` was announced (by another process, or by this one).
 pub fn notify(id: &LockId) {
-    let found = REGISTRY.lock().map.get(id).and_then(Weak::upgrade);
+    let found = registry().map.get(id).and_then(Weak::upgrade);
     if let Some(w) = found {
         w.released();
     }
@@ -278,8 +289,7 @@ pub fn notify(id: &LockId) {
 /// Wake every waiter on `server`: used when we (re)start listening, as a
 /// release may have gone unheard meanwhile.
 pub fn notify_server(server: &str) {
-    let found: Vec<Arc<Waiters>> = REGISTRY
-        .lock()
+    let found: Vec<Arc<Waiters>> = registry()
         .map
         .iter()
         .filter(|(id, _)| id.server == server)

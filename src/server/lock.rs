@@ -19,6 +19,7 @@ use super::handler::{describe, PyCacheHandler};
 use super::handoff::{waiters_for, Attempt, Contender, LockId, Waiters};
 use super::subscriber::{self, Interest, CHANNEL};
 use crate::connection::config::Config;
+use crate::connection::fork::PerProcess;
 use crate::connection::{Reply, Script, Transport};
 use crate::errors::{run_detached, CacheError};
 use crate::lease::{LockLease, Wait, DEFAULT_NUM_EXTENSIONS};
@@ -95,7 +96,8 @@ pub struct Redlock {
     listen: Option<Config>,
     store_key: Vec<u8>,
     id: LockId,
-    waiters: Arc<Waiters>,
+    /// This process's waiters for the key: a forked child gets its own.
+    waiters: PerProcess<Arc<Waiters>>,
     state: Mutex<State>,
 }
 
@@ -198,7 +200,7 @@ impl Redlock {
         let listen = cfg.filter(|c| c.tls_config.is_none()).cloned();
         Ok(Redlock {
             listen,
-            waiters: waiters_for(&id),
+            waiters: PerProcess::new(waiters_for(&id)),
             client,
             store_key,
             id,
@@ -209,6 +211,10 @@ impl Redlock {
                 timeout,
             }),
         })
+    }
+
+    fn waiters(&self) -> &Arc<Waiters> {
+        self.waiters.get(|| waiters_for(&self.id))
     }
 
     fn key_text(&self) -> String {
@@ -233,7 +239,7 @@ impl Redlock {
             long_wait_logged: false,
             interest: None,
         };
-        let got = crate::gil::detach(py, || self.waiters.acquire(wait, &mut attempt))??;
+        let got = crate::gil::detach(py, || self.waiters().acquire(wait, &mut attempt))??;
         let waited = start.elapsed();
         if waited >= LONG_WAIT {
             let outcome = if got { "acquired" } else { "gave up on" };
@@ -368,7 +374,7 @@ impl Redlock {
             }
         };
         if removed {
-            self.waiters.released();
+            self.waiters().released();
         } else if let Some(at) = acquired_at {
             log::warn!(
                 target: LOG,

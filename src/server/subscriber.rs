@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::connection::fork::PerProcess;
+
 use super::handoff::{notify, notify_server, LockId};
 use crate::connection::config::{Addr, Config};
 use crate::connection::resp::{read_reply, Cmd, Reply};
@@ -64,8 +66,14 @@ struct Listener {
     idle_since: Instant,
 }
 
-static LISTENERS: LazyLock<Mutex<HashMap<Identity, Listener>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Per process: a forked child has none of its parent's listener threads,
+/// and must not lock a map one of them held (`fork::PerProcess`).
+static LISTENERS: LazyLock<PerProcess<Mutex<HashMap<Identity, Listener>>>> =
+    LazyLock::new(PerProcess::default);
+
+fn listeners() -> parking_lot::MutexGuard<'static, HashMap<Identity, Listener>> {
+    LISTENERS.current().lock()
+}
 
 /// Held by a waiting thread: keeps the subscriber running.
 pub struct Interest {
@@ -74,7 +82,7 @@ pub struct Interest {
 
 impl Drop for Interest {
     fn drop(&mut self) {
-        let mut all = LISTENERS.lock();
+        let mut all = listeners();
         if let Some(l) = all.get_mut(&self.who) {
             if l.pid == std::process::id() {
                 l.waiters = l.waiters.saturating_sub(1);
@@ -94,7 +102,7 @@ pub fn listen(cfg: &Config) -> Interest {
         password: cfg.password.clone(),
     };
     let pid = std::process::id();
-    let mut all = LISTENERS.lock();
+    let mut all = listeners();
     let running = all.get(&who).is_some_and(|l| l.pid == pid);
     if !running {
         // A new process (or a forked child, whose parent's thread is not
@@ -126,7 +134,7 @@ pub fn listen(cfg: &Config) -> Interest {
 
 /// Whether the subscriber for `who` should stop now (and, if so, forget it).
 fn should_stop(who: &Identity) -> bool {
-    let mut all = LISTENERS.lock();
+    let mut all = listeners();
     let stop = match all.get(who) {
         Some(l) => {
             l.pid != std::process::id() || (l.waiters == 0 && l.idle_since.elapsed() >= IDLE)
