@@ -66,7 +66,8 @@ def test_repeated_reads_cost_one_round_trip(cached, raw):
     hits = cached.client_cache_hits
     calls = round_trips(raw, reads)
     # The first read of each key goes out; every other read is answered from memory.
-    assert calls == {"hgetall": 1, "lrange": 1, "get": 1}
+    # Each fill asks for its key's expiry in the same round trip (PTTL).
+    assert calls == {"hgetall": 1, "lrange": 1, "get": 1, "pttl": 3}
     # 14 reads a pass (list() asks len() first), all but the first three hits.
     assert cached.client_cache_hits - hits == 20 * 14 - 3
     # A slice runs as a script that reads on the server: still right, not cached.
@@ -299,12 +300,12 @@ def test_a_hash_read_whole_before_is_fetched_whole_for_one_field(cached, raw):
     once a hash has been read whole, a field read fetches it whole."""
     d = cached.create_dict("d")
     d.update({"a": 1, "b": 2})
-    assert round_trips(raw, lambda: d["a"]) == {"hget": 1}  # no hint yet
+    assert round_trips(raw, lambda: d["a"]) == {"hget": 1, "pttl": 1}  # no hint yet
     assert d.to_dict() == {"a": 1, "b": 2}
     raw.hset("d", '"b"', "3")
     cached.ping()
     calls = round_trips(raw, lambda: (d["a"], d["b"], d.get("c"), "b" in d, len(d)))
-    assert calls == {"hgetall": 1}
+    assert calls == {"hgetall": 1, "pttl": 1}
     assert (d["a"], d["b"], d.get("c")) == (1, 3, None)
     raw.set("d", "now a string")
     cached.ping()

@@ -442,3 +442,27 @@ def test_children_forked_while_threads_call_hold_and_wait_finish(client_cache):
         assert r.get("child") == b"8"
         assert r.hlen("d") == 4 + 8
         h.close()
+
+
+# --- the client-side cache and expiring keys ------------------------------------------
+
+
+def test_the_client_cache_never_serves_a_key_past_its_ttl(server, raw):
+    """Another process writes a key with a 300 ms TTL. With many expiring keys the
+    server deletes (and announces) it late, so a kept copy would outlive its TTL."""
+    pipe = raw.pipeline(transaction=False)
+    for i in range(100_000):
+        pipe.set(f"filler:{i}", "x", ex=3600)
+    pipe.execute()
+    h = PyCacheHandler.from_settings("127.0.0.1", server.port, client_cache=True)
+    raw.set("k", "v", px=300)
+    assert h.get("k") == "v"
+    assert h.get("k") == "v"
+    time.sleep(0.6)
+    assert h.get("k") is None
+    raw.set("plain", "p")
+    assert h.get("plain") == "p"
+    hits = h.client_cache_hits
+    assert h.get("plain") == "p"
+    assert h.client_cache_hits == hits + 1, "keys without a TTL are still kept"
+    h.close()

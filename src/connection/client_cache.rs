@@ -147,6 +147,20 @@ pub struct Ticket {
     epoch: u64,
 }
 
+/// `PTTL` of the key a cacheable read reads, sent with it.
+pub fn expiry_probe(read: &Cmd) -> Cmd {
+    Cmd::new("PTTL").arg(read.args().next().unwrap_or_default())
+}
+
+/// Whether a read may be kept, given its key's `PTTL` from the same round
+/// trip: not when the key expires. The server announces an expiry only
+/// when it gets round to deleting the key, which can be seconds late on a
+/// server with many expiring keys, so a kept copy would outlive its TTL.
+/// A missing key (-2) is kept: creating it later is announced at once.
+pub fn keeps(pttl: &Reply) -> bool {
+    matches!(pttl, Reply::Int(-1 | -2))
+}
+
 #[derive(Default)]
 pub struct Store {
     slots: HashMap<Vec<u8>, Slot>,
@@ -446,6 +460,19 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn values_that_expire_are_not_kept() {
+        assert!(keeps(&Reply::Int(-1)));
+        assert!(keeps(&Reply::Int(-2)));
+        assert!(!keeps(&Reply::Int(300)));
+        assert!(!keeps(&Reply::Int(0)));
+        assert!(!keeps(&Reply::Error("ERR".into())));
+        let probe = expiry_probe(&Cmd::new("HGETALL").arg("h"));
+        assert_eq!(probe.name(), "PTTL");
+        assert_eq!(probe.args().collect::<Vec<_>>(), vec![&b"h"[..]]);
+    }
+
     use super::*;
 
     fn cmd(parts: &[&str]) -> Cmd {

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 
 use std::io;
 
-use super::client_cache::{effect, Effect, Store};
+use super::client_cache::{effect, expiry_probe, keeps, Effect, Store};
 use super::conn::Conn;
 use super::fork::PerProcess;
 use super::interrupt;
@@ -141,12 +141,34 @@ impl CachingClient {
             let mut store = self.local().store.lock();
             cmds.iter().map(|c| store.ticket(c)).collect()
         };
-        match conn.request_many_with(cmds, &mut |items| self.local().store.lock().on_push(items)) {
-            Ok(replies) => {
+        // Each read that may fill asks for its key's expiry in the same round
+        // trip: a value that expires is not kept (`client_cache::keeps`).
+        let probes: Vec<Cmd> = tickets
+            .iter()
+            .zip(cmds)
+            .filter(|(ticket, _)| ticket.is_some())
+            .map(|(_, cmd)| expiry_probe(cmd))
+            .collect();
+        let sent: std::borrow::Cow<'_, [Cmd]> = if probes.is_empty() {
+            cmds.into()
+        } else {
+            cmds.iter()
+                .cloned()
+                .chain(probes)
+                .collect::<Vec<_>>()
+                .into()
+        };
+        let on_push = &mut |items| self.local().store.lock().on_push(items);
+        match conn.request_many_with(&sent, on_push) {
+            Ok(mut replies) => {
+                let expiries = replies.split_off(cmds.len());
+                let mut expiries = expiries.iter();
                 let mut store = self.local().store.lock();
                 for ((ticket, cmd), reply) in tickets.into_iter().zip(cmds).zip(&replies) {
                     if let Some(ticket) = ticket {
-                        store.fill(ticket, cmd, reply);
+                        if expiries.next().is_some_and(keeps) {
+                            store.fill(ticket, cmd, reply);
+                        }
                     }
                 }
                 Ok(replies)
