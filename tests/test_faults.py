@@ -466,3 +466,17 @@ def test_the_client_cache_never_serves_a_key_past_its_ttl(server, raw):
     assert h.get("plain") == "p"
     assert h.client_cache_hits == hits + 1, "keys without a TTL are still kept"
     h.close()
+
+
+def test_long_writes_go_out_once_too(handler, raw):
+    """A once-form unpacks its arguments in chunks (Lua's limit is ~8,000)."""
+    d, lst = handler.create_dict("big"), handler.create_list("biglist")
+    d.update({f"k{i}": i for i in range(20_000)})
+    lst.extend(range(30_000))
+    lst.extend(["tail"])
+    assert raw.hlen("big") == 20_000 and raw.llen("biglist") == 30_001
+    assert raw.lrange("biglist", 0, 2) == [b"0", b"1", b"2"]
+    assert raw.lindex("biglist", -1) == b'"tail"'
+    assert d["k19999"] == 19_999
+    del d["k0"]
+    assert len(d) == 19_999

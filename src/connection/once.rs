@@ -82,9 +82,23 @@ return result"
 /// The body that runs one plain command (ARGV: its name, then its
 /// arguments after the key). `INCRBY` answers the stored text: a script's
 /// numbers are doubles, exact only up to 2^53, and a counter must be exact.
-pub const COMMAND_BODY: &str = "local r = redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))
-if ARGV[1] == 'INCRBY' then return redis.call('GET', KEYS[1]) end
-return r";
+/// Lua unpacks at most about 8,000 values at once, so a long variadic write
+/// (`HSET` of many fields, `RPUSH`/`LPUSH` of many items, `HDEL`) runs in
+/// chunks of 1,000 arguments (an even number: `HSET` takes pairs), still in
+/// one script, so still atomic; its answer is what the one command's would
+/// be (new fields or removed ones summed, the list's final length).
+pub const COMMAND_BODY: &str = "local name, n = ARGV[1], #ARGV
+if n <= 1001 then
+  local r = redis.call(name, KEYS[1], unpack(ARGV, 2))
+  if name == 'INCRBY' then return redis.call('GET', KEYS[1]) end
+  return r
+end
+local total = 0
+for i = 2, n, 1000 do
+  local r = redis.call(name, KEYS[1], unpack(ARGV, i, math.min(i + 999, n)))
+  if name == 'RPUSH' or name == 'LPUSH' then total = r else total = total + r end
+end
+return total";
 
 #[cfg(test)]
 mod tests {
