@@ -191,7 +191,7 @@ def rows(url: str, repeat: int = 15) -> list[dict[str, object]]:
         b"*4\r\n$4\r\nHSET\r\n$9\r\nbench:one\r\n$%d\r\n%s\r\n$1\r\n1\r\n" % (len(field), field),
     )
     one = ours.create_dict("bench:one")
-    for name, mine, plain in (
+    for once_name, once_op, plain in (
         ("exactly-once incr vs a plain INCRBY", lambda: ours.incr("bench:n"), plain_incr),
         (
             "exactly-once update (1 key) vs a plain HSET",
@@ -199,11 +199,11 @@ def rows(url: str, repeat: int = 15) -> list[dict[str, object]]:
             plain_hset,
         ),
     ):
-        ours_s, ref_s = compare(mine, plain, rounds=repeat)
+        ours_s, ref_s = compare(once_op, plain, rounds=repeat)
         out.append(
             {
                 "group": "server",
-                "operation": name,
+                "operation": once_name,
                 "ours_s": ours_s,
                 "reference_s": ref_s,
                 "reference_name": "the plain command on a raw socket, polling",
