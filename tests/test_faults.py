@@ -13,6 +13,7 @@ import time
 
 import pytest
 import redis
+from conftest import in_threads
 
 from madsci_cache_rs import (
     CacheConnectionError,
@@ -268,21 +269,12 @@ def test_one_outage_is_logged_once_at_its_start_and_end(caplog):
         caplog.set_level(logging.INFO, logger="madsci_cache_rs")
         srv.stop()
         threading.Timer(1.0, srv.start).start()
-        errors = []
 
-        def reader(_: int) -> None:
-            try:
-                for _ in range(3):
-                    h.incr("n")
-            except BaseException as exc:
-                errors.append(exc)
+        def writer(_: int) -> None:
+            for _ in range(3):
+                h.incr("n")
 
-        threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        assert errors == []
+        assert in_threads(writer, 4) == []
         messages = [r.getMessage() for r in caplog.records if r.name == "madsci_cache_rs"]
         assert len([m for m in messages if "is not answering" in m]) == 1, messages
         assert len([m for m in messages if "answers again after" in m]) == 1, messages

@@ -37,6 +37,9 @@ struct Local {
 pub(super) struct Setback {
     failure: Failure,
     cause: String,
+    /// The reply did not come in time (a `CacheTimeoutError` if the call
+    /// gives up here); a connect that timed out is a connection error.
+    reply_timed_out: bool,
 }
 
 /// An attempt's end that no retry can mend: a refused password, a signal.
@@ -56,7 +59,7 @@ pub struct Client {
 }
 
 /// The least safe re-send class in a batch: one `Never` makes it `Never`.
-fn batch_resend(cmds: &[Cmd]) -> Resend {
+pub(super) fn batch_resend(cmds: &[Cmd]) -> Resend {
     let mut class = Resend::Read;
     for cmd in cmds {
         match cmd.resend() {
@@ -68,11 +71,19 @@ fn batch_resend(cmds: &[Cmd]) -> Resend {
     class
 }
 
+/// A socket timeout (`SO_RCVTIMEO` reports `WouldBlock`).
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
+}
+
 /// An I/O error as the stage it happened in, without errno text.
 pub(super) fn explain(e: &io::Error, timeout: Option<Duration>, waiting_for: &str) -> String {
     use io::ErrorKind::*;
     match e.kind() {
-        TimedOut | WouldBlock => match timeout {
+        _ if timed_out(e) => match timeout {
             Some(t) => format!(
                 "timed out after {:.1} s waiting for {waiting_for}",
                 t.as_secs_f64()
@@ -147,6 +158,7 @@ impl Client {
                 Err(Stop::Retry(Setback {
                     failure: Failure::Refused,
                     cause: format!("{command} answered {error}"),
+                    reply_timed_out: false,
                 }))
             }
             Err(OpenError::Rejected { command, error }) => Err(Stop::Fatal(CacheError::Response {
@@ -166,12 +178,8 @@ impl Client {
             }
             Err(OpenError::Io(e)) => {
                 self.lost.store(true, Ordering::Relaxed);
-                let timed_out = matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                );
                 Err(Stop::Retry(Setback {
-                    failure: if timed_out {
+                    failure: if timed_out(&e) {
                         Failure::ConnectTimedOut
                     } else {
                         Failure::NotConnected
@@ -180,6 +188,7 @@ impl Client {
                         "could not connect: {}",
                         explain(&e, self.cfg.connect_timeout, "the connection")
                     ),
+                    reply_timed_out: false,
                 }))
             }
         }
@@ -239,6 +248,7 @@ impl Client {
                     Some(error) => Err(Stop::Retry(Setback {
                         failure: Failure::Refused,
                         cause: format!("the server answered {error}"),
+                        reply_timed_out: false,
                     })),
                     None => Ok(replies),
                 }
@@ -249,6 +259,7 @@ impl Client {
                 Err(Stop::Retry(Setback {
                     failure: Failure::Lost,
                     cause: explain(&e, self.cfg.command_timeout, "the reply"),
+                    reply_timed_out: timed_out(&e),
                 }))
             }
         }
@@ -303,7 +314,7 @@ impl Client {
             };
         }
         let detail = format!("{cause}{tried}");
-        if cause.starts_with("timed out") {
+        if setback.reply_timed_out {
             CacheError::Timeout { context, detail }
         } else {
             CacheError::Connection { context, detail }

@@ -112,6 +112,12 @@ impl Cmd {
         self
     }
 
+    /// Move the plain command this once-form stands for to its resend by
+    /// source (`EVAL` after `NOSCRIPT`), without copying it.
+    pub fn take_origin(&mut self) -> Option<Cmd> {
+        self.origin.take().map(|b| *b)
+    }
+
     /// The plain command a once-form stands for, or the command itself.
     pub fn origin(&self) -> &Cmd {
         self.origin.as_deref().unwrap_or(self)

@@ -22,7 +22,7 @@ use super::client_cache::{effect, expiry_probe, keeps, Effect, Store};
 use super::conn::Conn;
 use super::fork::PerProcess;
 use super::interrupt;
-use super::pool::{Client, Stop};
+use super::pool::{batch_resend, Client, Stop};
 use super::resp::{Cmd, Reply};
 use super::retry::{Resend, RetryPolicy};
 use super::transport::{Describe, Transport};
@@ -286,7 +286,7 @@ impl Transport for CachingClient {
                 self.pool.mark_lost();
                 // The pool re-sends what may be repeated, waiting out the
                 // outage; anything else may have run.
-                if cmds.iter().all(|c| c.resend() != Resend::Never) {
+                if batch_resend(cmds) != Resend::Never {
                     self.send_pooled(cmds, what)
                 } else {
                     Err(self.pool.lost(&e, what))

@@ -123,7 +123,10 @@ pub trait Transport: Send + Sync {
             let mut args = cmd.args();
             if let Some(key) = args.next() {
                 let rest: Vec<&[u8]> = std::iter::once(cmd.name().as_bytes()).chain(args).collect();
-                return self.eval_for(&COMMAND, &[key], &rest, Some(&cmd), what);
+                let (script, once) = self.script_cmd(&COMMAND, &[key], &rest);
+                // The plain command rides along (moved, not copied) for a
+                // client-side cache that updates its copy from it.
+                return send_script(self, script, once.standing_for(cmd), what);
             }
         }
         let reply = self.pipeline(std::slice::from_ref(&cmd), what)?.pop();
@@ -139,60 +142,65 @@ pub trait Transport: Send + Sync {
         args: &[&[u8]],
         what: Describe<'_>,
     ) -> Result<Reply, CacheError> {
-        self.eval_for(script, keys, args, None, what)
+        let (script, cmd) = self.script_cmd(script, keys, args);
+        send_script(self, script, cmd, what)
     }
 
-    /// `eval`, for a script that stands for the plain command `origin`.
-    fn eval_for(
+    /// The `EVALSHA` that runs `script`, in its once-form (with a fresh
+    /// token and its record key) when a repeat could apply it twice; and
+    /// the script it runs.
+    fn script_cmd<'s>(
         &self,
-        script: &Script,
+        script: &'s Script,
         keys: &[&[u8]],
         args: &[&[u8]],
-        origin: Option<&Cmd>,
-        what: Describe<'_>,
-    ) -> Result<Reply, CacheError> {
+    ) -> (&'s Script, Cmd) {
         match keys.first() {
             Some(key) if script.resend == Resend::Never => {
                 let token = once::new_token();
                 let record = once::record_key(key, &token);
                 let life = once::record_life_ms(self.policy().window).to_string();
-                let keys = [*key, record.as_slice()];
+                let once = script.once_form();
                 let args: Vec<&[u8]> = std::iter::once(life.as_bytes())
                     .chain(args.iter().copied())
                     .collect();
-                run_script(self, script.once_form(), &keys, &args, origin, what)
+                (once, evalsha(once, &[key, record.as_slice()], &args))
             }
-            _ => run_script(self, script, keys, args, origin, what),
+            _ => (script, evalsha(script, keys, args)),
         }
     }
 }
 
-fn run_script<T: Transport + ?Sized>(
+fn evalsha(script: &Script, keys: &[&[u8]], args: &[&[u8]]) -> Cmd {
+    let mut cmd = Cmd::new("EVALSHA");
+    cmd.push(script.sha.as_bytes());
+    cmd.push(keys.len().to_string().as_bytes());
+    keys.iter().chain(args).for_each(|a| cmd.push(a));
+    cmd.read_only(script.read_only).with_resend(script.resend)
+}
+
+/// Send `cmd` (an `EVALSHA` of `script`); after `NOSCRIPT`, the same
+/// arguments by source.
+fn send_script<T: Transport + ?Sized>(
     transport: &T,
     script: &Script,
-    keys: &[&[u8]],
-    args: &[&[u8]],
-    origin: Option<&Cmd>,
+    mut cmd: Cmd,
     what: Describe<'_>,
 ) -> Result<Reply, CacheError> {
-    let build = |name: &'static str, body: &[u8]| {
-        let mut cmd = Cmd::new(name);
-        cmd.push(body);
-        cmd.push(keys.len().to_string().as_bytes());
-        keys.iter().chain(args).for_each(|a| cmd.push(a));
-        let cmd = cmd.read_only(script.read_only).with_resend(script.resend);
-        match origin {
-            Some(origin) => cmd.standing_for(origin.clone()),
-            None => cmd,
-        }
-    };
-    let first = transport.pipeline(&[build("EVALSHA", script.sha.as_bytes())], what)?;
+    let first = transport.pipeline(std::slice::from_ref(&cmd), what)?;
     match first.into_iter().next().unwrap_or(Reply::Nil) {
         Reply::Error(e) if e.starts_with("NOSCRIPT") => {
-            let again = transport.pipeline(&[build("EVAL", script.src.as_bytes())], what)?;
+            let mut again = Cmd::new("EVAL");
+            again.push(script.src.as_bytes());
+            cmd.args().skip(1).for_each(|a| again.push(a));
+            let mut again = again.read_only(script.read_only).with_resend(script.resend);
+            if let Some(origin) = cmd.take_origin() {
+                again = again.standing_for(origin);
+            }
+            let reply = transport.pipeline(std::slice::from_ref(&again), what)?;
             checked(
                 transport,
-                again.into_iter().next().unwrap_or(Reply::Nil),
+                reply.into_iter().next().unwrap_or(Reply::Nil),
                 what,
             )
         }
