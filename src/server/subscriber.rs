@@ -61,7 +61,6 @@ struct Identity {
 }
 
 struct Listener {
-    pid: u32,
     waiters: usize,
     idle_since: Instant,
 }
@@ -84,11 +83,9 @@ impl Drop for Interest {
     fn drop(&mut self) {
         let mut all = listeners();
         if let Some(l) = all.get_mut(&self.who) {
-            if l.pid == std::process::id() {
-                l.waiters = l.waiters.saturating_sub(1);
-                if l.waiters == 0 {
-                    l.idle_since = Instant::now();
-                }
+            l.waiters = l.waiters.saturating_sub(1);
+            if l.waiters == 0 {
+                l.idle_since = Instant::now();
             }
         }
     }
@@ -101,12 +98,10 @@ pub fn listen(cfg: &Config) -> Interest {
         username: cfg.username.clone(),
         password: cfg.password.clone(),
     };
-    let pid = std::process::id();
     let mut all = listeners();
-    let running = all.get(&who).is_some_and(|l| l.pid == pid);
-    if !running {
-        // A new process (or a forked child, whose parent's thread is not
-        // running here) starts its own.
+    if !all.contains_key(&who) {
+        // The map is this process's: a forked child starts with an empty
+        // one, and so with a listener of its own.
         let spawned = std::thread::Builder::new()
             .name("madsci_cache_rs-lock-listener".into())
             .spawn({
@@ -120,7 +115,6 @@ pub fn listen(cfg: &Config) -> Interest {
         all.insert(
             who.clone(),
             Listener {
-                pid,
                 waiters: 0,
                 idle_since: Instant::now(),
             },
@@ -136,9 +130,7 @@ pub fn listen(cfg: &Config) -> Interest {
 fn should_stop(who: &Identity) -> bool {
     let mut all = listeners();
     let stop = match all.get(who) {
-        Some(l) => {
-            l.pid != std::process::id() || (l.waiters == 0 && l.idle_since.elapsed() >= IDLE)
-        }
+        Some(l) => l.waiters == 0 && l.idle_since.elapsed() >= IDLE,
         None => true,
     };
     if stop {
