@@ -12,9 +12,11 @@ use std::cell::{Cell, RefCell};
 
 use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
 
 use crate::connection::{fork, interrupt};
 use crate::logger;
+use crate::sync::{Mutex, MutexGuard};
 
 thread_local! {
     /// What a signal handler raised during this thread's current wait.
@@ -79,4 +81,15 @@ pub fn take_interruption(_py: Python<'_>) -> PyErr {
 /// (`ping()`), if one did.
 pub fn interruption() -> Option<PyErr> {
     RAISED.with(|r| r.borrow_mut().take())
+}
+
+/// Lock `m`, leaving the GIL only if we must wait (PyO3's `MutexExt`).
+///
+/// Holders of these mutexes never call back into Python, so a wait is
+/// short; but a thread blocked while attached would stall the GIL's other
+/// users (and free-threaded CPython's stop-the-world pauses).
+pub fn lock_detached<'a, T>(py: Python<'_>, m: &'a Mutex<T>) -> MutexGuard<'a, T> {
+    m.as_std()
+        .lock_py_attached(py)
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

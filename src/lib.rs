@@ -8,6 +8,7 @@ pub mod inmemory;
 pub mod lease;
 pub mod logger;
 pub mod server;
+pub mod sync;
 
 use pyo3::prelude::*;
 

@@ -32,9 +32,9 @@ pub fn generation() -> u64 {
 /// State that belongs to one process: a forked child gets a fresh `T`.
 ///
 /// A child inherits its parent's memory but none of its other threads, so
-/// a mutex that one of them held, or was parked on, at the fork stays held
-/// (or hands itself to a thread that does not exist: `parking_lot` unlocks
-/// fairly to parked waiters). Unlocking it would not help either: what it
+/// a mutex that one of them held at the fork stays held for ever (the
+/// locks are `crate::sync`'s, whose state is all inside the lock, so a
+/// fresh lock is a clean one). Unlocking it would not help either: what it
 /// guards may be half-written. So the child never touches its parent's
 /// state: the first access after a fork builds a new value at a new
 /// address, and the parent's copy is leaked on purpose (freeing it would
@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn a_locked_mutex_from_the_parent_is_left_behind() {
         let now = generation();
-        let state: PerProcess<parking_lot::Mutex<u32>> = PerProcess::default();
+        let state: PerProcess<crate::sync::Mutex<u32>> = PerProcess::default();
         // Held by "a thread that did not survive the fork".
         std::mem::forget(state.get_for(now, Default::default).lock());
         let child = state.get_for(now + 1, Default::default);

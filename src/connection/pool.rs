@@ -3,7 +3,7 @@
 //! never wait on each other's round trips. Each call rides out an outage
 //! within the retry window, re-sending only what `retry` allows.
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

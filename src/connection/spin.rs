@@ -5,7 +5,7 @@
 //! every reply. On a virtual machine (and on hosts with deep C-states) that
 //! is most of a loopback round trip: on the development VM a PING took
 //! about 99 µs when the client slept and 33 µs when it polled. This is the
-//! same spin-then-park trade that `parking_lot`'s mutexes make.
+//! same spin-then-park trade that adaptive mutexes make.
 //!
 //! Limits, so that spinning never costs more than it saves:
 //! - a budget per read (`Config::spin_wait`, default 100 µs; zero turns it

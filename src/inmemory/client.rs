@@ -9,11 +9,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyString};
 
-use super::lock_detached;
+use crate::gil::lock_detached;
 
 static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 

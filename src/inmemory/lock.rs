@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Condvar, Mutex};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use super::lock_detached;
 use super::registry;
 use crate::errors::run_detached;
+use crate::gil::lock_detached;
 
 /// How long a waiter stays detached before it looks for pending signals.
 pub(crate) const SIGNAL_CHECK: Duration = Duration::from_millis(100);
@@ -68,7 +68,9 @@ impl ReentrantLock {
                     if Self::try_take(&mut owner, me) {
                         return Ok(true);
                     }
-                    if self.freed.wait_until(&mut owner, until).timed_out() {
+                    let timed_out;
+                    (owner, timed_out) = self.freed.wait_until(owner, until);
+                    if timed_out {
                         return Ok(Self::try_take(&mut owner, me));
                     }
                 }

@@ -17,23 +17,7 @@ pub mod lock;
 pub mod registry;
 pub mod strict;
 
-use parking_lot::{Mutex, MutexGuard};
 use pyo3::prelude::*;
-
-/// Lock `m`, releasing the GIL only if we must wait.
-///
-/// Holders of these mutexes never call back into Python, so a wait is short;
-/// but a thread blocked while attached would stall free-threaded CPython's
-/// stop-the-world pauses (and the GIL elsewhere), so the slow path detaches.
-pub(crate) fn lock_detached<'a, T: Send>(py: Python<'_>, m: &'a Mutex<T>) -> MutexGuard<'a, T> {
-    if let Some(guard) = m.try_lock() {
-        return guard;
-    }
-    py.detach(|| std::mem::forget(m.lock()));
-    // SAFETY: the detached closure locked `m` and leaked its guard, so this
-    // thread owns the lock; the new guard takes over that ownership.
-    unsafe { m.make_guard_unchecked() }
-}
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::InMemoryRedisClient>()?;

@@ -9,14 +9,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use super::client::InMemoryRedisClient;
 use super::lock::{unacquired, ReentrantLock};
-use super::lock_detached;
+use crate::gil::lock_detached;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum ClientKey {

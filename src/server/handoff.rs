@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use crate::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::connection::fork::PerProcess;
 use crate::lease::Wait;
@@ -216,7 +216,9 @@ impl Waiters {
                         return Ok(false);
                     }
                     if now >= checked + CHECK_EVERY {
-                        MutexGuard::unlocked(&mut q, || c.check(now - start))?;
+                        drop(q);
+                        c.check(now - start)?;
+                        q = self.queue();
                         checked = now;
                         continue;
                     }
@@ -227,7 +229,7 @@ impl Waiters {
                     if let Some(d) = deadline {
                         wake = wake.min(d);
                     }
-                    self.turn.wait_until(&mut q, wake);
+                    q = self.turn.wait_until(q, wake).0;
                 }
             }
             match c.attempt()? {

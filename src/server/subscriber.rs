@@ -19,7 +19,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use crate::connection::fork::PerProcess;
 
@@ -70,7 +70,7 @@ struct Listener {
 static LISTENERS: LazyLock<PerProcess<Mutex<HashMap<Identity, Listener>>>> =
     LazyLock::new(PerProcess::default);
 
-fn listeners() -> parking_lot::MutexGuard<'static, HashMap<Identity, Listener>> {
+fn listeners() -> crate::sync::MutexGuard<'static, HashMap<Identity, Listener>> {
     LISTENERS.current().lock()
 }
 

@@ -5,7 +5,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 
 use std::sync::{Arc, LazyLock};
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use crate::codec::memo::{worth_keeping, Lookup, TextMemo, DEFAULT_BUDGET};
 use crate::codec::{decode_json_bytes_with, KeyCache, Template};

@@ -4,14 +4,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use crate::sync::{Condvar, Mutex, MutexGuard};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyString};
 
 use crate::errors::{run_detached, CacheError};
+use crate::gil::lock_detached;
 use crate::inmemory::lock::SIGNAL_CHECK;
-use crate::inmemory::lock_detached;
 use crate::lease::Lease;
 
 /// One stored JSON text, shared so that snapshots taken under the mutex cost
@@ -251,7 +251,7 @@ impl StrictDb {
                     for limit in [deadline, expiry].into_iter().flatten() {
                         wake = wake.min(limit);
                     }
-                    self.freed.wait_until(&mut state, wake);
+                    state = self.freed.wait_until(state, wake).0;
                 }
             })?;
             match outcome {

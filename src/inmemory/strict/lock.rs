@@ -8,12 +8,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use pyo3::IntoPyObjectExt;
 
-use crate::inmemory::lock_detached;
+use crate::gil::lock_detached;
 
 use super::db::{deadline_after, Keyspace, Slot, StrictDb};
 use crate::lease::{
