@@ -18,6 +18,11 @@ use crate::connection::{fork, interrupt};
 use crate::logger;
 use crate::sync::{Mutex, MutexGuard};
 
+/// How long a wait that holds no socket (an in-memory lock, a strict-mode
+/// key) stays detached before it runs pending signal handlers: the same
+/// slice as a socket wait's, so Ctrl-C feels the same everywhere.
+pub const SIGNAL_CHECK: std::time::Duration = interrupt::SLICE;
+
 thread_local! {
     /// What a signal handler raised during this thread's current wait.
     static RAISED: RefCell<Option<PyErr>> = const { RefCell::new(None) };

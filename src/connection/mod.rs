@@ -24,4 +24,4 @@ pub use pool::Client;
 pub use resp::{Cmd, Reply};
 pub use retry::RetryPolicy;
 pub use tracking::CachingClient;
-pub use transport::{Describe, Script, Transport};
+pub use transport::{describe, Describe, Script, Transport};

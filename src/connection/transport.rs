@@ -23,6 +23,12 @@ use crate::errors::CacheError;
 /// called when something fails.
 pub type Describe<'a> = &'a (dyn Fn() -> String + Sync);
 
+/// `GET "k"`: an operation on a key, for messages (the key as text, never
+/// a value).
+pub fn describe(op: &str, key: &[u8]) -> String {
+    format!("{op} {:?}", String::from_utf8_lossy(key))
+}
+
 /// A Lua script run with EVALSHA, falling back to EVAL when the server
 /// does not know it yet (a fresh or restarted server).
 pub struct Script {

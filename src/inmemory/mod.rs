@@ -14,6 +14,7 @@ pub mod dict;
 pub mod handler;
 pub mod list;
 pub mod lock;
+mod reentrant;
 pub mod registry;
 pub mod strict;
 

@@ -15,7 +15,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use super::client::InMemoryRedisClient;
-use super::lock::{unacquired, ReentrantLock};
+use super::reentrant::{unacquired, ReentrantLock};
 use crate::gil::lock_detached;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]

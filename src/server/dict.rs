@@ -7,7 +7,7 @@ use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
-use super::handler::PyCacheHandler;
+use super::handler::transport_of;
 use super::keyed::Keyed;
 use super::pydantic::validation_snapshot;
 use super::scripts::{DICT_POP, DICT_POPITEM, DICT_SETDEFAULT};
@@ -44,10 +44,7 @@ impl RedisDict {
     #[new]
     #[pyo3(signature = (*, key, redis))]
     fn new(key: &Bound<'_, PyAny>, redis: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let client = match redis.cast::<PyCacheHandler>() {
-            Ok(h) => h.get().client.clone(),
-            Err(_) => PyCacheHandler::new_from(redis)?.client,
-        };
+        let client = transport_of(redis)?;
         RedisDict::with_client(client, key)
     }
 

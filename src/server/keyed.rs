@@ -7,8 +7,7 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 
 use super::args::structure_key;
-use super::handler::describe;
-use crate::connection::{Cmd, Reply, Script, Transport};
+use crate::connection::{describe, Cmd, Reply, Script, Transport};
 use crate::errors::run_detached;
 
 pub struct Keyed {

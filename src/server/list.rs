@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PySlice};
 
 use super::args::equal_encodings;
-use super::handler::PyCacheHandler;
+use super::handler::transport_of;
 use super::keyed::Keyed;
 use super::scripts::{
     LIST_FIND, LIST_INSERT, LIST_POP_AT, LIST_REMOVE_ANY, LIST_REVERSE, LIST_SLICE, LIST_SLICE_DEL,
@@ -104,10 +104,7 @@ impl RedisList {
     #[new]
     #[pyo3(signature = (*, key, redis))]
     fn new(key: &Bound<'_, PyAny>, redis: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let client = match redis.cast::<PyCacheHandler>() {
-            Ok(h) => h.get().client.clone(),
-            Err(_) => PyCacheHandler::new_from(redis)?.client,
-        };
+        let client = transport_of(redis)?;
         RedisList::with_client(client, key)
     }
 

@@ -15,12 +15,12 @@ use pyo3::types::{PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 
 use super::args::structure_key;
-use super::handler::{describe, PyCacheHandler};
+use super::handler::transport_of;
 use super::handoff::{waiters_for, Attempt, Contender, LockId, Waiters};
 use super::subscriber::{self, Interest, CHANNEL};
 use crate::connection::config::Config;
 use crate::connection::fork::PerProcess;
-use crate::connection::{Reply, Script, Transport};
+use crate::connection::{describe, Reply, Script, Transport};
 use crate::errors::{run_detached, CacheError};
 use crate::lease::{LockLease, Wait, DEFAULT_NUM_EXTENSIONS};
 
@@ -283,14 +283,8 @@ fn client_for(py: Python<'_>, masters: Option<&Bound<'_, PyAny>>) -> PyResult<Ar
         None => {}
     }
     match chosen.as_slice() {
-        [] => Ok(
-            PyCacheHandler::new_from(PyString::new(py, "redis://localhost:6379/0").as_any())?
-                .client,
-        ),
-        [one] => match one.cast::<PyCacheHandler>() {
-            Ok(h) => Ok(h.get().client.clone()),
-            Err(_) => Ok(PyCacheHandler::new_from(one)?.client),
-        },
+        [] => transport_of(PyString::new(py, "redis://localhost:6379/0").as_any()),
+        [one] => transport_of(one),
         _ => Err(PyValueError::new_err(
             "Redlock takes one server: multi-master Redlock quorums are not supported",
         )),

@@ -4,6 +4,7 @@
 mod args;
 pub mod dict;
 pub mod handler;
+mod handler_methods;
 pub mod handoff;
 mod keyed;
 pub mod list;

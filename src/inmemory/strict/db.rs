@@ -11,7 +11,7 @@ use pyo3::types::{PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyString};
 
 use crate::errors::{run_detached, CacheError};
 use crate::gil::lock_detached;
-use crate::inmemory::lock::SIGNAL_CHECK;
+use crate::gil::SIGNAL_CHECK;
 use crate::lease::Lease;
 
 /// One stored JSON text, shared so that snapshots taken under the mutex cost
