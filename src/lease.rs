@@ -8,9 +8,7 @@
 //!   are the server's side for a store that keeps leases itself (strict
 //!   memory); the server family runs the same rules as scripts on the server.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::errors::CacheError;
 
@@ -53,50 +51,11 @@ impl Wait {
     }
 }
 
-/// A fresh token in UUID4 text form: unique within the process (a counter)
-/// and across processes (seeded once from the clock and the process id),
-/// mixed so tokens do not look sequential.
+/// A fresh token, as pottery's: `str(uuid4())`. Drawn from the OS's
+/// random source on each call, so a forked child never repeats its
+/// parent's tokens (nothing to reseed).
 pub fn new_token() -> String {
-    static SEED: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seed = *SEED.get_or_init(|| {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        mix(nanos ^ (u64::from(std::process::id()) << 32))
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    token_text(seed, n, std::process::id())
-}
-
-/// The token for draw `n` of `seed` in process `pid`. The pid is mixed in
-/// on every draw because a forked child inherits the seed and the counter:
-/// without it, parent and child would draw the same tokens, and a server
-/// lock taken by one would count as the other's.
-fn token_text(seed: u64, n: u64, pid: u32) -> String {
-    let a = mix(seed ^ n ^ (u64::from(pid) << 32));
-    let b = mix(a ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let hi = (a & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000;
-    let lo = (b & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
-    let bits = (u128::from(hi) << 64) | u128::from(lo);
-    let mut out = String::with_capacity(36);
-    for i in 0..32 {
-        if matches!(i, 8 | 12 | 16 | 20) {
-            out.push('-');
-        }
-        let nibble = (bits >> (124 - 4 * i)) & 0xF;
-        out.push(char::from_digit(nibble as u32, 16).expect("a nibble is a hex digit"));
-    }
-    out
-}
-
-/// splitmix64's finaliser.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    uuid::Uuid::new_v4().hyphenated().to_string()
 }
 
 /// One lock object's view of its lease.
@@ -377,12 +336,5 @@ mod tests {
         assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
         let dashes: Vec<usize> = a.match_indices('-').map(|(i, _)| i).collect();
         assert_eq!(dashes, [8, 13, 18, 23]);
-    }
-
-    #[test]
-    fn a_forked_child_draws_other_tokens_than_its_parent() {
-        // Same inherited seed and counter, different process ids.
-        assert_ne!(token_text(42, 7, 1000), token_text(42, 7, 1001));
-        assert_eq!(token_text(42, 7, 1000), token_text(42, 7, 1000));
     }
 }

@@ -27,7 +27,6 @@ from madsci_cache_rs import (
     Redlock,
     ReleaseUnlockedLock,
     TooManyExtensions,
-    _native,
 )
 from madsci_cache_rs.testing import PrivateServer
 
@@ -394,21 +393,21 @@ def pause() -> None:
     time.sleep(random.uniform(0.005, 0.025))
 
 
-@pytest.fixture
-def long_poll():
-    """Waiters poll every 30 s instead of 10 ms: only a release message can
-    wake them in time."""
-    _native._set_lock_poll_interval(30)
-    yield 30
-    _native._set_lock_poll_interval(0.01)
+# Waiters that poll every 30 s instead of 10 ms: only a release message can
+# wake them in time.
+LONG_POLL = 30.0
 
 
-def test_a_release_wakes_a_waiter_in_this_process(handler, long_poll):
+def long_poll_lock(server, key: str) -> Redlock:
+    return Redlock(key=key, masters=[server], poll_interval=LONG_POLL)
+
+
+def test_a_release_wakes_a_waiter_in_this_process(handler):
     holder = handler.create_lock("k")
     holder.acquire()
     got = []
     waiter = threading.Thread(
-        target=lambda: got.append(handler.create_lock("k").acquire(timeout=10))
+        target=lambda: got.append(long_poll_lock(handler, "k").acquire(timeout=10))
     )
     waiter.start()
     time.sleep(0.2)
@@ -417,23 +416,24 @@ def test_a_release_wakes_a_waiter_in_this_process(handler, long_poll):
     assert got == [True]
 
 
-def _wait_once(url: str, poll: float, conn) -> None:
-    _native._set_lock_poll_interval(poll)
-    lock = PyCacheHandler.from_url(url).create_lock("k")
+def _wait_once(url: str, conn) -> None:
+    lock = long_poll_lock(PyCacheHandler.from_url(url), "k")
     conn.send("waiting")
     conn.send(lock.acquire(timeout=10))
 
 
-def test_a_release_wakes_a_waiter_in_another_process(server, handler, long_poll):
+def test_a_release_wakes_a_waiter_in_another_process(server, handler):
     holder = handler.create_lock("k")
     holder.acquire()
     ctx = multiprocessing.get_context("spawn")
     here, there = ctx.Pipe()
-    child = ctx.Process(target=_wait_once, args=(server.url, long_poll, there))
+    child = ctx.Process(target=_wait_once, args=(server.url, there))
     child.start()
-    assert here.recv() == "waiting"
+    # poll first: a child that dies before answering must fail the test, not hang it
+    assert here.poll(30) and here.recv() == "waiting"
     time.sleep(0.5)
     holder.release()
+    assert here.poll(30)
     got = here.recv()
     child.join(30)
     assert got is True and child.exitcode == 0
@@ -551,7 +551,7 @@ def test_a_wait_starts_one_listener_which_stops_when_idle(handler, raw):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_forked_child_hears_releases_on_its_own_listener(handler, raw, long_poll):
+def test_a_forked_child_hears_releases_on_its_own_listener(handler, raw):
     """The parent's listener thread does not exist in a fork: the child
     must start its own and still be woken by the parent's release."""
     _handoffs_in_process(handler, 2)  # the parent now has a listener
@@ -559,7 +559,7 @@ def test_a_forked_child_hears_releases_on_its_own_listener(handler, raw, long_po
     holder.acquire()
     ctx = multiprocessing.get_context("fork")
     result = ctx.Queue()
-    child = ctx.Process(target=lambda: result.put(handler.create_lock("f").acquire(timeout=20)))
+    child = ctx.Process(target=lambda: result.put(long_poll_lock(handler, "f").acquire(timeout=20)))
     child.start()
     time.sleep(0.2)
     holder.release()

@@ -28,7 +28,6 @@ __all__ = [
     "StrictRedlock",
     "TooManyExtensions",
     "__version__",
-    "_set_lock_poll_interval",
     "clear_all_registries",
     "decode_json",
     "encode_json",
@@ -133,9 +132,6 @@ class RedisList:
     def __ne__(self, other: object, /) -> bool: ...
     __hash__: ClassVar[None]  # type: ignore[assignment]
 
-def _set_lock_poll_interval(seconds: float) -> None:
-    """Tests only: the lock waiters' fallback poll (default 0.01 s)."""
-
 @final
 class Redlock:
     def __new__(
@@ -148,6 +144,7 @@ class Redlock:
         num_extensions: int = 3,
         context_manager_blocking: bool = True,
         context_manager_timeout: float = -1.0,
+        poll_interval: float = 0.01,
     ) -> Self: ...
     @property
     def key(self) -> str: ...

@@ -7,7 +7,7 @@
 //! * a release by another of our processes (the release script publishes
 //!   on a channel that `subscriber` listens to, one connection per process);
 //! * the holder's lease running out (each failed try returns its PTTL);
-//! * anything else (a pottery holder releasing): a bounded poll, `poll()`.
+//! * anything else (a pottery holder releasing): a bounded poll, `Contender::poll`.
 //!
 //! Fairness: local contenders queue in FIFO order and only the head tries
 //! the server, so a thread that releases and re-acquires at once queues
@@ -17,7 +17,6 @@
 //! signals come in through `Contender`, so the rules are unit-tested here.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -28,22 +27,10 @@ use crate::lease::Wait;
 
 /// Longest sleep between tries while the holder's lease is still running
 /// and no release message came: a holder that releases without telling us
-/// (pottery) is noticed this late at most.
+/// (pottery) is noticed this late at most. A lock may choose another
+/// (`Contender::poll`).
 pub const POLL: Duration = Duration::from_millis(10);
 
-/// The poll in use, in microseconds: `POLL` unless a test lengthened it to
-/// show that release messages, not the poll, wake the waiters.
-static POLL_MICROS: AtomicU64 = AtomicU64::new(POLL.as_micros() as u64);
-
-pub fn poll() -> Duration {
-    Duration::from_micros(POLL_MICROS.load(Ordering::Relaxed))
-}
-
-/// For tests only (`_native._set_lock_poll_interval`).
-pub fn set_poll(interval: Duration) {
-    let micros = interval.as_micros().clamp(1_000, u128::from(u64::MAX)) as u64;
-    POLL_MICROS.store(micros, Ordering::Relaxed);
-}
 /// Wait after a try that could not reach the server.
 pub const RETRY_AFTER_ERROR: Duration = Duration::from_millis(50);
 /// How often a waiting thread calls `Contender::check` (signals, logging).
@@ -75,6 +62,10 @@ pub trait Contender {
     type Error;
     /// One try at the server.
     fn attempt(&mut self) -> Result<Attempt, Self::Error>;
+    /// The longest sleep between tries while no release message comes.
+    fn poll(&self) -> Duration {
+        POLL
+    }
     /// Called once, when the first try failed and the wait begins.
     fn waiting(&mut self) {}
     /// Called about every `CHECK_EVERY` while waiting: an error (a signal)
@@ -100,12 +91,12 @@ pub struct Waiters {
 }
 
 /// When to try again after a failed try.
-fn next_try(now: Instant, attempt: Attempt) -> Instant {
+fn next_try(now: Instant, attempt: Attempt, poll: Duration) -> Instant {
     let pause = match attempt {
         // At least 1 ms: PTTL is in whole milliseconds, so a lease about to
         // expire may still show 0 for a moment; never spin on it.
-        Attempt::Held { ttl: Some(ttl) } => ttl.max(Duration::from_millis(1)).min(poll()),
-        Attempt::Held { ttl: None } => poll(),
+        Attempt::Held { ttl: Some(ttl) } => ttl.max(Duration::from_millis(1)).min(poll),
+        Attempt::Held { ttl: None } => poll,
         Attempt::Unreachable => RETRY_AFTER_ERROR,
         Attempt::Acquired => Duration::ZERO,
     };
@@ -179,7 +170,7 @@ impl Waiters {
         let (mut seen, mut retry_at) = match seen {
             Some(seen) => match c.attempt()? {
                 Attempt::Acquired => return Ok(true),
-                failed => (seen, next_try(Instant::now(), failed)),
+                failed => (seen, next_try(Instant::now(), failed, c.poll())),
             },
             // Others are queued ahead: a single try would barge past them.
             None if wait == Wait::Once => return Ok(false),
@@ -234,7 +225,7 @@ impl Waiters {
             }
             match c.attempt()? {
                 Attempt::Acquired => return Ok(true),
-                failed => retry_at = next_try(Instant::now(), failed),
+                failed => retry_at = next_try(Instant::now(), failed, c.poll()),
             }
         }
     }
@@ -305,7 +296,7 @@ pub fn notify_server(server: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::thread;
 
     /// A lock held in a flag, tried by `attempt`: a stand-in for the server.
@@ -313,10 +304,14 @@ mod tests {
         held: &'a AtomicBool,
         tries: usize,
         ttl: Option<Duration>,
+        poll: Duration,
     }
 
     impl Contender for Flag<'_> {
         type Error = ();
+        fn poll(&self) -> Duration {
+            self.poll
+        }
         fn attempt(&mut self) -> Result<Attempt, ()> {
             self.tries += 1;
             if self.held.swap(true, Ordering::SeqCst) {
@@ -332,6 +327,7 @@ mod tests {
             held,
             tries: 0,
             ttl: Some(Duration::from_secs(60)),
+            poll: POLL,
         }
     }
 
@@ -351,7 +347,11 @@ mod tests {
         let held = Arc::new(AtomicBool::new(true));
         let (w2, held2) = (w.clone(), held.clone());
         let waiter = thread::spawn(move || {
-            let mut c = flag(&held2);
+            // A poll longer than the test: only the release can wake it.
+            let mut c = Flag {
+                poll: Duration::from_secs(60),
+                ..flag(&held2)
+            };
             let got = w2.acquire(Wait::For(Duration::from_secs(30)), &mut c);
             (got, c.tries)
         });
@@ -360,9 +360,8 @@ mod tests {
         w.released();
         let (got, tries) = waiter.join().unwrap();
         assert_eq!(got, Ok(true));
-        // One failed try up front; then tries every POLL at most (lease
-        // 60 s) until the release; the release itself wakes it.
-        assert!(tries >= 2, "{tries}");
+        // One failed try up front, one after the release woke it.
+        assert_eq!(tries, 2);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use pyo3::IntoPyObjectExt;
 
 use super::args::structure_key;
 use super::handler::transport_of;
-use super::handoff::{waiters_for, Attempt, Contender, LockId, Waiters};
+use super::handoff::{self, waiters_for, Attempt, Contender, LockId, Waiters};
 use super::subscriber::{self, Interest, CHANNEL};
 use crate::connection::config::Config;
 use crate::connection::fork::PerProcess;
@@ -98,6 +98,9 @@ pub struct Redlock {
     id: LockId,
     /// This process's waiters for the key: a forked child gets its own.
     waiters: PerProcess<Arc<Waiters>>,
+    /// `poll_interval`: the longest sleep between tries while no release
+    /// message comes (a holder that releases without publishing, pottery).
+    poll: Duration,
     state: Mutex<State>,
 }
 
@@ -114,6 +117,10 @@ struct Try<'a> {
 
 impl Contender for Try<'_> {
     type Error = PyErr;
+
+    fn poll(&self) -> Duration {
+        self.lock.poll
+    }
 
     fn attempt(&mut self) -> PyResult<Attempt> {
         self.tries += 1;
@@ -180,6 +187,7 @@ impl Redlock {
         num_extensions: u32,
         blocking: bool,
         timeout: f64,
+        poll: Duration,
     ) -> PyResult<Redlock> {
         Wait::from_args(blocking, timeout)?;
         let lease = LockLease::new(&key, auto_release_time, num_extensions)?;
@@ -204,6 +212,7 @@ impl Redlock {
             client,
             store_key,
             id,
+            poll,
             state: Mutex::new(State {
                 lease,
                 acquired_at: None,
@@ -303,9 +312,11 @@ impl Redlock {
         num_extensions = DEFAULT_NUM_EXTENSIONS,
         context_manager_blocking = true,
         context_manager_timeout = -1.0,
+        poll_interval = handoff::POLL.as_secs_f64(),
     ),
     text_signature = "(*, key, masters=None, raise_on_redis_errors=None, auto_release_time=10.0, \
-                      num_extensions=3, context_manager_blocking=True, context_manager_timeout=-1.0)")]
+                      num_extensions=3, context_manager_blocking=True, context_manager_timeout=-1.0, \
+                      poll_interval=0.01)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -316,16 +327,27 @@ impl Redlock {
         num_extensions: u32,
         context_manager_blocking: bool,
         context_manager_timeout: f64,
+        poll_interval: f64,
     ) -> PyResult<Self> {
         // Accepted for pottery's signature; errors always raise here.
         let _ = raise_on_redis_errors;
+        let key = structure_key(key)?;
+        let poll = Duration::try_from_secs_f64(poll_interval)
+            .ok()
+            .filter(|p| *p >= Duration::from_millis(1))
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "lock {key:?}: poll_interval must be at least 0.001 s, not {poll_interval}"
+                ))
+            })?;
         Redlock::build(
             client_for(py, masters)?,
-            structure_key(key)?,
+            key,
             auto_release_time,
             num_extensions,
             context_manager_blocking,
             context_manager_timeout,
+            poll,
         )
     }
 
@@ -506,16 +528,6 @@ pub fn create_lock(
         DEFAULT_NUM_EXTENSIONS,
         true,
         -1.0,
+        handoff::POLL,
     )
-}
-
-/// Tests only: lengthen (or restore) the waiters' fallback poll, so a test
-/// can tell a wake by a release message from a wake by the poll.
-#[pyfunction]
-#[pyo3(name = "_set_lock_poll_interval")]
-pub fn set_lock_poll_interval(seconds: f64) -> PyResult<()> {
-    let interval = Duration::try_from_secs_f64(seconds)
-        .map_err(|e| PyValueError::new_err(format!("poll interval: {e}")))?;
-    super::handoff::set_poll(interval);
-    Ok(())
 }

@@ -22,6 +22,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dict::RedisDict>()?;
     m.add_class::<list::RedisList>()?;
     m.add_class::<lock::Redlock>()?;
-    m.add_function(wrap_pyfunction!(lock::set_lock_poll_interval, m)?)?;
     Ok(())
 }
