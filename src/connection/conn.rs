@@ -1,7 +1,7 @@
 //! One socket to the server: connect, authenticate, send, receive.
 
 use std::io::{self, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use rustls::{ClientConnection, StreamOwned};
 
 use super::config::{Addr, Config};
 use super::interrupt;
-use super::resp::{protocol_error, read_reply, Cmd, Reply};
+use super::resp::{is_protocol_error, protocol_error, read_reply, Cmd, Reply};
 use super::spin::Spin;
 use super::tls::server_name;
 
@@ -39,6 +39,16 @@ impl Stream {
                 s.set_write_timeout(t)
             }
         }
+    }
+
+    /// Tell the server at once that we are done with this connection (no
+    /// TLS close_notify: the connection is being abandoned).
+    fn shutdown(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
+            Stream::Tls(s) => s.sock.shutdown(Shutdown::Both),
+            Stream::Unix(s) => s.shutdown(Shutdown::Both),
+        };
     }
 }
 
@@ -134,12 +144,24 @@ pub enum OpenError {
     },
 }
 
+/// A write buffer's size to start with, and the most it keeps between
+/// commands: a pooled connection must not pin one large command's buffer
+/// until `close()`.
+const OUT_START: usize = 256;
+const OUT_KEPT: usize = 1 << 20;
+/// A command whose arguments are larger than this is sent from its own
+/// buffer, not copied into ours.
+const SENT_IN_PLACE: usize = 64 << 10;
+
 pub struct Conn {
     reader: BufReader<Socket>,
     out: Vec<u8>,
     /// The process generation that opened it (see `fork.rs`): a forked
     /// child must not use its parent's sockets.
     pub generation: u64,
+    /// A reply could not be read as RESP: nothing after it can be framed,
+    /// so the connection is never used again.
+    broken: bool,
 }
 
 fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> io::Result<TcpStream> {
@@ -187,8 +209,9 @@ impl Conn {
             .map_err(OpenError::Io)?;
         let mut conn = Conn {
             reader: BufReader::with_capacity(16 * 1024, socket),
-            out: Vec::with_capacity(256),
+            out: Vec::with_capacity(OUT_START),
             generation: super::fork::generation(),
+            broken: false,
         };
         let mut hello = Vec::new();
         if let Some(password) = &cfg.password {
@@ -224,7 +247,8 @@ impl Conn {
     /// buffered and the peer has not closed it (a restarted server closes
     /// every old socket). One non-blocking peek, nothing sent.
     pub fn is_reusable(&self) -> bool {
-        self.reader.buffer().is_empty()
+        !self.broken
+            && self.reader.buffer().is_empty()
             && self.generation == super::fork::generation()
             && matches!(self.peek(), Ok(false))
     }
@@ -267,9 +291,12 @@ impl Conn {
     /// may be a TLS record without data (a session ticket), and reading it
     /// would wait. Pushes then arrive with the next reply instead.
     pub fn drain_pushes(&mut self, on_push: &mut dyn FnMut(Vec<Reply>)) -> io::Result<()> {
+        if self.broken {
+            return Err(protocol_error("an earlier reply was malformed"));
+        }
         let tls = matches!(self.reader.get_ref().stream, Stream::Tls(_));
         while !self.reader.buffer().is_empty() || (self.peek()? && !tls) {
-            match read_reply(&mut self.reader)? {
+            match self.receive()? {
                 Reply::Push(items) => on_push(items),
                 _ => return Err(protocol_error("a reply nobody asked for")),
             }
@@ -285,38 +312,78 @@ impl Conn {
         on_push: &mut dyn FnMut(Vec<Reply>),
     ) -> io::Result<Vec<Reply>> {
         self.send_all(cmds)?;
-        let mut replies = Vec::with_capacity(cmds.len());
-        while replies.len() < cmds.len() {
-            match read_reply(&mut self.reader)? {
-                Reply::Push(items) => on_push(items),
-                reply => replies.push(reply),
-            }
-        }
-        Ok(replies)
-    }
-
-    fn send_all(&mut self, cmds: &[Cmd]) -> io::Result<()> {
-        self.out.clear();
-        for cmd in cmds {
-            cmd.write_to(&mut self.out);
-        }
-        let stream = &mut self.reader.get_mut().stream;
-        stream.write_all(&self.out)?;
-        stream.flush()
+        self.replies(cmds.len(), Some(on_push))
     }
 
     pub fn request(&mut self, cmd: &Cmd) -> io::Result<Reply> {
-        self.out.clear();
-        cmd.write_to(&mut self.out);
-        let stream = &mut self.reader.get_mut().stream;
-        stream.write_all(&self.out)?;
-        stream.flush()?;
-        read_reply(&mut self.reader)
+        self.send_all(std::slice::from_ref(cmd))?;
+        let mut replies = self.replies(1, None)?;
+        Ok(replies.pop().unwrap_or(Reply::Nil))
     }
 
     /// Several commands in one write, their replies in order.
     pub fn request_many(&mut self, cmds: &[Cmd]) -> io::Result<Vec<Reply>> {
         self.send_all(cmds)?;
-        cmds.iter().map(|_| read_reply(&mut self.reader)).collect()
+        self.replies(cmds.len(), None)
+    }
+
+    fn send_all(&mut self, cmds: &[Cmd]) -> io::Result<()> {
+        self.out.clear();
+        let stream = &mut self.reader.get_mut().stream;
+        for cmd in cmds {
+            if cmd.body().len() > SENT_IN_PLACE {
+                cmd.head_to(&mut self.out);
+                stream.write_all(&self.out)?;
+                self.out.clear();
+                stream.write_all(cmd.body())?;
+            } else {
+                cmd.write_to(&mut self.out);
+            }
+        }
+        stream.write_all(&self.out)?;
+        if self.out.capacity() > OUT_KEPT {
+            self.out = Vec::with_capacity(OUT_START);
+        }
+        stream.flush()
+    }
+
+    /// One reply; a malformed one breaks the connection for good.
+    fn receive(&mut self) -> io::Result<Reply> {
+        let reply = read_reply(&mut self.reader);
+        if let Err(e) = &reply {
+            if is_protocol_error(e) {
+                self.broken = true;
+                self.reader.get_ref().stream.shutdown();
+            }
+        }
+        reply
+    }
+
+    /// The replies to `count` commands, pushes handed to `on_push` when
+    /// given. A malformed reply, and every reply owed after it, is a
+    /// `Reply::Error` naming it: the server did answer, badly (a
+    /// `CacheResponseError`), which is no outage to wait out.
+    fn replies(
+        &mut self,
+        count: usize,
+        mut on_push: Option<&mut dyn FnMut(Vec<Reply>)>,
+    ) -> io::Result<Vec<Reply>> {
+        let mut replies = Vec::with_capacity(count);
+        while replies.len() < count {
+            match self.receive() {
+                Ok(Reply::Push(items)) if on_push.is_some() => {
+                    if let Some(on_push) = on_push.as_mut() {
+                        on_push(items);
+                    }
+                }
+                Ok(reply) => replies.push(reply),
+                Err(e) if is_protocol_error(&e) => {
+                    let error = format!("{e} (the connection was closed)");
+                    replies.resize(count, Reply::Error(error));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(replies)
     }
 }
