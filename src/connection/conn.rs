@@ -387,3 +387,86 @@ impl Conn {
         Ok(replies)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::thread;
+
+    use super::*;
+
+    /// A server for one connection: for each round, it reads that many
+    /// commands and answers them all with its bytes; then it waits for the
+    /// client to hang up.
+    fn answering(rounds: Vec<(usize, Vec<u8>)>) -> Config {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(stream);
+            let mut line = String::new();
+            for (commands, reply) in rounds {
+                for _ in 0..commands {
+                    line.clear();
+                    r.read_line(&mut line).unwrap();
+                    let args: usize = line[1..].trim().parse().unwrap();
+                    for _ in 0..args {
+                        line.clear();
+                        r.read_line(&mut line).unwrap();
+                        let len: u64 = line[1..].trim().parse().unwrap();
+                        io::copy(&mut (&mut r).take(len + 2), &mut io::sink()).unwrap();
+                    }
+                }
+                r.get_mut().write_all(&reply).unwrap();
+            }
+            let _ = io::copy(&mut r, &mut io::sink());
+        });
+        Config::tcp("127.0.0.1", port)
+    }
+
+    fn open(cfg: &Config) -> Conn {
+        match Conn::open(cfg) {
+            Ok(conn) => conn,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    fn set(len: usize) -> Cmd {
+        Cmd::new("SET").arg("k").arg(vec![b'x'; len])
+    }
+
+    #[test]
+    fn a_batch_that_grew_the_write_buffer_leaves_it_small() {
+        let batch: Vec<Cmd> = (0..40).map(|_| set(32 << 10)).collect();
+        let mut conn = open(&answering(vec![
+            (40, b"+OK\r\n".repeat(40)),
+            (1, b"+OK\r\n".to_vec()),
+        ]));
+        let replies = conn.request_many(&batch).unwrap();
+        assert!(replies.iter().all(|r| *r == Reply::Status("OK".into())));
+        assert_eq!(conn.out.capacity(), OUT_START);
+        // A large command is sent from its own buffer.
+        assert_eq!(
+            conn.request(&set(2 << 20)).unwrap(),
+            Reply::Status("OK".into())
+        );
+        assert_eq!(conn.out.capacity(), OUT_START);
+        assert!(conn.is_reusable());
+    }
+
+    #[test]
+    fn a_malformed_reply_breaks_the_connection_for_good() {
+        let mut conn = open(&answering(vec![(2, b"$68719476736\r\n".to_vec())]));
+        let replies = conn.request_many(&[set(1), set(1)]).unwrap();
+        assert_eq!(replies.len(), 2);
+        for reply in &replies {
+            match reply {
+                Reply::Error(e) => assert!(e.starts_with("protocol error: "), "{e}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(!conn.is_reusable());
+        assert!(conn.drain_pushes(&mut |_| {}).is_err());
+    }
+}
