@@ -153,15 +153,18 @@ const OUT_KEPT: usize = 1 << 20;
 /// buffer, not copied into ours.
 const SENT_IN_PLACE: usize = 64 << 10;
 
+/// The generation of a connection whose reply could not be framed (nothing
+/// after it can be): no process has it (a fork counter from 0 never gets
+/// there), so every holder drops the connection as it drops a forked
+/// parent's: the pool at check-in, the client-side cache at its next drain.
+const RETIRED: u64 = u64::MAX;
+
 pub struct Conn {
     reader: BufReader<Socket>,
     out: Vec<u8>,
     /// The process generation that opened it (see `fork.rs`): a forked
-    /// child must not use its parent's sockets.
+    /// child must not use its parent's sockets. `RETIRED` once broken.
     pub generation: u64,
-    /// A reply could not be read as RESP: nothing after it can be framed,
-    /// so the connection is never used again.
-    broken: bool,
 }
 
 fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> io::Result<TcpStream> {
@@ -211,7 +214,6 @@ impl Conn {
             reader: BufReader::with_capacity(16 * 1024, socket),
             out: Vec::with_capacity(OUT_START),
             generation: super::fork::generation(),
-            broken: false,
         };
         let mut hello = Vec::new();
         if let Some(password) = &cfg.password {
@@ -247,8 +249,7 @@ impl Conn {
     /// buffered and the peer has not closed it (a restarted server closes
     /// every old socket). One non-blocking peek, nothing sent.
     pub fn is_reusable(&self) -> bool {
-        !self.broken
-            && self.reader.buffer().is_empty()
+        self.reader.buffer().is_empty()
             && self.generation == super::fork::generation()
             && matches!(self.peek(), Ok(false))
     }
@@ -291,7 +292,7 @@ impl Conn {
     /// may be a TLS record without data (a session ticket), and reading it
     /// would wait. Pushes then arrive with the next reply instead.
     pub fn drain_pushes(&mut self, on_push: &mut dyn FnMut(Vec<Reply>)) -> io::Result<()> {
-        if self.broken {
+        if self.generation == RETIRED {
             return Err(protocol_error("an earlier reply was malformed"));
         }
         let tls = matches!(self.reader.get_ref().stream, Stream::Tls(_));
@@ -347,12 +348,12 @@ impl Conn {
         stream.flush()
     }
 
-    /// One reply; a malformed one breaks the connection for good.
+    /// One reply; a malformed one retires the connection.
     fn receive(&mut self) -> io::Result<Reply> {
         let reply = read_reply(&mut self.reader);
         if let Err(e) = &reply {
             if is_protocol_error(e) {
-                self.broken = true;
+                self.generation = RETIRED;
                 self.reader.get_ref().stream.shutdown();
             }
         }
@@ -467,6 +468,7 @@ mod tests {
             }
         }
         assert!(!conn.is_reusable());
+        assert_ne!(conn.generation, crate::connection::fork::generation());
         assert!(conn.drain_pushes(&mut |_| {}).is_err());
     }
 }
