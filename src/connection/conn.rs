@@ -371,18 +371,14 @@ impl Conn {
     ) -> io::Result<Vec<Reply>> {
         let mut replies = Vec::with_capacity(count);
         while replies.len() < count {
-            match self.receive() {
-                Ok(Reply::Push(items)) if on_push.is_some() => {
-                    if let Some(on_push) = on_push.as_mut() {
-                        on_push(items);
-                    }
-                }
-                Ok(reply) => replies.push(reply),
-                Err(e) if is_protocol_error(&e) => {
+            match (self.receive(), on_push.as_mut()) {
+                (Ok(Reply::Push(items)), Some(on_push)) => on_push(items),
+                (Ok(reply), _) => replies.push(reply),
+                (Err(e), _) if is_protocol_error(&e) => {
                     let error = format!("{e} (the connection was closed)");
                     replies.resize(count, Reply::Error(error));
                 }
-                Err(e) => return Err(e),
+                (Err(e), _) => return Err(e),
             }
         }
         Ok(replies)
