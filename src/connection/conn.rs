@@ -1,7 +1,7 @@
 //! One socket to the server: connect, authenticate, send, receive.
 
 use std::io::{self, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use rustls::{ClientConnection, StreamOwned};
 
 use super::config::{Addr, Config};
 use super::interrupt;
-use super::resp::{protocol_error, read_reply, Cmd, Reply};
+use super::resp::{is_protocol_error, protocol_error, read_reply, Cmd, Reply};
 use super::spin::Spin;
 use super::tls::server_name;
 
@@ -39,6 +39,16 @@ impl Stream {
                 s.set_write_timeout(t)
             }
         }
+    }
+
+    /// Tell the server at once that we are done with this connection (no
+    /// TLS close_notify: the connection is being abandoned).
+    fn shutdown(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
+            Stream::Tls(s) => s.sock.shutdown(Shutdown::Both),
+            Stream::Unix(s) => s.shutdown(Shutdown::Both),
+        };
     }
 }
 
@@ -134,11 +144,26 @@ pub enum OpenError {
     },
 }
 
+/// A write buffer's size to start with, and the most it keeps between
+/// commands: a pooled connection must not pin one large command's buffer
+/// until `close()`.
+const OUT_START: usize = 256;
+const OUT_KEPT: usize = 1 << 20;
+/// A command whose arguments are larger than this is sent from its own
+/// buffer, not copied into ours.
+const SENT_IN_PLACE: usize = 64 << 10;
+
+/// The generation of a connection whose reply could not be framed (nothing
+/// after it can be): no process has it (a fork counter from 0 never gets
+/// there), so every holder drops the connection as it drops a forked
+/// parent's: the pool at check-in, the client-side cache at its next drain.
+const RETIRED: u64 = u64::MAX;
+
 pub struct Conn {
     reader: BufReader<Socket>,
     out: Vec<u8>,
     /// The process generation that opened it (see `fork.rs`): a forked
-    /// child must not use its parent's sockets.
+    /// child must not use its parent's sockets. `RETIRED` once broken.
     pub generation: u64,
 }
 
@@ -187,7 +212,7 @@ impl Conn {
             .map_err(OpenError::Io)?;
         let mut conn = Conn {
             reader: BufReader::with_capacity(16 * 1024, socket),
-            out: Vec::with_capacity(256),
+            out: Vec::with_capacity(OUT_START),
             generation: super::fork::generation(),
         };
         let mut hello = Vec::new();
@@ -267,9 +292,12 @@ impl Conn {
     /// may be a TLS record without data (a session ticket), and reading it
     /// would wait. Pushes then arrive with the next reply instead.
     pub fn drain_pushes(&mut self, on_push: &mut dyn FnMut(Vec<Reply>)) -> io::Result<()> {
+        if self.generation == RETIRED {
+            return Err(protocol_error("an earlier reply was malformed"));
+        }
         let tls = matches!(self.reader.get_ref().stream, Stream::Tls(_));
         while !self.reader.buffer().is_empty() || (self.peek()? && !tls) {
-            match read_reply(&mut self.reader)? {
+            match self.receive()? {
                 Reply::Push(items) => on_push(items),
                 _ => return Err(protocol_error("a reply nobody asked for")),
             }
@@ -285,38 +313,158 @@ impl Conn {
         on_push: &mut dyn FnMut(Vec<Reply>),
     ) -> io::Result<Vec<Reply>> {
         self.send_all(cmds)?;
-        let mut replies = Vec::with_capacity(cmds.len());
-        while replies.len() < cmds.len() {
-            match read_reply(&mut self.reader)? {
-                Reply::Push(items) => on_push(items),
-                reply => replies.push(reply),
-            }
-        }
-        Ok(replies)
-    }
-
-    fn send_all(&mut self, cmds: &[Cmd]) -> io::Result<()> {
-        self.out.clear();
-        for cmd in cmds {
-            cmd.write_to(&mut self.out);
-        }
-        let stream = &mut self.reader.get_mut().stream;
-        stream.write_all(&self.out)?;
-        stream.flush()
+        self.replies(cmds.len(), Some(on_push))
     }
 
     pub fn request(&mut self, cmd: &Cmd) -> io::Result<Reply> {
-        self.out.clear();
-        cmd.write_to(&mut self.out);
-        let stream = &mut self.reader.get_mut().stream;
-        stream.write_all(&self.out)?;
-        stream.flush()?;
-        read_reply(&mut self.reader)
+        self.send_all(std::slice::from_ref(cmd))?;
+        let mut replies = self.replies(1, None)?;
+        Ok(replies.pop().unwrap_or(Reply::Nil))
     }
 
     /// Several commands in one write, their replies in order.
     pub fn request_many(&mut self, cmds: &[Cmd]) -> io::Result<Vec<Reply>> {
         self.send_all(cmds)?;
-        cmds.iter().map(|_| read_reply(&mut self.reader)).collect()
+        self.replies(cmds.len(), None)
+    }
+
+    fn send_all(&mut self, cmds: &[Cmd]) -> io::Result<()> {
+        self.out.clear();
+        let stream = &mut self.reader.get_mut().stream;
+        for cmd in cmds {
+            if cmd.body().len() > SENT_IN_PLACE {
+                cmd.head_to(&mut self.out);
+                stream.write_all(&self.out)?;
+                self.out.clear();
+                stream.write_all(cmd.body())?;
+            } else {
+                cmd.write_to(&mut self.out);
+            }
+        }
+        stream.write_all(&self.out)?;
+        if self.out.capacity() > OUT_KEPT {
+            self.out = Vec::with_capacity(OUT_START);
+        }
+        stream.flush()
+    }
+
+    /// One reply; a malformed one retires the connection.
+    fn receive(&mut self) -> io::Result<Reply> {
+        let reply = read_reply(&mut self.reader);
+        if let Err(e) = &reply {
+            if is_protocol_error(e) {
+                self.generation = RETIRED;
+                self.reader.get_ref().stream.shutdown();
+            }
+        }
+        reply
+    }
+
+    /// The replies to `count` commands, pushes handed to `on_push` when
+    /// given. A malformed reply, and every reply owed after it, is a
+    /// `Reply::Error` naming it: the server did answer, badly (a
+    /// `CacheResponseError`), which is no outage to wait out.
+    fn replies(
+        &mut self,
+        count: usize,
+        mut on_push: Option<&mut dyn FnMut(Vec<Reply>)>,
+    ) -> io::Result<Vec<Reply>> {
+        let mut replies = Vec::with_capacity(count);
+        while replies.len() < count {
+            match (self.receive(), on_push.as_mut()) {
+                (Ok(Reply::Push(items)), Some(on_push)) => on_push(items),
+                (Ok(reply), _) => replies.push(reply),
+                (Err(e), _) if is_protocol_error(&e) => {
+                    let error = format!("{e} (the connection was closed)");
+                    replies.resize(count, Reply::Error(error));
+                }
+                (Err(e), _) => return Err(e),
+            }
+        }
+        Ok(replies)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::thread;
+
+    use super::*;
+
+    /// A server for one connection: for each round, it reads that many
+    /// commands and answers them all with its bytes; then it waits for the
+    /// client to hang up.
+    fn answering(rounds: Vec<(usize, Vec<u8>)>) -> Config {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(stream);
+            let mut line = String::new();
+            for (commands, reply) in rounds {
+                for _ in 0..commands {
+                    line.clear();
+                    r.read_line(&mut line).unwrap();
+                    let args: usize = line[1..].trim().parse().unwrap();
+                    for _ in 0..args {
+                        line.clear();
+                        r.read_line(&mut line).unwrap();
+                        let len: u64 = line[1..].trim().parse().unwrap();
+                        io::copy(&mut (&mut r).take(len + 2), &mut io::sink()).unwrap();
+                    }
+                }
+                r.get_mut().write_all(&reply).unwrap();
+            }
+            let _ = io::copy(&mut r, &mut io::sink());
+        });
+        Config::tcp("127.0.0.1", port)
+    }
+
+    fn open(cfg: &Config) -> Conn {
+        match Conn::open(cfg) {
+            Ok(conn) => conn,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    fn set(len: usize) -> Cmd {
+        Cmd::new("SET").arg("k").arg(vec![b'x'; len])
+    }
+
+    #[test]
+    fn a_batch_that_grew_the_write_buffer_leaves_it_small() {
+        let batch: Vec<Cmd> = (0..40).map(|_| set(32 << 10)).collect();
+        let mut conn = open(&answering(vec![
+            (40, b"+OK\r\n".repeat(40)),
+            (1, b"+OK\r\n".to_vec()),
+        ]));
+        let replies = conn.request_many(&batch).unwrap();
+        assert!(replies.iter().all(|r| *r == Reply::Status("OK".into())));
+        assert_eq!(conn.out.capacity(), OUT_START);
+        // A large command is sent from its own buffer.
+        assert_eq!(
+            conn.request(&set(2 << 20)).unwrap(),
+            Reply::Status("OK".into())
+        );
+        assert_eq!(conn.out.capacity(), OUT_START);
+        assert!(conn.is_reusable());
+    }
+
+    #[test]
+    fn a_malformed_reply_breaks_the_connection_for_good() {
+        let mut conn = open(&answering(vec![(2, b"$68719476736\r\n".to_vec())]));
+        let replies = conn.request_many(&[set(1), set(1)]).unwrap();
+        assert_eq!(replies.len(), 2);
+        for reply in &replies {
+            match reply {
+                Reply::Error(e) => assert!(e.starts_with("protocol error: "), "{e}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(!conn.is_reusable());
+        assert_ne!(conn.generation, crate::connection::fork::generation());
+        assert!(conn.drain_pushes(&mut |_| {}).is_err());
     }
 }

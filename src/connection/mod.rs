@@ -12,6 +12,7 @@ pub mod fork;
 pub mod interrupt;
 pub mod once;
 pub mod pool;
+pub mod reply;
 pub mod resp;
 pub mod retry;
 pub mod spin;
