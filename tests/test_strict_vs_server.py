@@ -24,7 +24,9 @@ REFERENCE = _install._originals.get(
 )
 
 keys = st.one_of(
-    st.sampled_from(["a", "b", "1", ""]), st.integers(-1, 2), st.sampled_from([None, True, 1.5])
+    st.sampled_from(["a", "b", "1", ""]),
+    st.integers(-1, 2),
+    st.sampled_from([None, True, 1.5, memoryview(b"a")]),
 )
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.text(max_size=3), st.just(1.0)),
@@ -35,7 +37,8 @@ json_values = st.recursive(
 )
 values = st.one_of(json_values, st.sampled_from([(1, 2), {1, 2}, object, float("nan")]))
 set_values = st.one_of(
-    st.integers(-5, 5), st.sampled_from(["7", "x", " 3", "-0", "01", 2.5, None, True, b"9"])
+    st.integers(-5, 5),
+    st.sampled_from(["7", "x", " 3", "-0", "01", 2.5, None, True, b"9", memoryview(b"8")]),
 )
 
 

@@ -10,7 +10,7 @@ use pyo3::types::{PyList, PySlice};
 
 use super::args::equal_encodings;
 use super::handler::transport_of;
-use super::keyed::Keyed;
+use super::keyed::{Keyed, Refusal};
 use super::scripts::{
     LIST_FIND, LIST_INSERT, LIST_POP_AT, LIST_REMOVE_ANY, LIST_REVERSE, LIST_SLICE, LIST_SLICE_DEL,
     LIST_SLICE_SET, TOMBSTONE,
@@ -56,10 +56,11 @@ fn slice_args(slice: &Bound<'_, PySlice>) -> PyResult<[String; 3]> {
     Ok([part("start")?, part("stop")?, step])
 }
 
-/// LSET's "ERR index out of range" / "ERR no such key".
-fn is_out_of_range(e: &PyErr) -> bool {
-    let text = e.to_string();
-    text.contains("index out of range") || text.contains("no such key")
+/// LSET's refusals for an index past the end, or a list that is not there
+/// (sent in its once-form, the server appends where in the script).
+fn is_out_of_range(refusal: &Refusal) -> bool {
+    let message = refusal.message();
+    message.starts_with("ERR index out of range") || message.starts_with("ERR no such key")
 }
 
 impl RedisList {
@@ -160,28 +161,29 @@ impl RedisList {
                 .collect::<PyResult<Vec<_>>>()?;
             let mut args = vec![start.as_bytes(), stop.as_bytes(), step.as_bytes()];
             args.extend(values.iter().map(Vec::as_slice));
-            return match self
-                .target
-                .eval(py, &LIST_SLICE_SET, "slice assignment", &args)
-            {
-                Err(e) if e.to_string().contains("SLICE attempt") => {
-                    let text = e.to_string();
-                    let detail = &text[text.find("attempt").unwrap_or(0)..];
-                    Err(PyValueError::new_err(detail.to_owned()))
-                }
-                other => other.map(|_| ()),
+            let outcome =
+                self.target
+                    .eval_or_refusal(py, &LIST_SLICE_SET, "slice assignment", &args)?;
+            return match outcome {
+                Ok(_) => Ok(()),
+                // The script refuses with Python's own message after this word.
+                Err(refusal) => match refusal.message().strip_prefix("SLICE ") {
+                    Some(message) => Err(PyValueError::new_err(message.to_owned())),
+                    None => Err(refusal.into()),
+                },
             };
         }
         let i = index_arg(index)?;
         let encoded = encode_json(value)?;
         match self
             .target
-            .run(py, self.target.cmd("LSET").arg(i.to_string()).arg(encoded))
+            .run_or_refusal(py, self.target.cmd("LSET").arg(i.to_string()).arg(encoded))?
         {
-            Err(e) if is_out_of_range(&e) => {
+            Ok(_) => Ok(()),
+            Err(refusal) if is_out_of_range(&refusal) => {
                 Err(PyIndexError::new_err("list assignment index out of range"))
             }
-            other => other.map(|_| ()),
+            Err(refusal) => Err(refusal.into()),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The server family: `PyCacheHandler`, `RedisDict`, `RedisList`, `Redlock`. They only
 //! build commands and decode replies; `crate::connection` does the rest.
 
-mod args;
+pub mod args;
 pub mod dict;
 pub mod handler;
 mod handler_methods;

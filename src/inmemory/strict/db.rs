@@ -5,14 +5,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::sync::{Condvar, Mutex, MutexGuard};
-use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyString};
+use pyo3::types::{PyBytes, PyInt, PyString};
 
 use crate::errors::{run_detached, CacheError};
-use crate::gil::lock_detached;
-use crate::gil::SIGNAL_CHECK;
+use crate::gil::{lock_detached, SIGNAL_CHECK};
 use crate::lease::Lease;
+// One conversion for both: strict mode refuses and accepts exactly what
+// the server family sends (a `memoryview` included).
+use crate::server::args::redis_arg;
 
 /// One stored JSON text, shared so that snapshots taken under the mutex cost
 /// a reference count per item rather than a copy.
@@ -190,30 +191,6 @@ pub fn redis_int(text: &[u8]) -> Option<i64> {
         return None;
     }
     std::str::from_utf8(text).ok()?.parse().ok()
-}
-
-/// What redis-py's encoder accepts as a key or a `set` value, as the same
-/// bytes: bytes-likes as they are, `str` as UTF-8, `int`/`float` as their
-/// `repr`. `bool`, `None` and the rest are refused with redis-py's message.
-pub fn redis_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
-    if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(s.encode_utf8()?.as_bytes().to_vec());
-    }
-    if let Ok(b) = obj.cast::<PyBytes>() {
-        return Ok(b.as_bytes().to_vec());
-    }
-    if let Ok(b) = obj.cast::<PyByteArray>() {
-        return Ok(b.to_vec());
-    }
-    if !obj.is_instance_of::<PyBool>()
-        && (obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyFloat>())
-    {
-        return Ok(obj.repr()?.to_str()?.as_bytes().to_vec());
-    }
-    let name = obj.get_type().name()?;
-    Err(PyTypeError::new_err(format!(
-        "Invalid input of type: '{name}'. Convert to a bytes, string, int or float first."
-    )))
 }
 
 impl StrictDb {
