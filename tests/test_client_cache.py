@@ -47,6 +47,37 @@ def test_off_unless_asked_by_option_or_environment(server, monkeypatch):
         PyCacheHandler.from_url(server.url)
 
 
+def test_usage_is_read_and_cleared(cached, raw, server):
+    assert PyCacheHandler.from_url(server.url).client_cache_usage is None
+    assert cached.client_cache_usage == 0
+    raw.mset({f"k{i}": "x" * 100 for i in range(200)})
+    for i in range(200):
+        assert cached.get(f"k{i}") == "x" * 100
+    held = cached.client_cache_usage
+    # the payload, and the bookkeeping an honest estimate adds to it
+    assert 200 * 100 < held < 200 * 400, held
+    hits = cached.client_cache_hits
+    assert cached.get("k7") == "x" * 100 and cached.client_cache_hits == hits + 1
+    cached.client_cache_clear()
+    assert cached.client_cache_usage == 0
+    calls = round_trips(raw, lambda: cached.get("k7"))
+    assert calls.get("get") == 1 and cached.client_cache_hits == hits + 1  # asked the server
+
+
+def test_keys_changed_by_others_leave_nothing_behind(cached, raw):
+    """A key read once and then changed elsewhere is forgotten entirely:
+    thousands of distinct keys (one per workflow) must not pile up."""
+    for i in range(2000):
+        raw.set(f"w{i}", "v")
+        assert cached.get(f"w{i}") == "v"
+        raw.delete(f"w{i}")
+    deadline = time.monotonic() + 10
+    while cached.client_cache_usage >= 1000 and time.monotonic() < deadline:
+        cached.get("w0")  # reading drains the invalidations
+        time.sleep(0.01)
+    assert cached.client_cache_usage < 1000, cached.client_cache_usage
+
+
 def test_repeated_reads_cost_one_round_trip(cached, raw):
     d = cached.create_dict("d")
     d.update({"a": 1, "b": [1, 2]})

@@ -15,8 +15,15 @@ use std::collections::HashMap;
 
 use super::resp::{Cmd, Reply};
 
-/// Past this many cached bytes the store starts over rather than grow.
+/// Past this many bytes (an estimate of what the store holds, bookkeeping
+/// included) it starts over rather than grow.
 const MAX_BYTES: usize = 64 << 20;
+/// What one byte string costs besides its bytes: a `Vec` header and the
+/// allocator's rounding.
+const VEC_COST: usize = 32;
+/// What one key costs besides its name: its map entry, `Slot` and `Ticket`
+/// bookkeeping.
+const SLOT_COST: usize = 96;
 
 /// What a command does to the keys it names.
 #[derive(Debug, PartialEq, Eq)]
@@ -117,17 +124,29 @@ enum Data {
 }
 
 impl Data {
+    /// An honest estimate of the memory held, not just the payload: a store
+    /// of many small fields is mostly headers.
     fn size(&self) -> usize {
+        let text = |v: &[u8]| VEC_COST + v.len();
         match self {
-            Data::Str(v) => v.as_ref().map_or(0, Vec::len),
+            Data::Str(v) => v.as_deref().map_or(0, text),
             Data::Fields(f) => f
                 .iter()
-                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+                .map(|(k, v)| text(k) + v.as_deref().map_or(VEC_COST, text))
                 .sum(),
-            Data::Hash { pairs, .. } => pairs.iter().map(|(k, v)| 2 * k.len() + v.len()).sum(),
-            Data::List(items) => items.iter().map(Vec::len).sum(),
+            Data::Hash { pairs, .. } => pairs.iter().map(|(k, v)| field_size(k, v)).sum(),
+            Data::List(items) => items.iter().map(|v| text(v)).sum(),
         }
     }
+}
+
+/// A whole hash's field: the pair, and the field again in the index.
+fn field_size(field: &[u8], value: &[u8]) -> usize {
+    3 * VEC_COST + 2 * field.len() + value.len() + std::mem::size_of::<usize>()
+}
+
+fn slot_size(key: &[u8]) -> usize {
+    SLOT_COST + key.len()
 }
 
 struct Slot {
@@ -166,6 +185,9 @@ pub struct Store {
     slots: HashMap<Vec<u8>, Slot>,
     /// Bumped by `flush`: no ticket taken before it fills after it.
     epoch: u64,
+    /// The last generation given to a slot. Store-wide, so a key dropped
+    /// and read again never gets a generation an old ticket still holds.
+    generation: u64,
     bytes: usize,
     pub hits: u64,
 }
@@ -339,14 +361,13 @@ impl Store {
         let (mut added, mut removed) = (0, 0);
         for pair in args.chunks_exact(2) {
             let (field, value) = (pair[0].to_vec(), pair[1].to_vec());
-            added += value.len();
+            added += field_size(&field, &value);
             match index.get(&field) {
                 Some(&i) => {
-                    removed += pairs[i].1.len();
+                    removed += field_size(&field, &pairs[i].1);
                     pairs[i].1 = value;
                 }
                 None => {
-                    added += 2 * field.len();
                     index.insert(field.clone(), pairs.len());
                     pairs.push((field, value));
                 }
@@ -371,11 +392,17 @@ impl Store {
         if !fills {
             return None;
         }
-        let slot = self.slots.entry(key.to_vec()).or_insert(Slot {
-            generation: 0,
-            data: None,
-            whole: false,
-        });
+        if !self.slots.contains_key(key) {
+            let generation = self.next_generation();
+            self.bytes += slot_size(key);
+            let fresh = Slot {
+                generation,
+                data: None,
+                whole: false,
+            };
+            self.slots.insert(key.to_vec(), fresh);
+        }
+        let slot = &self.slots[key];
         Some(Ticket {
             key: key.to_vec(),
             generation: slot.generation,
@@ -390,7 +417,7 @@ impl Store {
         };
         if ticket.epoch != self.epoch || ticket.generation != slot.generation {
             if slot.data.is_none() && !slot.whole {
-                self.slots.remove(&ticket.key);
+                self.drop_slot(&ticket.key);
             }
             return;
         }
@@ -400,9 +427,7 @@ impl Store {
         self.bytes = self.bytes - before + new.as_ref().map_or(0, Data::size);
         match new {
             Some(data) => slot.data = Some(data),
-            None if !slot.whole => {
-                self.slots.remove(&ticket.key);
-            }
+            None if !slot.whole => self.drop_slot(&ticket.key),
             None => {}
         }
         if self.bytes > MAX_BYTES {
@@ -410,13 +435,32 @@ impl Store {
         }
     }
 
+    /// The key changed: its copy goes, and so does its slot unless it
+    /// remembers that the hash is read whole (slots of keys read once must
+    /// not pile up).
     pub fn invalidate(&mut self, key: &[u8]) {
-        if let Some(slot) = self.slots.get_mut(key) {
-            slot.generation += 1;
-            if let Some(old) = slot.data.take() {
-                self.bytes -= old.size();
-            }
+        let generation = self.next_generation();
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        slot.generation = generation;
+        if let Some(old) = slot.data.take() {
+            self.bytes -= old.size();
         }
+        if !slot.whole {
+            self.drop_slot(key);
+        }
+    }
+
+    fn drop_slot(&mut self, key: &[u8]) {
+        if let Some(slot) = self.slots.remove(key) {
+            self.bytes -= slot_size(key) + slot.data.as_ref().map_or(0, Data::size);
+        }
+    }
+
+    fn next_generation(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation
     }
 
     /// Forget everything (the server flushed, or we may have missed an
@@ -450,6 +494,11 @@ impl Store {
             }
             _ => self.flush(),
         }
+    }
+
+    /// The estimated bytes held (`MAX_BYTES` at most).
+    pub fn usage(&self) -> usize {
+        self.bytes
     }
 
     /// Keys with a cached value.
@@ -612,6 +661,30 @@ mod tests {
     }
 
     #[test]
+    fn keys_read_once_leave_no_bookkeeping_behind() {
+        let mut s = Store::default();
+        for i in 0..1000 {
+            let key = format!("workflow:{i}");
+            read(&mut s, &["GET", &key], bulk(b"{}"));
+            s.invalidate(key.as_bytes());
+        }
+        assert_eq!((s.slots.len(), s.bytes), (0, 0));
+    }
+
+    #[test]
+    fn a_ticket_from_before_a_key_was_dropped_never_fills_its_new_slot() {
+        let mut s = Store::default();
+        let get = cmd(&["GET", "k"]);
+        let old = s.ticket(&get).unwrap();
+        s.invalidate(b"k"); // the slot goes
+        let new = s.ticket(&get).unwrap(); // and comes back
+        s.fill(new, &get, &bulk(b"fresh"));
+        s.fill(old, &get, &bulk(b"stale"));
+        assert_eq!(s.lookup(&get), Some(bulk(b"fresh")));
+        assert_eq!(s.usage(), slot_size(b"k") + VEC_COST + 5);
+    }
+
+    #[test]
     fn a_hash_read_whole_once_is_fetched_whole_for_a_field() {
         let mut s = Store::default();
         let field = cmd(&["HGET", "h", "a"]);
@@ -655,7 +728,7 @@ mod tests {
             Some(bulks(&["a", "1", "b", "9", "c", "3"]))
         );
         assert_eq!(s.lookup(&cmd(&["HGET", "h", "c"])), Some(bulk(b"3")));
-        assert_eq!(s.bytes, 2 * 3 + 3);
+        assert_eq!(s.bytes, slot_size(b"h") + 3 * field_size(b"a", b"1"));
 
         // The server's length disagrees: someone else wrote; drop the copy.
         let one = cmd(&["HSET", "h", "d", "4"]);

@@ -323,4 +323,12 @@ impl Transport for CachingClient {
     fn client_cache_hits(&self) -> Option<u64> {
         Some(self.hits())
     }
+
+    fn client_cache_usage(&self) -> Option<usize> {
+        Some(self.local().store.lock().usage())
+    }
+
+    fn client_cache_clear(&self) {
+        self.local().store.lock().flush();
+    }
 }

@@ -122,6 +122,15 @@ pub trait Transport: Send + Sync {
         None
     }
 
+    /// Bytes the client-side cache holds (an estimate, bookkeeping
+    /// included); `None` when the transport has none.
+    fn client_cache_usage(&self) -> Option<usize> {
+        None
+    }
+
+    /// Empty the client-side cache, if any.
+    fn client_cache_clear(&self) {}
+
     /// One command; a server error becomes `CacheError::Response`. A write
     /// goes out in its once-form.
     fn call(&self, cmd: Cmd, what: Describe<'_>) -> Result<Reply, CacheError> {

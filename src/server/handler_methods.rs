@@ -165,6 +165,18 @@ impl PyCacheHandler {
         self.client.client_cache_hits()
     }
 
+    /// Bytes the client-side cache holds, bookkeeping included (`None`
+    /// when off). It starts over past 64 MiB.
+    #[getter]
+    fn client_cache_usage(&self) -> Option<usize> {
+        self.client.client_cache_usage()
+    }
+
+    /// Empty the client-side cache (no-op when off); reads refill it.
+    fn client_cache_clear(&self) {
+        self.client.client_cache_clear();
+    }
+
     fn __repr__(&self) -> String {
         let url = self.client.redacted_url();
         if self.client_cache() {
