@@ -47,6 +47,10 @@ pub struct Config {
     /// `MADSCI_CACHE_RS_RETRY_WINDOW` environment variable says (seconds),
     /// else `retry::DEFAULT_WINDOW`. Zero: only quick connection attempts.
     pub retry_window: Option<Duration>,
+    /// At most this many pooled connections at once; past it a caller
+    /// waits for one to come back. `None`: no bound, as redis-py's
+    /// `ConnectionPool` (2**31).
+    pub max_connections: Option<usize>,
 }
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,6 +73,7 @@ impl Config {
             client_cache: None,
             spin_wait: None,
             retry_window: None,
+            max_connections: None,
         }
     }
 
