@@ -90,6 +90,16 @@ def test_max_connections_bounds_the_pool_and_every_call_succeeds(valkey):
     raw.close()
 
 
+def test_max_connections_from_the_url_query(valkey):
+    raw = redis.Redis(port=valkey.port)
+    baseline = connected_clients(raw)
+    h = PyCacheHandler.from_url(f"{valkey.url}?max_connections=2")
+    assert in_threads(lambda t: [h.set("k", str(i)) for i in range(50)], 20) == []
+    assert connected_clients(raw) - baseline <= 2
+    h.close()
+    raw.close()
+
+
 @pytest.mark.parametrize("bad", [0, -1, "many", 2**70])
 def test_max_connections_must_be_a_positive_count(valkey, bad):
     with pytest.raises((ValueError, TypeError, OverflowError), match="max_connections"):

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{ConnectionAddr, IntoConnectionInfo};
+#[path = "config_url.rs"]
+mod config_url;
 
 use super::spin::DEFAULT_SPIN_WAIT;
 use super::tls::{client_config, TlsOptions};
@@ -14,7 +15,7 @@ use crate::errors::CacheError;
 
 /// A server address. Cluster and Sentinel deployments (a later issue) add
 /// their own way to pick one of these per command; a `Config` is one node.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Addr {
     Tcp { host: String, port: u16 },
     Unix(PathBuf),
@@ -123,44 +124,125 @@ impl Config {
         Ok(self)
     }
 
-    /// Parse `redis://[user:pass@]host[:port][/db]`, the same with
-    /// `rediss://` (TLS, verified as redis-py does by default), or
-    /// `unix:///path?db=N`.
+    /// Parse `redis://[[user]:password@]host[:port][/db][?option=value…]`,
+    /// the same with `rediss://` (TLS, verified as redis-py does by
+    /// default), `valkey://`, `valkeys://`, or `unix:///path?db=N`, as
+    /// redis-py's `from_url` reads them (percent-decoding included). Query
+    /// options are redis-py's that apply here, plus ours.
     pub fn from_url(url: &str) -> Result<Config, CacheError> {
         let invalid = |detail: String| CacheError::InvalidValue {
             context: format!("cache server URL {}", redact_url(url)),
             detail,
         };
-        let lower = url.to_ascii_lowercase();
-        let tls = ["rediss://", "valkeys://"]
-            .iter()
-            .find(|scheme| lower.starts_with(*scheme));
-        // The redis crate is built without TLS: parse the rest as redis://.
-        let plain = match tls {
-            Some(scheme) => format!("redis://{}", &url[scheme.len()..]),
-            None => url.to_owned(),
-        };
-        // The redis crate's own parse errors never echo the URL.
-        let info = plain
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| invalid(e.to_string()))?;
-        let addr = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => Addr::Tcp {
-                host: host.clone(),
-                port: *port,
-            },
-            ConnectionAddr::Unix(path) => Addr::Unix(path.clone()),
-            _ => return Err(invalid("unsupported address".into())),
-        };
-        let redis = info.redis_settings();
+        let parts = config_url::parse(url).map_err(invalid)?;
         let mut cfg = Config::tcp("", 0);
-        cfg.addr = addr;
-        cfg.db = redis.db();
-        cfg.username = redis.username().map(str::to_owned);
-        cfg.password = redis.password().map(str::to_owned);
-        cfg.tls = tls.map(|_| TlsOptions::verified());
+        cfg.addr = parts.addr;
+        cfg.db = parts.db;
+        cfg.tls = parts.tls.then(TlsOptions::verified);
+        for (name, value) in &parts.query {
+            cfg.apply_query(name, value).map_err(invalid)?;
+        }
+        // As redis-py: the user information wins over query values.
+        if parts.username.is_some() {
+            cfg.username = parts.username;
+        }
+        if parts.password.is_some() {
+            cfg.password = parts.password;
+        }
         Ok(cfg)
+    }
+
+    /// One `?name=value` of a URL. Values of `password`/`username` are
+    /// never echoed.
+    fn apply_query(&mut self, name: &str, value: &str) -> Result<(), String> {
+        let number = |min_exclusive: bool| -> Result<f64, String> {
+            match value.trim().parse::<f64>() {
+                Ok(s) if s.is_finite() && (s > 0.0 || !min_exclusive && s == 0.0) => Ok(s),
+                _ if min_exclusive => {
+                    Err(format!("{name} must be a positive number, not {value:?}"))
+                }
+                _ => Err(format!(
+                    "{name} must be 0 or a positive number, not {value:?}"
+                )),
+            }
+        };
+        let seconds = |min_exclusive| number(min_exclusive).map(Duration::from_secs_f64);
+        let on_off = || match value.trim().to_ascii_lowercase().as_str() {
+            "0" | "f" | "false" | "n" | "no" | "off" => Ok(false),
+            "1" | "t" | "true" | "y" | "yes" | "on" => Ok(true),
+            _ => Err(format!("{name} must be true or false, not {value:?}")),
+        };
+        let tls = |cfg: &mut Config| cfg.tls.get_or_insert_with(TlsOptions::verified).clone();
+        match name {
+            "db" => {
+                self.db = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("db must be a whole number, not {value:?}"))?
+            }
+            "username" => self.username = Some(value.to_owned()),
+            "password" => self.password = Some(value.to_owned()),
+            "socket_timeout" => self.command_timeout = Some(seconds(true)?),
+            "socket_connect_timeout" => self.connect_timeout = Some(seconds(true)?),
+            "retry_window" => self.retry_window = Some(seconds(false)?),
+            "spin_wait" => self.spin_wait = Some(seconds(false)?),
+            "client_cache" => self.client_cache = Some(on_off()?),
+            "max_connections" => {
+                self.max_connections = Some(
+                    value
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|&n| n >= 1)
+                        .ok_or_else(|| {
+                            format!(
+                                "max_connections must be a positive whole number, not {value:?}"
+                            )
+                        })?,
+                )
+            }
+            // Every pooled connection is checked before each use already.
+            "health_check_interval" => {
+                number(false)?;
+            }
+            "ssl_cert_reqs" => {
+                let mut t = tls(self);
+                t.verify = match value.trim().to_ascii_lowercase().as_str() {
+                    "none" => false,
+                    "optional" | "required" => true,
+                    _ => {
+                        return Err(format!(
+                            "ssl_cert_reqs must be none, optional or required, not {value:?}"
+                        ))
+                    }
+                };
+                self.tls = Some(t);
+            }
+            "ssl_check_hostname" => {
+                let mut t = tls(self);
+                t.check_hostname = on_off()?;
+                self.tls = Some(t);
+            }
+            "ssl_ca_certs" | "ssl_certfile" | "ssl_keyfile" => {
+                let mut t = tls(self);
+                let path = Some(PathBuf::from(value));
+                match name {
+                    "ssl_ca_certs" => t.ca_certs = path,
+                    "ssl_certfile" => t.certfile = path,
+                    _ => t.keyfile = path,
+                }
+                self.tls = Some(t);
+            }
+            _ => {
+                return Err(format!(
+                    "unknown option {name:?} in the query: expected db, username, password, \
+                     socket_timeout, socket_connect_timeout, max_connections, \
+                     health_check_interval, retry_window, spin_wait, client_cache, \
+                     ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile or ssl_check_hostname"
+                ))
+            }
+        }
+        Ok(())
     }
 
     /// `host:port` or `unix:/path`: what error messages name.
@@ -193,17 +275,9 @@ impl Config {
     }
 }
 
-/// Drop everything between `://` and the last `@` of the authority.
+/// `url` for an error message, without its password (`config_url::redact`).
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return "(unparsable URL)".to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}://***@{}", &url[..scheme_end], &rest[at + 1..]),
-        None => url.to_owned(),
-    }
+    config_url::redact(url)
 }
 
 #[cfg(test)]
@@ -243,6 +317,33 @@ mod tests {
         assert!(c.addr == Addr::Unix("/tmp/r.sock".into()));
         assert_eq!(c.db, 2);
         assert_eq!(c.address(), "unix:/tmp/r.sock");
+    }
+
+    #[test]
+    fn query_options_apply_and_unknown_ones_are_named() {
+        let c = Config::from_url(
+            "rediss://:pw@h/1?db=2&max_connections=4&socket_timeout=0.5&ssl_cert_reqs=none&password=q",
+        )
+        .unwrap();
+        assert_eq!((c.db, c.max_connections), (2, Some(4)));
+        assert_eq!(c.command_timeout, Some(Duration::from_millis(500)));
+        assert!(!c.tls.unwrap().verify);
+        assert_eq!(
+            c.password.as_deref(),
+            Some("pw"),
+            "the user information wins"
+        );
+        let c = Config::from_url("redis://h?password=q%26r&client_cache=yes").unwrap();
+        assert_eq!(c.password.as_deref(), Some("q&r"));
+        assert_eq!(c.client_cache, Some(true));
+        for (url, named) in [
+            ("redis://:pw@h?bogus=1", "unknown option \"bogus\""),
+            ("redis://:pw@h?max_connections=0", "max_connections must be"),
+            ("redis://:pw@h?socket_timeout=-1", "socket_timeout must be"),
+        ] {
+            let e = Config::from_url(url).err().expect(url).to_string();
+            assert!(e.contains(named) && !e.contains("pw"), "{e}");
+        }
     }
 
     #[test]
