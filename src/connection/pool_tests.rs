@@ -339,3 +339,24 @@ fn a_waiter_is_woken_when_a_connection_comes_back() {
 fn client_with(cfg: Config) -> Client {
     Client::new(cfg, RetryPolicy::default())
 }
+
+fn stop_now() -> bool {
+    true
+}
+
+#[test]
+fn a_signal_ends_the_wait_for_a_connection() {
+    let (port, _) = threaded_server(answer_all);
+    let mut cfg = Config::tcp("127.0.0.1", port);
+    cfg.max_connections = Some(1);
+    let c = client_with(cfg);
+    let what: Describe<'_> = &|| "GET \"k\"".into();
+    let held = c.checkout(what).ok().unwrap();
+    let _armed = interrupt::arm(stop_now);
+    let started = Instant::now();
+    let err = get(&c).unwrap_err();
+    assert!(matches!(err, CacheError::Interrupted), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    drop(held);
+    assert_eq!(c.local.current().slots.lock().waiting, 0);
+}
