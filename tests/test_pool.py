@@ -100,6 +100,20 @@ def test_max_connections_from_the_url_query(valkey):
     raw.close()
 
 
+@pytest.mark.parametrize("how", ["from_settings", "redis-py client"])
+def test_max_connections_reaches_the_pool_every_way(valkey, how):
+    raw = redis.Redis(port=valkey.port)
+    baseline = connected_clients(raw)
+    if how == "from_settings":
+        h = PyCacheHandler.from_settings(valkey.host, valkey.port, max_connections=3)
+    else:
+        h = PyCacheHandler(redis.Redis(host=valkey.host, port=valkey.port, max_connections=3))
+    assert in_threads(lambda t: [h.get("k") for _ in range(50)], 20) == []
+    assert connected_clients(raw) - baseline <= 3
+    h.close()
+    raw.close()
+
+
 @pytest.mark.parametrize("bad", [0, -1, "many", 2**70])
 def test_max_connections_must_be_a_positive_count(valkey, bad):
     with pytest.raises((ValueError, TypeError, OverflowError), match="max_connections"):

@@ -1,5 +1,5 @@
-//! Reading a server URL as redis-py's `from_url` does, and showing one
-//! without its password.
+//! Reading a server URL as redis-py's `from_url` does (its query options
+//! included), and showing one without its password.
 //!
 //! Written here rather than taken from the `redis` crate: that parser (the
 //! `url` crate's) splits a raw `#`, `/` or `?` in a password the way
@@ -8,12 +8,13 @@
 //! around the user information.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use super::Addr;
+use super::{Addr, Config, TlsOptions};
 
 pub const DEFAULT_PORT: u16 = 6379;
 
-/// A URL taken apart; query options are left for `Config` to apply. No
+/// A URL taken apart; `Config::apply_query` applies the query options. No
 /// `Debug`: it holds the password.
 pub struct Parts {
     pub tls: bool,
@@ -242,6 +243,101 @@ fn is_secret(name: &str) -> bool {
         name.trim().to_ascii_lowercase().as_str(),
         "password" | "username" | "user" | "pass"
     )
+}
+
+impl Config {
+    /// One `?name=value` of a URL. Values of `password`/`username` are
+    /// never echoed.
+    pub(super) fn apply_query(&mut self, name: &str, value: &str) -> Result<(), String> {
+        let number = |min_exclusive: bool| -> Result<f64, String> {
+            match value.trim().parse::<f64>() {
+                Ok(s) if s.is_finite() && (s > 0.0 || !min_exclusive && s == 0.0) => Ok(s),
+                _ if min_exclusive => {
+                    Err(format!("{name} must be a positive number, not {value:?}"))
+                }
+                _ => Err(format!(
+                    "{name} must be 0 or a positive number, not {value:?}"
+                )),
+            }
+        };
+        let seconds = |min_exclusive| number(min_exclusive).map(Duration::from_secs_f64);
+        let on_off = || match value.trim().to_ascii_lowercase().as_str() {
+            "0" | "f" | "false" | "n" | "no" | "off" => Ok(false),
+            "1" | "t" | "true" | "y" | "yes" | "on" => Ok(true),
+            _ => Err(format!("{name} must be true or false, not {value:?}")),
+        };
+        let tls = |cfg: &mut Config| cfg.tls.get_or_insert_with(TlsOptions::verified).clone();
+        match name {
+            "db" => {
+                self.db = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("db must be a whole number, not {value:?}"))?
+            }
+            "username" => self.username = Some(value.to_owned()),
+            "password" => self.password = Some(value.to_owned()),
+            "socket_timeout" => self.command_timeout = Some(seconds(true)?),
+            "socket_connect_timeout" => self.connect_timeout = Some(seconds(true)?),
+            "retry_window" => self.retry_window = Some(seconds(false)?),
+            "spin_wait" => self.spin_wait = Some(seconds(false)?),
+            "client_cache" => self.client_cache = Some(on_off()?),
+            "max_connections" => {
+                self.max_connections = Some(
+                    value
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|&n| n >= 1)
+                        .ok_or_else(|| {
+                            format!(
+                                "max_connections must be a positive whole number, not {value:?}"
+                            )
+                        })?,
+                )
+            }
+            // Every pooled connection is checked before each use already.
+            "health_check_interval" => {
+                number(false)?;
+            }
+            "ssl_cert_reqs" => {
+                let mut t = tls(self);
+                t.verify = match value.trim().to_ascii_lowercase().as_str() {
+                    "none" => false,
+                    "optional" | "required" => true,
+                    _ => {
+                        return Err(format!(
+                            "ssl_cert_reqs must be none, optional or required, not {value:?}"
+                        ))
+                    }
+                };
+                self.tls = Some(t);
+            }
+            "ssl_check_hostname" => {
+                let mut t = tls(self);
+                t.check_hostname = on_off()?;
+                self.tls = Some(t);
+            }
+            "ssl_ca_certs" | "ssl_certfile" | "ssl_keyfile" => {
+                let mut t = tls(self);
+                let path = Some(PathBuf::from(value));
+                match name {
+                    "ssl_ca_certs" => t.ca_certs = path,
+                    "ssl_certfile" => t.certfile = path,
+                    _ => t.keyfile = path,
+                }
+                self.tls = Some(t);
+            }
+            _ => {
+                return Err(format!(
+                    "unknown option {name:?} in the query: expected db, username, password, \
+                     socket_timeout, socket_connect_timeout, max_connections, \
+                     health_check_interval, retry_window, spin_wait, client_cache, \
+                     ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile or ssl_check_hostname"
+                ))
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

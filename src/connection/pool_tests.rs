@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::slots::{pool_wait_limit, stale};
 use super::*;
 use crate::connection::config::Config;
 use crate::connection::Script;
