@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 import pickle
 import socket
 import subprocess
 import time
+from urllib.parse import quote
 
 import pytest
 import redis
+import redis.connection
 from conftest import data_keys
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from madsci_cache_rs import (
     CacheConnectionError,
@@ -219,6 +224,79 @@ def test_bad_urls_do_not_show_the_password():
     with pytest.raises(ValueError) as err:
         PyCacheHandler.from_url("redis://user:hunter2@127.0.0.1:notaport/0")
     assert "hunter2" not in str(err.value)
+
+
+# Every run of non-separator characters in a generated password holds a
+# "Zq" marker, so a leak of any fragment of it shows in the text.
+SEPARATORS = "#/?@:%[] &+=é密\U0001f600"
+
+
+def marked_password(separators: list[str]) -> str:
+    return "".join(f"Zq{i}x{sep}" for i, sep in enumerate(separators)) + "Zqend"
+
+
+def leaks(text: str) -> bool:
+    return "Zq" in text or "zq" in text
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    separators=st.lists(st.sampled_from(SEPARATORS), min_size=1, max_size=4),
+    encoded=st.booleans(),
+    username=st.sampled_from(["", "bob"]),
+)
+def test_a_password_never_shows_whatever_it_holds(separators, encoded, username):
+    password = marked_password(separators)
+    secret = quote(password, safe="") if encoded else password
+    userinfo = f"{username}:{secret}@"
+    port = free_port()
+    for bad in (
+        f"redis://{userinfo}127.0.0.1:notaport/0",
+        f"redis://{userinfo}127.0.0.1:99999/0",
+        f"foo://{userinfo}127.0.0.1:{port}/0",
+        f"redis://{userinfo}127.0.0.1:{port}/x",
+        f"redis://{userinfo}127.0.0.1:{port}/0?bogus=1",
+        f"redis://{userinfo}127.0.0.1:{port}/0?max_connections=0",
+        f"redis://127.0.0.1:{port}/0?password={quote(password, safe='')}&bogus=1",
+    ):
+        with pytest.raises(ValueError) as err:
+            PyCacheHandler.from_url(bad)
+        assert not leaks(str(err.value)), str(err.value)
+    url = f"redis://{userinfo}127.0.0.1:{port}/0"
+    try:
+        h = PyCacheHandler.from_url(url, retry_window=0)
+    except ValueError as err:
+        # Refused only where redis-py cannot parse it either.
+        assert not leaks(str(err)), str(err)
+        assert not encoded and set(separators) & set("#/?"), str(err)
+        return
+    if encoded:
+        assert redis.connection.parse_url(url)["password"] == password
+    for text in (repr(h), h.url):
+        assert not leaks(text), text
+    with pytest.raises(CacheConnectionError) as conn_err:
+        h.get("k")
+    assert not leaks(str(conn_err.value)), str(conn_err.value)
+    assert h.ping() is False
+
+
+@pytest.mark.parametrize("password", ["p#w/x?y@z", "a:b%41 [c]", "密码 é"])
+def test_a_percent_encoded_password_logs_in_and_is_never_shown(secured, caplog, password):
+    admin = redis.Redis(host=secured.host, port=secured.port, password="hunter2-secret")
+    admin.acl_setuser(
+        "carol", enabled=True, passwords=[f"+{password}"], commands=["+@all"], keys=["*"]
+    )
+    caplog.set_level(logging.DEBUG, logger="madsci_cache_rs")
+    try:
+        url = f"redis://carol:{quote(password, safe='')}@{secured.host}:{secured.port}/0"
+        h = PyCacheHandler.from_url(url)
+        h.set("carol", "in")
+        assert admin.get("carol") == b"in"
+        texts = [repr(h), h.url, *(r.getMessage() for r in caplog.records)]
+        assert all(password not in t and quote(password, safe="") not in t for t in texts)
+    finally:
+        admin.acl_deluser("carol")
+        admin.close()
 
 
 @pytest.fixture(scope="module")

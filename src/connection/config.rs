@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{ConnectionAddr, IntoConnectionInfo};
+#[path = "config_url.rs"]
+mod config_url;
 
 use super::spin::DEFAULT_SPIN_WAIT;
 use super::tls::{client_config, TlsOptions};
@@ -14,7 +15,7 @@ use crate::errors::CacheError;
 
 /// A server address. Cluster and Sentinel deployments (a later issue) add
 /// their own way to pick one of these per command; a `Config` is one node.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Addr {
     Tcp { host: String, port: u16 },
     Unix(PathBuf),
@@ -47,6 +48,10 @@ pub struct Config {
     /// `MADSCI_CACHE_RS_RETRY_WINDOW` environment variable says (seconds),
     /// else `retry::DEFAULT_WINDOW`. Zero: only quick connection attempts.
     pub retry_window: Option<Duration>,
+    /// At most this many pooled connections at once; past it a caller
+    /// waits for one to come back. `None`: no bound, as redis-py's
+    /// `ConnectionPool` (2**31).
+    pub max_connections: Option<usize>,
 }
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,6 +74,7 @@ impl Config {
             client_cache: None,
             spin_wait: None,
             retry_window: None,
+            max_connections: None,
         }
     }
 
@@ -118,43 +124,31 @@ impl Config {
         Ok(self)
     }
 
-    /// Parse `redis://[user:pass@]host[:port][/db]`, the same with
-    /// `rediss://` (TLS, verified as redis-py does by default), or
-    /// `unix:///path?db=N`.
+    /// Parse `redis://[[user]:password@]host[:port][/db][?option=value…]`,
+    /// the same with `rediss://` (TLS, verified as redis-py does by
+    /// default), `valkey://`, `valkeys://`, or `unix:///path?db=N`, as
+    /// redis-py's `from_url` reads them (percent-decoding included). Query
+    /// options are redis-py's that apply here, plus ours.
     pub fn from_url(url: &str) -> Result<Config, CacheError> {
         let invalid = |detail: String| CacheError::InvalidValue {
             context: format!("cache server URL {}", redact_url(url)),
             detail,
         };
-        let lower = url.to_ascii_lowercase();
-        let tls = ["rediss://", "valkeys://"]
-            .iter()
-            .find(|scheme| lower.starts_with(*scheme));
-        // The redis crate is built without TLS: parse the rest as redis://.
-        let plain = match tls {
-            Some(scheme) => format!("redis://{}", &url[scheme.len()..]),
-            None => url.to_owned(),
-        };
-        // The redis crate's own parse errors never echo the URL.
-        let info = plain
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| invalid(e.to_string()))?;
-        let addr = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => Addr::Tcp {
-                host: host.clone(),
-                port: *port,
-            },
-            ConnectionAddr::Unix(path) => Addr::Unix(path.clone()),
-            _ => return Err(invalid("unsupported address".into())),
-        };
-        let redis = info.redis_settings();
+        let parts = config_url::parse(url).map_err(invalid)?;
         let mut cfg = Config::tcp("", 0);
-        cfg.addr = addr;
-        cfg.db = redis.db();
-        cfg.username = redis.username().map(str::to_owned);
-        cfg.password = redis.password().map(str::to_owned);
-        cfg.tls = tls.map(|_| TlsOptions::verified());
+        cfg.addr = parts.addr;
+        cfg.db = parts.db;
+        cfg.tls = parts.tls.then(TlsOptions::verified);
+        for (name, value) in &parts.query {
+            cfg.apply_query(name, value).map_err(invalid)?;
+        }
+        // As redis-py: the user information wins over query values.
+        if parts.username.is_some() {
+            cfg.username = parts.username;
+        }
+        if parts.password.is_some() {
+            cfg.password = parts.password;
+        }
         Ok(cfg)
     }
 
@@ -188,17 +182,9 @@ impl Config {
     }
 }
 
-/// Drop everything between `://` and the last `@` of the authority.
+/// `url` for an error message, without its password (`config_url::redact`).
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return "(unparsable URL)".to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}://***@{}", &url[..scheme_end], &rest[at + 1..]),
-        None => url.to_owned(),
-    }
+    config_url::redact(url)
 }
 
 #[cfg(test)]
@@ -238,6 +224,33 @@ mod tests {
         assert!(c.addr == Addr::Unix("/tmp/r.sock".into()));
         assert_eq!(c.db, 2);
         assert_eq!(c.address(), "unix:/tmp/r.sock");
+    }
+
+    #[test]
+    fn query_options_apply_and_unknown_ones_are_named() {
+        let c = Config::from_url(
+            "rediss://:pw@h/1?db=2&max_connections=4&socket_timeout=0.5&ssl_cert_reqs=none&password=q",
+        )
+        .unwrap();
+        assert_eq!((c.db, c.max_connections), (2, Some(4)));
+        assert_eq!(c.command_timeout, Some(Duration::from_millis(500)));
+        assert!(!c.tls.unwrap().verify);
+        assert_eq!(
+            c.password.as_deref(),
+            Some("pw"),
+            "the user information wins"
+        );
+        let c = Config::from_url("redis://h?password=q%26r&client_cache=yes").unwrap();
+        assert_eq!(c.password.as_deref(), Some("q&r"));
+        assert_eq!(c.client_cache, Some(true));
+        for (url, named) in [
+            ("redis://:pw@h?bogus=1", "unknown option \"bogus\""),
+            ("redis://:pw@h?max_connections=0", "max_connections must be"),
+            ("redis://:pw@h?socket_timeout=-1", "socket_timeout must be"),
+        ] {
+            let e = Config::from_url(url).err().expect(url).to_string();
+            assert!(e.contains(named) && !e.contains("pw"), "{e}");
+        }
     }
 
     #[test]

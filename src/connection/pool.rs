@@ -1,9 +1,9 @@
 //! `Client`: the one way every structure talks to a server. A pool of idle
 //! connections shared by all threads; each command borrows one, so threads
-//! never wait on each other's round trips. Each call rides out an outage
-//! within the retry window, re-sending only what `retry` allows.
+//! never wait on each other's round trips (unless `max_connections` says
+//! they must; `pool_slots.rs`). Each call rides out an outage within the
+//! retry window, re-sending only what `retry` allows.
 
-use crate::sync::Mutex;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -18,20 +18,10 @@ use super::transport::{Describe, Transport};
 use crate::errors::CacheError;
 
 const LOG: &str = "madsci_cache_rs";
-/// Idle sockets kept beyond this are closed: a burst of threads must not
-/// leave hundreds of open connections behind.
-const MAX_IDLE: usize = 64;
 
-/// What a process keeps for one client: its idle sockets and its outage.
-/// A forked child starts with none of its parent's (`fork::PerProcess`).
-#[derive(Default)]
-struct Local {
-    idle: Mutex<Vec<Conn>>,
-    /// Since when the server has failed us, while it does: an outage is
-    /// logged once when it starts and once when it ends.
-    outage: Mutex<Option<Instant>>,
-    in_outage: AtomicBool,
-}
+#[path = "pool_slots.rs"]
+mod slots;
+use slots::Local;
 
 /// Why one attempt failed, and whether the next may follow.
 pub(super) struct Setback {
@@ -121,32 +111,6 @@ impl Client {
         format!("{} on {}", what(), self.cfg.address())
     }
 
-    /// An idle connection that is still good, or a new one (one attempt).
-    fn checkout(&self) -> Result<Conn, Stop> {
-        let local = self.local.current();
-        loop {
-            let popped = local.idle.lock().pop();
-            match popped {
-                Some(conn) if conn.is_reusable() => return Ok(conn),
-                Some(_) => {
-                    self.lost.store(true, Ordering::Relaxed);
-                    log::debug!(target: LOG, "dropped a closed idle connection to {}", self.cfg.address());
-                }
-                None => return self.connect_once(),
-            }
-        }
-    }
-
-    fn checkin(&self, conn: Conn) {
-        if conn.generation != super::fork::generation() {
-            return;
-        }
-        let mut idle = self.local.current().idle.lock();
-        if idle.len() < MAX_IDLE {
-            idle.push(conn);
-        }
-    }
-
     /// One connection attempt, handshake included.
     pub(super) fn connect_once(&self) -> Result<Conn, Stop> {
         match Conn::open(&self.cfg) {
@@ -220,7 +184,7 @@ impl Client {
         // Whether an attempt may have reached the server.
         let mut maybe_ran = false;
         loop {
-            let setback = match self.attempt(cmds, resend) {
+            let setback = match self.attempt(cmds, resend, what) {
                 Ok(replies) => {
                     self.back_up();
                     return Ok(replies);
@@ -234,11 +198,16 @@ impl Client {
         }
     }
 
-    fn attempt(&self, cmds: &[Cmd], resend: Resend) -> Result<Vec<Reply>, Stop> {
-        let mut conn = self.checkout()?;
-        match conn.request_many(cmds) {
+    fn attempt(
+        &self,
+        cmds: &[Cmd],
+        resend: Resend,
+        what: Describe<'_>,
+    ) -> Result<Vec<Reply>, Stop> {
+        let mut lease = self.checkout(what)?;
+        match lease.conn().request_many(cmds) {
             Ok(replies) => {
-                self.checkin(conn);
+                self.checkin(lease);
                 // "Not now" answers mean nothing ran; in a batch that may
                 // not be repeated, the caller sees them as they are.
                 let refusal = (cmds.len() == 1 || resend != Resend::Never)
@@ -400,8 +369,7 @@ impl Transport for Client {
     /// Close the idle connections (idempotent). The client stays usable:
     /// the next command connects again, as redis-py's does.
     fn close(&self) {
-        let conns = std::mem::take(&mut *self.local.current().idle.lock());
-        drop(conns);
+        self.close_idle();
     }
 
     fn redacted_url(&self) -> String {

@@ -5,8 +5,9 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::slots::{pool_wait_limit, stale};
 use super::*;
 use crate::connection::config::Config;
 use crate::connection::Script;
@@ -206,4 +207,157 @@ fn a_noscript_reply_falls_back_to_eval_once() {
     let reply = c.eval(&script, &[b"k"], &[], &|| "script".into()).unwrap();
     assert_eq!(reply, Reply::Bulk(b"ok".to_vec()));
     assert_eq!(seen.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn only_connections_idle_past_the_limit_are_stale_and_only_from_the_front() {
+    let now = Instant::now() + Duration::from_secs(1000);
+    let limit = Duration::from_secs(300);
+    let ages = |secs: &[u64]| -> Vec<Instant> {
+        secs.iter().map(|s| now - Duration::from_secs(*s)).collect()
+    };
+    assert_eq!(stale(ages(&[]).into_iter(), now, limit), 0);
+    assert_eq!(stale(ages(&[301, 300, 299, 1]).into_iter(), now, limit), 2);
+    // However many are idle, young ones are kept: no count cap.
+    assert_eq!(stale(ages(&[10; 5000]).into_iter(), now, limit), 0);
+    // Oldest first by construction: a stale one behind a young one waits.
+    assert_eq!(stale(ages(&[1, 900]).into_iter(), now, limit), 0);
+}
+
+#[test]
+fn a_full_pool_waits_as_long_as_a_holder_may_keep_a_connection() {
+    let s = Duration::from_secs;
+    assert_eq!(pool_wait_limit(s(30), Some(s(5))), Some(s(30)));
+    assert_eq!(pool_wait_limit(Duration::ZERO, Some(s(5))), Some(s(5)));
+    assert_eq!(pool_wait_limit(s(30), None), None);
+}
+
+/// Every connection: answer every command with `:1`, counting connections.
+fn answer_all(_: usize, r: &mut BufReader<TcpStream>, seen: &AtomicUsize) {
+    seen.fetch_add(1, Ordering::SeqCst);
+    while read_command(r).is_some() {
+        if r.get_mut().write_all(b":1\r\n").is_err() {
+            return;
+        }
+    }
+}
+
+/// Like `fake_server`, but each connection gets its own thread.
+fn threaded_server(
+    script: fn(usize, &mut BufReader<TcpStream>, &AtomicUsize),
+) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    thread::spawn(move || {
+        for (i, stream) in listener.incoming().enumerate() {
+            let counter = counter.clone();
+            let mut reader = BufReader::new(stream.unwrap());
+            thread::spawn(move || script(i, &mut reader, &counter));
+        }
+    });
+    (port, seen)
+}
+
+fn get(c: &Client) -> Result<Reply, CacheError> {
+    c.call(Cmd::new("GET").arg("k"), &|| "GET \"k\"".into())
+}
+
+#[test]
+fn many_threads_keep_their_connections() {
+    let (port, opened) = threaded_server(answer_all);
+    let c = client(port);
+    thread::scope(|s| {
+        for _ in 0..100 {
+            s.spawn(|| (0..200).for_each(|_| assert!(get(&c).is_ok())));
+        }
+    });
+    let n = opened.load(Ordering::SeqCst);
+    assert!(n <= 100, "{n} connections for 100 threads");
+    assert_eq!(c.local.current().slots.lock().open, n);
+}
+
+#[test]
+fn max_connections_bounds_what_is_open_and_a_waiter_gives_up_in_time() {
+    let (port, opened) = threaded_server(answer_all);
+    let mut cfg = Config::tcp("127.0.0.1", port);
+    cfg.max_connections = Some(2);
+    let busy = client_with(cfg.clone());
+    thread::scope(|s| {
+        for _ in 0..20 {
+            s.spawn(|| (0..100).for_each(|_| assert!(get(&busy).is_ok())));
+        }
+    });
+    assert!(opened.load(Ordering::SeqCst) <= 2);
+    cfg.command_timeout = Some(Duration::from_millis(150));
+    let c = Client::new(
+        cfg,
+        RetryPolicy {
+            window: Duration::ZERO,
+            ..RetryPolicy::default()
+        },
+    );
+    let opened_before = opened.load(Ordering::SeqCst);
+    // Both connections lent out: the next caller waits, then gives up
+    // without opening a third.
+    let what: Describe<'_> = &|| "GET \"k\"".into();
+    let held = [
+        c.checkout(what).ok().unwrap(),
+        c.checkout(what).ok().unwrap(),
+    ];
+    let started = Instant::now();
+    let err = get(&c).unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert!(matches!(err, CacheError::Connection { .. }), "{err}");
+    assert!(err.to_string().contains("max_connections is 2"), "{err}");
+    assert_eq!(opened.load(Ordering::SeqCst), opened_before + 2);
+    // One dropped (as a broken one is): the waiter may open another.
+    let [first, second] = held;
+    drop(first);
+    assert!(get(&c).is_ok());
+    c.checkin(second);
+    assert!(get(&c).is_ok());
+    assert!(c.local.current().slots.lock().open <= 2);
+}
+
+#[test]
+fn a_waiter_is_woken_when_a_connection_comes_back() {
+    let (port, _) = threaded_server(answer_all);
+    let mut cfg = Config::tcp("127.0.0.1", port);
+    cfg.max_connections = Some(1);
+    let c = client_with(cfg);
+    let what: Describe<'_> = &|| "GET \"k\"".into();
+    let held = c.checkout(what).ok().unwrap();
+    thread::scope(|s| {
+        let waiter = s.spawn(|| get(&c));
+        thread::sleep(Duration::from_millis(50));
+        c.checkin(held);
+        assert!(waiter.join().unwrap().is_ok());
+    });
+}
+
+fn client_with(cfg: Config) -> Client {
+    Client::new(cfg, RetryPolicy::default())
+}
+
+fn stop_now() -> bool {
+    true
+}
+
+#[test]
+fn a_signal_ends_the_wait_for_a_connection() {
+    let (port, _) = threaded_server(answer_all);
+    let mut cfg = Config::tcp("127.0.0.1", port);
+    cfg.max_connections = Some(1);
+    let c = client_with(cfg);
+    let what: Describe<'_> = &|| "GET \"k\"".into();
+    let held = c.checkout(what).ok().unwrap();
+    let _armed = interrupt::arm(stop_now);
+    let started = Instant::now();
+    let err = get(&c).unwrap_err();
+    assert!(matches!(err, CacheError::Interrupted), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    drop(held);
+    assert_eq!(c.local.current().slots.lock().waiting, 0);
 }

@@ -61,9 +61,23 @@ fn tls_options(cfg: &mut Config) -> &mut TlsOptions {
     cfg.tls.get_or_insert_with(TlsOptions::verified)
 }
 
+/// `max_connections`: a positive count, or `None` for no bound.
+fn connection_count(value: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    match value.extract::<i64>() {
+        Ok(n) if n >= 1 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        _ => Err(PyValueError::new_err(format!(
+            "max_connections must be a positive whole number or None, not {}",
+            value.repr()?
+        ))),
+    }
+}
+
 /// Apply `db`, `username`, `password`, `socket_timeout`,
-/// `socket_connect_timeout`, `connect_attempts`, `client_cache`, `spin_wait`, `retry_window` and
-/// redis-py's `ssl` and
+/// `socket_connect_timeout`, `connect_attempts`, `client_cache`,
+/// `spin_wait`, `retry_window`, `max_connections` and redis-py's `ssl` and
 /// `ssl_*` options.
 pub fn apply_options(
     cfg: &mut Config,
@@ -96,6 +110,7 @@ pub fn apply_options(
             "client_cache" => cfg.client_cache = Some(value.is_truthy()?),
             "spin_wait" => cfg.spin_wait = Some(zero_or_seconds(&name, &value)?),
             "retry_window" => cfg.retry_window = Some(zero_or_seconds(&name, &value)?),
+            "max_connections" => cfg.max_connections = connection_count(&value)?,
             "connect_attempts" => {
                 policy.connect_attempts = value.extract()?;
                 if policy.connect_attempts == 0 {
@@ -105,7 +120,8 @@ pub fn apply_options(
             _ => {
                 return Err(PyTypeError::new_err(format!(
                     "unexpected option {name:?}: expected db, username, password, \
-                     socket_timeout, socket_connect_timeout, connect_attempts, client_cache, spin_wait, retry_window, ssl, \
+                     socket_timeout, socket_connect_timeout, connect_attempts, client_cache, spin_wait, retry_window, \
+                     max_connections, ssl, \
                      ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs or ssl_check_hostname"
                 )))
             }
@@ -144,6 +160,10 @@ pub fn config_from_redis_py(client: &Bound<'_, PyAny>) -> PyResult<Config> {
     }
     cfg.username = get("username")?.and_then(|v| v.extract().ok());
     cfg.password = get("password")?.and_then(|v| v.extract().ok());
+    if let Ok(max) = pool.getattr("max_connections") {
+        // Its default, 2**31, is as good as no bound.
+        cfg.max_connections = connection_count(&max)?.filter(|&n| n < 1 << 31);
+    }
     if let Some(t) = get("socket_timeout")? {
         cfg.command_timeout = seconds("socket_timeout", &t)?;
     }

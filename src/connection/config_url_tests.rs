@@ -1,0 +1,118 @@
+//! URLs read as redis-py reads them; passwords never in error text.
+
+use super::*;
+
+fn ok(url: &str) -> Parts {
+    match parse(url) {
+        Ok(parts) => parts,
+        Err(e) => panic!("{url}: {e}"),
+    }
+}
+
+fn tcp(host: &str, port: u16) -> Addr {
+    Addr::Tcp {
+        host: host.into(),
+        port,
+    }
+}
+
+#[test]
+fn reads_what_redis_py_reads() {
+    // Expected values observed with redis-py's `redis.connection.parse_url`.
+    let p = ok("redis://:p%23w@h:1/2");
+    assert_eq!(
+        (p.password.as_deref(), p.addr, p.db),
+        (Some("p#w"), tcp("h", 1), 2)
+    );
+    let p = ok("redis://u:p@ss@h:1");
+    assert_eq!(p.username.as_deref(), Some("u"));
+    assert_eq!(p.password.as_deref(), Some("p@ss"));
+    assert_eq!(ok("redis://:p:w@h:1").password.as_deref(), Some("p:w"));
+    assert_eq!(ok("redis://:p w@h:1").password.as_deref(), Some("p w"));
+    assert_eq!(ok("redis://:pé@h:1").password.as_deref(), Some("pé"));
+    assert_eq!(ok("redis://:p%w@h:1").password.as_deref(), Some("p%w"));
+    assert_eq!(ok("redis://:p%zz@h:1").password.as_deref(), Some("p%zz"));
+    assert_eq!(ok("redis://:p+w@h:1").password.as_deref(), Some("p+w"));
+    assert_eq!(ok("redis://:%C3%A9@h").password.as_deref(), Some("é"));
+    let p = ok("redis://:a@[::1]:5/0#frag");
+    assert_eq!((p.addr, p.db), (tcp("::1", 5), 0));
+    let p = ok("redis://h");
+    assert_eq!(
+        (p.addr, p.username, p.password),
+        (tcp("h", 6379), None, None)
+    );
+    assert_eq!(ok("redis://:a@/").addr, tcp("localhost", 6379));
+    assert!(ok("rediss://h").tls && ok("valkeys://h").tls && !ok("valkey://h").tls);
+    let p = ok("redis://h/0?max_connections=5&client_name=&db=3&x=a+b%21");
+    assert_eq!(
+        p.query,
+        [
+            ("max_connections".to_owned(), "5".to_owned()),
+            ("db".to_owned(), "3".to_owned()),
+            ("x".to_owned(), "a b!".to_owned())
+        ]
+    );
+    let p = ok("unix://:pw@/tmp/a%20b.sock?db=2");
+    assert_eq!(p.addr, Addr::Unix("/tmp/a b.sock".into()));
+    assert_eq!(p.password.as_deref(), Some("pw"));
+}
+
+#[test]
+fn a_raw_separator_in_a_password_is_refused_without_echoing_it() {
+    for url in [
+        "redis://:Zq#Xk@host:1/0",
+        "redis://:Zq/Xk@h:1",
+        "redis://user:Zq?Xk@h",
+        "redis://u:1?Zq@Xk@h",
+        "redis://:Zq@y/Xk@h",
+    ] {
+        let e = parse(url).err().unwrap_or_else(|| panic!("{url} parsed"));
+        assert!(e.contains("percent-encode"), "{e}");
+        assert!(!e.contains("Zq") && !e.contains("Xk"), "{url}: {e}");
+    }
+}
+
+#[test]
+fn errors_name_the_problem_only() {
+    for (url, expected) in [
+        ("redis://:pw@h:notaport/0", "port is not a number"),
+        ("redis://:pw@h:99999/0", "out of range"),
+        ("redis://:pw@h:1/x", "database number"),
+        ("foo://:pw@h:1", "unknown scheme \"foo\""),
+        (":pw@h:1", "expected a URL"),
+        ("re dis://:pw@h", "expected a URL"),
+        ("unix://:pw@h/x", "not a host"),
+    ] {
+        let e = parse(url).err().unwrap_or_else(|| panic!("{url} parsed"));
+        assert!(e.contains(expected), "{url}: {e}");
+        assert!(!e.contains("pw"), "{url}: {e}");
+    }
+}
+
+#[test]
+fn redaction_hides_user_information_wherever_it_ends() {
+    for (url, shown) in [
+        ("redis://a:b@h:1/0", "redis://***@h:1/0"),
+        ("redis://:pa#ss@host:1/0", "redis://***@host:1/0"),
+        ("redis://:p/w@h:1", "redis://***@h:1"),
+        ("redis://user:a?b@h", "redis://***@h"),
+        ("redis://user:hunter2", "redis://user:***"),
+        ("redis://user:pa#ss", "redis://user:***"),
+        (
+            "redis://h:1/0?password=s3&db=1",
+            "redis://h:1/0?password=***&db=1",
+        ),
+        ("redis://[::1]:5/0", "redis://[::1]:5/0"),
+        ("redis://[::1]/0", "redis://[::1]/0"),
+        ("no url at all: hunter2", "(not a URL)"),
+    ] {
+        assert_eq!(redact(url), shown, "{url}");
+    }
+}
+
+#[test]
+fn unquote_matches_python() {
+    assert_eq!(unquote("a%2Fb%3f%"), "a/b?%");
+    assert_eq!(unquote("%e9"), "\u{fffd}");
+    assert_eq!(unquote("%41%4"), "A%4");
+}
