@@ -9,16 +9,21 @@
 
 use std::ffi::CStr;
 
-use pyo3::exceptions::{PyRecursionError, PyTypeError};
+use pyo3::exceptions::{PyRecursionError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyString, PyType};
 
 use super::encode::new_ascii_str;
+use super::stack::grow;
 use super::text::push_wtf8;
 
+/// Nesting beyond which we stop even if `sys.getrecursionlimit()` allows
+/// more: deeper documents are no JSON a lab stores, and the stack segments
+/// they would take are better refused.
 const MAX_DEPTH: usize = 10_000;
+const UTF8_BOM: &str = "Unexpected UTF-8 BOM (decode using utf-8-sig)";
 const IN_OBJECT: &CStr = c" while decoding a JSON object from a unicode string";
 const IN_ARRAY: &CStr = c" while decoding a JSON array from a unicode string";
 
@@ -46,21 +51,33 @@ pub fn decode_json_bytes<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'
     decode_json_bytes_with(py, bytes, &mut KeyCache::new())
 }
 
-/// `decode_json_bytes` with a key cache shared across calls: the values of
-/// one bulk read (a hash's records, a list's items) repeat the same keys, so
-/// each key `str` is made once per read instead of once per value.
+/// Decode a stored value as pottery does, `json.loads(value.decode())`:
+/// strictly UTF-8, so a BOM, UTF-16/32 or a stray NUL is an error
+/// (`UnicodeDecodeError` or `JSONDecodeError`, pottery's own), where
+/// `json.loads(bytes)` would guess an encoding and read them.
+///
+/// The key cache is shared across calls: the values of one bulk read (a
+/// hash's records, a list's items) repeat the same keys, so each key `str`
+/// is made once per read instead of once per value.
 pub fn decode_json_bytes_with<'py>(
     py: Python<'py>,
     bytes: &[u8],
     keys: &mut KeyCache<'py>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    if plain_utf8(bytes) {
-        if let Ok(text) = std::str::from_utf8(bytes) {
-            return Parser::new(py, text.as_bytes(), false, keys)
-                .run(&|| Ok(PyString::new(py, text).into_any()));
-        }
+    // Rust's UTF-8 check rejects what Python's strict codec rejects
+    // (surrogates and overlong forms included).
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        // `bytes.decode()` itself, for its exact error.
+        let err = PyBytes::new(py, bytes).call_method0("decode");
+        return Err(err.err().unwrap_or_else(|| {
+            PyValueError::new_err("stored value is not UTF-8, yet Python decoded it")
+        }));
+    };
+    let doc = || Ok(PyString::new(py, text).into_any());
+    if text.starts_with('\u{feff}') {
+        return Err(decode_error(py, UTF8_BOM, &doc()?, 0));
     }
-    decode_bytes(py, bytes, &PyBytes::new(py, bytes).into_any())
+    Parser::new(py, text.as_bytes(), false, keys).run(&doc)
 }
 
 fn decode_bytes<'py>(
@@ -115,12 +132,7 @@ fn decode_str<'py>(s: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
         )
     };
     if bytes.starts_with("\u{feff}".as_bytes()) {
-        return Err(decode_error(
-            py,
-            "Unexpected UTF-8 BOM (decode using utf-8-sig)",
-            &doc()?,
-            0,
-        ));
+        return Err(decode_error(py, UTF8_BOM, &doc()?, 0));
     }
     Parser::new(py, &bytes, surrogates, &mut KeyCache::new()).run(&doc)
 }
@@ -250,13 +262,13 @@ impl<'a, 'c, 'py> Parser<'a, 'c, 'py> {
             Some(b'"') => self.string(at + 1).map(|(s, end)| (s.into_any(), end)),
             Some(b'{') => {
                 self.enter(IN_OBJECT)?;
-                let result = self.object(at + 1);
+                let result = grow(|| self.object(at + 1));
                 self.leave();
                 result
             }
             Some(b'[') => {
                 self.enter(IN_ARRAY)?;
-                let result = self.array(at + 1);
+                let result = grow(|| self.array(at + 1));
                 self.leave();
                 result
             }

@@ -9,9 +9,11 @@
 use pyo3::exceptions::{PyRecursionError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::critical_section::with_critical_section;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use super::float::write_json_float;
+use super::stack::grow;
 use super::text::CodeUnits;
 
 /// Nesting beyond which we stop even if `sys.getrecursionlimit()` allows more,
@@ -123,10 +125,10 @@ impl<'py> Encoder<'py> {
                 write_json_float(&mut self.out, ffi::PyFloat_AS_DOUBLE(ptr));
             } else if ffi::PyList_Check(ptr) != 0 || ffi::PyTuple_Check(ptr) != 0 {
                 let _guard = RecursionGuard::enter(self.open.len())?;
-                self.sequence(obj)?;
+                grow(|| self.sequence(obj))?;
             } else if ffi::PyDict_Check(ptr) != 0 {
                 let _guard = RecursionGuard::enter(self.open.len())?;
-                self.dict(obj)?;
+                grow(|| self.dict(obj))?;
             } else {
                 self.check_circular(ptr)?;
                 return Err(not_serializable(obj));
@@ -172,13 +174,17 @@ impl<'py> Encoder<'py> {
 
     fn sequence(&mut self, seq: &Bound<'py, PyAny>) -> PyResult<()> {
         let ptr = seq.as_ptr();
-        // SAFETY: `seq` is a list or tuple. The length is re-read on every
-        // step (a list may shrink under us) and each item is taken as a new
-        // reference before use.
+        // SAFETY: `seq` is a list or tuple (checked by the caller).
         let is_list = unsafe { ffi::PyList_Check(ptr) } != 0;
+        // A list may shrink under us (user code in a `__repr__` of a big int,
+        // or another thread without a GIL): the length is read again on
+        // every step, and an item is never borrowed, only taken with its own
+        // reference, so no one can free it while we encode it.
         let len = || unsafe {
+            // SAFETY: a live list or tuple; `PyList_Size` reads the length
+            // atomically where there is no GIL.
             if is_list {
-                ffi::PyList_GET_SIZE(ptr)
+                ffi::PyList_Size(ptr)
             } else {
                 ffi::PyTuple_GET_SIZE(ptr)
             }
@@ -195,15 +201,30 @@ impl<'py> Encoder<'py> {
             if i > 0 {
                 self.out.extend_from_slice(b", ");
             }
-            // SAFETY: `i` is in bounds (checked just above); borrowed item
-            // turned into an owned reference at once.
+            // SAFETY: `i` was in bounds a moment ago; `PyList_GetItemRef`
+            // checks again under the list's lock and returns a new reference
+            // (or NULL with IndexError if the list shrank meanwhile). A
+            // tuple is immutable and we hold it, so its borrowed item lives.
             let item = unsafe {
-                let borrowed = if is_list {
-                    ffi::PyList_GET_ITEM(ptr, i)
+                if is_list {
+                    match Bound::from_owned_ptr_or_opt(
+                        seq.py(),
+                        ffi::compat::PyList_GetItemRef(ptr, i),
+                    ) {
+                        Some(item) => item,
+                        None => {
+                            // Shrunk between the length check and the read:
+                            // end here, as if the check had seen it.
+                            PyErr::take(seq.py());
+                            if i > 0 {
+                                self.out.truncate(self.out.len() - 2);
+                            }
+                            break;
+                        }
+                    }
                 } else {
-                    ffi::PyTuple_GET_ITEM(ptr, i)
-                };
-                Bound::from_borrowed_ptr(seq.py(), borrowed)
+                    Bound::from_borrowed_ptr(seq.py(), ffi::PyTuple_GET_ITEM(ptr, i))
+                }
             };
             self.value(&item)?;
             i += 1;
@@ -288,18 +309,24 @@ fn push_sorted_items<'py>(
         let first = items.len();
         let mut all_str = true;
         let (mut pos, mut key, mut value) = (0, std::ptr::null_mut(), std::ptr::null_mut());
-        // SAFETY: PyDict_Next over an exact dict; no Python code runs in this
-        // loop, so the dict cannot change under it. Borrowed key and value
-        // become owned references at once.
-        unsafe {
-            while ffi::PyDict_Next(obj.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
-                all_str &= ffi::PyUnicode_CheckExact(key) != 0;
-                items.push((
-                    Bound::from_borrowed_ptr(py, key),
-                    Bound::from_borrowed_ptr(py, value),
-                ));
+        // Without a GIL another thread may change the dict at any moment:
+        // the walk holds the dict's own lock (a no-op with a GIL), as
+        // CPython's `dict.items()` does, and owns each entry before the
+        // lock is let go.
+        with_critical_section(obj, || {
+            // SAFETY: PyDict_Next over an exact dict that no one can change
+            // while we hold its lock (or the GIL, and no Python code runs
+            // in this loop); borrowed key and value become owned at once.
+            unsafe {
+                while ffi::PyDict_Next(obj.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
+                    all_str &= ffi::PyUnicode_CheckExact(key) != 0;
+                    items.push((
+                        Bound::from_borrowed_ptr(py, key),
+                        Bound::from_borrowed_ptr(py, value),
+                    ));
+                }
             }
-        }
+        });
         if all_str {
             // SAFETY: every key is a live exact str held by `items`.
             items[first..].sort_unstable_by(|(a, _), (b, _)| unsafe {

@@ -7,11 +7,15 @@ mod decode;
 mod encode;
 pub mod float;
 pub mod memo;
+mod memoized;
+mod size;
+mod stack;
 pub mod text;
 
 pub use copy::{DictTemplate, Template};
 pub use decode::{decode_json, decode_json_bytes, decode_json_bytes_with, KeyCache};
 pub use encode::{encode_json, encode_json_str};
+pub use memoized::{cache_clear, cache_usage, decode_memoized};
 
 use pyo3::prelude::*;
 use pyo3::types::PyString;
