@@ -76,19 +76,26 @@ def growth_mib(server: PrivateServer, docs: list[str]) -> float:
 
 
 def workflow(i: int) -> str:
-    """A stored workflow about 3 KB long, distinct for each `i`."""
+    """A stored workflow about 3 KB long, distinct for each `i`, shaped as
+    madsci's are: many short fields and empty containers per step."""
     steps = [
         {
-            "name": f"step {n} of workflow {i}",
-            "node": f"liquidhandler_{n % 3}",
+            "name": f"step {n}",
+            "node": f"node_{n % 3}",
             "action": "transfer",
-            "args": {"source": f"plate_{i}.A{n}", "target": f"plate_{i}.B{n}", "volume": 10.5 + n},
+            "args": {"source": f"p{i}.A{n}", "volume": 10 + n},
+            "files": {},
+            "locations": {"source": [i, n], "target": [n, i]},
+            "conditions": [],
+            "data_labels": {},
             "status": "queued",
+            "step_id": i * 100 + n,
             "start_time": None,
             "end_time": None,
-            "locations": {"source": [i, n, 0], "target": [n, i, 1]},
+            "result": None,
+            "history": [],
         }
-        for n in range(10)
+        for n in range(9)
     ]
     value = {
         "workflow_id": f"01J{i:023d}",

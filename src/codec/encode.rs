@@ -16,8 +16,9 @@ use super::float::write_json_float;
 use super::stack::grow;
 use super::text::CodeUnits;
 
-/// Nesting beyond which we stop even if `sys.getrecursionlimit()` allows more,
-/// so a raised limit can never overflow the native stack.
+/// Nesting beyond which we stop even if `sys.getrecursionlimit()` allows more:
+/// the stack grows as needed (`stack.rs`), but segments for deeper values
+/// than any lab stores are better refused.
 const MAX_DEPTH: usize = 10_000;
 const RECURSION_WHERE: &std::ffi::CStr = c" while encoding a JSON object";
 
@@ -176,58 +177,42 @@ impl<'py> Encoder<'py> {
         let ptr = seq.as_ptr();
         // SAFETY: `seq` is a list or tuple (checked by the caller).
         let is_list = unsafe { ffi::PyList_Check(ptr) } != 0;
-        // A list may shrink under us (user code in a `__repr__` of a big int,
-        // or another thread without a GIL): the length is read again on
-        // every step, and an item is never borrowed, only taken with its own
-        // reference, so no one can free it while we encode it.
-        let len = || unsafe {
-            // SAFETY: a live list or tuple; `PyList_Size` reads the length
-            // atomically where there is no GIL.
-            if is_list {
-                ffi::PyList_Size(ptr)
-            } else {
-                ffi::PyTuple_GET_SIZE(ptr)
-            }
+        // The item at `i`, owned, or None past the end. A list may change
+        // under us (a nested dict subclass's `items()` is user code, and
+        // without a GIL another thread may change it at any moment): its
+        // length is read again on every step, as `json` does, and length
+        // and item are read under the list's lock (a no-op with a GIL), so
+        // the item is ours before anyone can free it.
+        let item_at = |i: ffi::Py_ssize_t| -> Option<Bound<'py, PyAny>> {
+            // SAFETY: a live list (locked) or tuple (immutable, and we hold
+            // it); `i` is checked against the current length, and the
+            // borrowed item becomes an owned reference at once.
+            with_critical_section(seq, || unsafe {
+                if is_list {
+                    (i < ffi::PyList_GET_SIZE(ptr))
+                        .then(|| Bound::from_borrowed_ptr(seq.py(), ffi::PyList_GET_ITEM(ptr, i)))
+                } else {
+                    (i < ffi::PyTuple_GET_SIZE(ptr))
+                        .then(|| Bound::from_borrowed_ptr(seq.py(), ffi::PyTuple_GET_ITEM(ptr, i)))
+                }
+            })
         };
-        if len() == 0 {
+        let Some(mut item) = item_at(0) else {
             self.out.extend_from_slice(b"[]");
             return Ok(());
-        }
+        };
         self.check_circular(ptr)?;
         self.open.push(ptr);
         self.out.push(b'[');
         let mut i = 0;
-        while i < len() {
-            if i > 0 {
-                self.out.extend_from_slice(b", ");
-            }
-            // SAFETY: `i` was in bounds a moment ago; `PyList_GetItemRef`
-            // checks again under the list's lock and returns a new reference
-            // (or NULL with IndexError if the list shrank meanwhile). A
-            // tuple is immutable and we hold it, so its borrowed item lives.
-            let item = unsafe {
-                if is_list {
-                    match Bound::from_owned_ptr_or_opt(
-                        seq.py(),
-                        ffi::compat::PyList_GetItemRef(ptr, i),
-                    ) {
-                        Some(item) => item,
-                        None => {
-                            // Shrunk between the length check and the read:
-                            // end here, as if the check had seen it.
-                            PyErr::take(seq.py());
-                            if i > 0 {
-                                self.out.truncate(self.out.len() - 2);
-                            }
-                            break;
-                        }
-                    }
-                } else {
-                    Bound::from_borrowed_ptr(seq.py(), ffi::PyTuple_GET_ITEM(ptr, i))
-                }
-            };
+        loop {
             self.value(&item)?;
             i += 1;
+            match item_at(i) {
+                Some(next) => item = next,
+                None => break,
+            }
+            self.out.extend_from_slice(b", ");
         }
         self.out.push(b']');
         self.open.pop();
