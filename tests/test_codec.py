@@ -468,3 +468,22 @@ def test_cache_usage_counts_kept_objects_and_clears(handler, raw):
     cache_clear()
     assert cache_usage() == 0
     assert stored["d"] == json.loads(doc)
+
+
+@pytest.mark.parametrize("change", ["shrink", "grow"])
+def test_a_list_changed_while_encoded_encodes_as_json_does(change):
+    # A dict subclass's items() is user code run mid-encoding; the list
+    # holding it is read again at every step, by json and by us.
+    def make():
+        class Meddles(dict):
+            def items(self):
+                if change == "shrink":
+                    del target[1:]
+                else:
+                    target.append("late")
+                return super().items()
+
+        target = [[Meddles(a=1)], 2, 3]
+        return target
+
+    assert encode_json(make()) == json.dumps(make(), sort_keys=True)

@@ -74,9 +74,9 @@ fn scalar_weight(obj: &Bound<'_, PyAny>) -> PyResult<usize> {
 }
 
 impl Node {
-    /// A node of `value`, sharing no container with it; adds what it keeps
-    /// alive to `weight`.
-    fn new(value: &Bound<'_, PyAny>, weight: &mut usize) -> PyResult<Node> {
+    /// A node of `value`, nested `depth` deep, sharing no container with
+    /// it; adds what it keeps alive to `weight`.
+    fn new(value: &Bound<'_, PyAny>, weight: &mut usize, depth: usize) -> PyResult<Node> {
         let py = value.py();
         if let Ok(dict) = value.cast_exact::<PyDict>() {
             let copy = dict.copy()?;
@@ -89,7 +89,7 @@ impl Node {
                     *weight += scalar_weight(&v)?;
                 } else {
                     copy.set_item(&k, py.None())?;
-                    let node = grow(|| Node::new(&v, weight))?;
+                    let node = grow(depth + 1, || Node::new(&v, weight, depth + 1))?;
                     unshared.push((k.unbind(), node));
                 }
             }
@@ -108,7 +108,7 @@ impl Node {
                     *weight += scalar_weight(&v)?;
                 } else {
                     copy.set_item(i, py.None())?;
-                    unshared.push((i, grow(|| Node::new(&v, weight))?));
+                    unshared.push((i, grow(depth + 1, || Node::new(&v, weight, depth + 1))?));
                 }
             }
             *weight +=
@@ -127,29 +127,29 @@ impl Node {
         }
     }
 
-    fn copy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn copy<'py>(&self, py: Python<'py>, depth: usize) -> PyResult<Bound<'py, PyAny>> {
         match self {
             Node::Shared(v) => Ok(v.bind(py).clone()),
             Node::Nan => Ok(PyFloat::new(py, f64::NAN).into_any()),
-            Node::Dict { .. } => Ok(self.copy_dict(py)?.into_any()),
+            Node::Dict { .. } => Ok(self.copy_dict(py, depth)?.into_any()),
             Node::List { list, unshared } => {
                 let list = list.bind(py);
                 let out = list.get_slice(0, list.len());
                 for (i, node) in unshared {
-                    out.set_item(*i, grow(|| node.copy(py))?)?;
+                    out.set_item(*i, grow(depth + 1, || node.copy(py, depth + 1))?)?;
                 }
                 Ok(out.into_any())
             }
         }
     }
 
-    fn copy_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn copy_dict<'py>(&self, py: Python<'py>, depth: usize) -> PyResult<Bound<'py, PyDict>> {
         let Node::Dict { dict, unshared } = self else {
             unreachable!("DictTemplate::new makes dict templates only");
         };
         let out = dict.bind(py).copy()?;
         for (k, node) in unshared {
-            out.set_item(k.bind(py), grow(|| node.copy(py))?)?;
+            out.set_item(k.bind(py), grow(depth + 1, || node.copy(py, depth + 1))?)?;
         }
         Ok(out)
     }
@@ -181,12 +181,12 @@ impl Template {
     /// shares no container with `value`, which the caller hands out.
     pub fn new(value: &Bound<'_, PyAny>) -> PyResult<Template> {
         let mut weight = std::mem::size_of::<Template>();
-        let node = Node::new(value, &mut weight)?;
+        let node = Node::new(value, &mut weight, 0)?;
         Ok(Template { node, weight })
     }
 
     pub fn copy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.node.copy(py)
+        self.node.copy(py, 0)
     }
 
     /// Bytes this template keeps alive, estimated (`codec/size.rs`).
@@ -209,6 +209,6 @@ impl DictTemplate {
     }
 
     pub fn copy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        self.0.node.copy_dict(py)
+        self.0.node.copy_dict(py, 0)
     }
 }

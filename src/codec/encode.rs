@@ -126,10 +126,10 @@ impl<'py> Encoder<'py> {
                 write_json_float(&mut self.out, ffi::PyFloat_AS_DOUBLE(ptr));
             } else if ffi::PyList_Check(ptr) != 0 || ffi::PyTuple_Check(ptr) != 0 {
                 let _guard = RecursionGuard::enter(self.open.len())?;
-                grow(|| self.sequence(obj))?;
+                grow(self.open.len(), || self.sequence(obj))?;
             } else if ffi::PyDict_Check(ptr) != 0 {
                 let _guard = RecursionGuard::enter(self.open.len())?;
-                grow(|| self.dict(obj))?;
+                grow(self.open.len(), || self.dict(obj))?;
             } else {
                 self.check_circular(ptr)?;
                 return Err(not_serializable(obj));

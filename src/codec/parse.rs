@@ -137,13 +137,13 @@ impl<'a, 'c, 'py> Parser<'a, 'c, 'py> {
             Some(b'"') => self.string(at + 1).map(|(s, end)| (s.into_any(), end)),
             Some(b'{') => {
                 self.enter(IN_OBJECT)?;
-                let result = grow(|| self.object(at + 1));
+                let result = grow(self.depth, || self.object(at + 1));
                 self.leave();
                 result
             }
             Some(b'[') => {
                 self.enter(IN_ARRAY)?;
-                let result = grow(|| self.array(at + 1));
+                let result = grow(self.depth, || self.array(at + 1));
                 self.leave();
                 result
             }
