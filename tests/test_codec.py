@@ -12,13 +12,14 @@ import json
 import math
 import random
 import struct
+import subprocess
 import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from madsci_cache_rs import decode_json, encode_json
+from madsci_cache_rs import cache_clear, cache_usage, decode_json, encode_json
 
 
 def reference_encode(value: object) -> str:
@@ -327,3 +328,162 @@ def test_decoded_strings_and_containers_are_fresh_objects():
     assert first["a"] is not second["a"]
     first["a"].append(3)
     assert second["a"] == [1, 2]
+
+
+# -- small thread stacks -----------------------------------------------------
+
+DEEP_ON_SMALL_STACK = """
+import json, sys, threading
+from madsci_cache_rs import decode_json, encode_json
+
+threading.stack_size(256 * 1024)
+doc = '{"a": ' * 450 + "[" * 450 + "1" + "]" * 450 + "}" * 450
+value = json.loads(doc)
+results = []
+def work():
+    results.append(decode_json(doc) == value)
+    results.append(encode_json(value) == doc)
+    try:
+        decode_json("[" * (sys.getrecursionlimit() + 10))
+    except RecursionError:
+        results.append(True)
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+assert results == [True, True, True], results
+"""
+
+
+def test_deep_documents_on_a_small_thread_stack():
+    # A stack overflow kills the interpreter: hence a child process.
+    done = subprocess.run(
+        [sys.executable, "-c", DEEP_ON_SMALL_STACK], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr)
+
+
+SERVER_READS_ON_SMALL_STACK = """
+import json, sys, threading
+from madsci_cache_rs import PyCacheHandler, cache_clear
+
+threading.stack_size(256 * 1024)
+doc = '{"a": ' * 450 + "[" * 450 + "1" + "]" * 450 + "}" * 450
+value = json.loads(doc)
+stored = PyCacheHandler.from_url(sys.argv[1]).create_dict("deep")
+results = []
+def work():
+    # Parsed, parsed and kept, copied; then the kept copy is let go.
+    results.extend(stored["doc"] == value for _ in range(3))
+    cache_clear()
+    stored["doc"] = value
+    results.append(stored["doc"] == value)
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+assert results == [True] * 4, results
+"""
+
+
+def test_deep_stored_documents_on_a_small_thread_stack(server, raw):
+    doc = '{"a": ' * 450 + "[" * 450 + "1" + "]" * 450 + "}" * 450
+    raw.hset("deep", json.dumps("doc"), doc)
+    done = subprocess.run(
+        [sys.executable, "-c", SERVER_READS_ON_SMALL_STACK, server.url],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr)
+
+
+# -- stored bytes are read as pottery reads them -------------------------------
+
+STORED_BYTES = [
+    b'\xef\xbb\xbf{"a": 1}',
+    '{"a": 1}'.encode("utf-16"),
+    '{"a": 1}'.encode("utf-16-be"),
+    '{"a": 1}'.encode("utf-16-le"),
+    '{"a": 1}'.encode("utf-32"),
+    b"1\x00",
+    b"\x00",
+    b"\xff",
+    b'{"a": "\xff"}',
+    b'"\xed\xa0\x80"',
+    b'"\\ud800"',
+    b'"caf\xc3\xa9"',
+    b"  1  ",
+    b"[1, 2, 3, 4, 5, 6, 7, 8]\x00",
+    b'{"name": "caf\xc3\xa9", "tags": ["a", 1]}',
+    b'{"name": "caf\xe9", "tags": ["a", 1]}',
+]
+
+
+def read_outcome(read):
+    try:
+        return ("ok", read())
+    except json.JSONDecodeError as exc:
+        return ("error", json.JSONDecodeError, exc.msg, exc.pos)
+    except Exception as exc:
+        return ("error", type(exc), str(exc))
+
+
+@pytest.mark.filterwarnings("ignore::pottery.InefficientAccessWarning")
+@pytest.mark.parametrize("stored", STORED_BYTES, ids=repr)
+def test_stored_bytes_read_as_pottery_reads_them(handler, raw, stored):
+    import pottery
+
+    field = json.dumps("f")
+    for key in ("theirs", "ours"):
+        raw.hset(key, field, stored)
+        raw.rpush(key + "-list", stored)
+    theirs_dict = pottery.RedisDict(redis=raw, key="theirs")
+    theirs_list = pottery.RedisList(redis=raw, key="theirs-list")
+    ours_dict = handler.create_dict("ours")
+    ours_list = handler.create_list("ours-list")
+    # Three reads: parsed, parsed to be kept, copied (the memo's paths).
+    for _ in range(3):
+        expected = read_outcome(lambda: theirs_dict["f"])
+        assert read_outcome(lambda: ours_dict["f"]) == expected
+        assert read_outcome(lambda: ours_list[0]) == read_outcome(lambda: theirs_list[0])
+        assert read_outcome(lambda: ours_dict.to_dict()) == read_outcome(theirs_dict.to_dict)
+
+
+# -- the decode memo's Python face -----------------------------------------------
+
+
+def test_cache_usage_counts_kept_objects_and_clears(handler, raw):
+    cache_clear()
+    assert cache_usage() == 0
+    doc = json.dumps([{"step": i, "name": f"step {i}"} for i in range(100)])
+    raw.hset("docs", json.dumps("d"), doc)
+    stored = handler.create_dict("docs")
+    stored["d"]
+    seen = cache_usage()
+    assert len(doc) < seen < 2 * len(doc)
+    stored["d"]
+    # 100 dicts and their strings: far more than the text.
+    kept = cache_usage() - seen
+    assert kept > 10 * len(doc), kept
+    assert stored["d"] == json.loads(doc)
+    cache_clear()
+    assert cache_usage() == 0
+    assert stored["d"] == json.loads(doc)
+
+
+@pytest.mark.parametrize("change", ["shrink", "grow"])
+def test_a_list_changed_while_encoded_encodes_as_json_does(change):
+    # A dict subclass's items() is user code run mid-encoding; the list
+    # holding it is read again at every step, by json and by us.
+    def make():
+        class Meddles(dict):
+            def items(self):
+                if change == "shrink":
+                    del target[1:]
+                else:
+                    target.append("late")
+                return super().items()
+
+        target = [[Meddles(a=1)], 2, 3]
+        return target
+
+    assert encode_json(make()) == json.dumps(make(), sort_keys=True)

@@ -2,6 +2,8 @@
 
 The JSON codec (``encode_json``/``decode_json``) is ``json.dumps(obj,
 sort_keys=True)``/``json.loads`` byte for byte: the wire format pottery uses.
+Server reads remember documents read more than once (``cache_usage()``,
+``cache_clear()``).
 ``PyCacheHandler``, ``RedisDict``, ``RedisList`` and ``Redlock`` keep madsci's state on a
 Valkey/Redis server in that format, one round trip per operation.
 ``InMemoryCacheHandler`` and the ``InMemory*`` classes reimplement madsci's;
@@ -35,6 +37,8 @@ from madsci_cache_rs._native import (
     StrictRedlock,
     TooManyExtensions,
     __version__,
+    cache_clear,
+    cache_usage,
     clear_all_registries,
     decode_json,
     encode_json,
@@ -75,6 +79,8 @@ __all__ = [
     "StrictRedlock",
     "TooManyExtensions",
     "__version__",
+    "cache_clear",
+    "cache_usage",
     "clear_all_registries",
     "decode_json",
     "encode_json",

@@ -28,6 +28,8 @@ __all__ = [
     "StrictRedlock",
     "TooManyExtensions",
     "__version__",
+    "cache_clear",
+    "cache_usage",
     "clear_all_registries",
     "decode_json",
     "encode_json",
@@ -37,6 +39,15 @@ __version__: str
 
 def encode_json(obj: Any) -> str: ...
 def decode_json(text: str | bytes | bytearray) -> Any: ...
+def cache_usage() -> int:
+    """Estimated bytes the decode memo keeps alive: the stored documents it
+    remembers (server reads copy a document read before instead of parsing
+    it again) and the objects of their decoded templates, counted as
+    ``sys.getsizeof`` would. Bounded at 32 MiB; everything is dropped when
+    the bound is reached."""
+
+def cache_clear() -> None:
+    """Drop everything the decode memo keeps (``cache_usage()`` becomes 0)."""
 
 class CacheError(Exception): ...
 class CacheConnectionError(CacheError, ConnectionError): ...

@@ -9,13 +9,16 @@
 use pyo3::exceptions::{PyRecursionError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::critical_section::with_critical_section;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use super::float::write_json_float;
+use super::stack::grow;
 use super::text::CodeUnits;
 
-/// Nesting beyond which we stop even if `sys.getrecursionlimit()` allows more,
-/// so a raised limit can never overflow the native stack.
+/// Nesting beyond which we stop even if `sys.getrecursionlimit()` allows more:
+/// the stack grows as needed (`stack.rs`), but segments for deeper values
+/// than any lab stores are better refused.
 const MAX_DEPTH: usize = 10_000;
 const RECURSION_WHERE: &std::ffi::CStr = c" while encoding a JSON object";
 
@@ -123,10 +126,10 @@ impl<'py> Encoder<'py> {
                 write_json_float(&mut self.out, ffi::PyFloat_AS_DOUBLE(ptr));
             } else if ffi::PyList_Check(ptr) != 0 || ffi::PyTuple_Check(ptr) != 0 {
                 let _guard = RecursionGuard::enter(self.open.len())?;
-                self.sequence(obj)?;
+                grow(self.open.len(), || self.sequence(obj))?;
             } else if ffi::PyDict_Check(ptr) != 0 {
                 let _guard = RecursionGuard::enter(self.open.len())?;
-                self.dict(obj)?;
+                grow(self.open.len(), || self.dict(obj))?;
             } else {
                 self.check_circular(ptr)?;
                 return Err(not_serializable(obj));
@@ -172,41 +175,44 @@ impl<'py> Encoder<'py> {
 
     fn sequence(&mut self, seq: &Bound<'py, PyAny>) -> PyResult<()> {
         let ptr = seq.as_ptr();
-        // SAFETY: `seq` is a list or tuple. The length is re-read on every
-        // step (a list may shrink under us) and each item is taken as a new
-        // reference before use.
+        // SAFETY: `seq` is a list or tuple (checked by the caller).
         let is_list = unsafe { ffi::PyList_Check(ptr) } != 0;
-        let len = || unsafe {
-            if is_list {
-                ffi::PyList_GET_SIZE(ptr)
-            } else {
-                ffi::PyTuple_GET_SIZE(ptr)
-            }
+        // The item at `i`, owned, or None past the end. A list may change
+        // under us (a nested dict subclass's `items()` is user code, and
+        // without a GIL another thread may change it at any moment): its
+        // length is read again on every step, as `json` does, and length
+        // and item are read under the list's lock (a no-op with a GIL), so
+        // the item is ours before anyone can free it.
+        let item_at = |i: ffi::Py_ssize_t| -> Option<Bound<'py, PyAny>> {
+            // SAFETY: a live list (locked) or tuple (immutable, and we hold
+            // it); `i` is checked against the current length, and the
+            // borrowed item becomes an owned reference at once.
+            with_critical_section(seq, || unsafe {
+                if is_list {
+                    (i < ffi::PyList_GET_SIZE(ptr))
+                        .then(|| Bound::from_borrowed_ptr(seq.py(), ffi::PyList_GET_ITEM(ptr, i)))
+                } else {
+                    (i < ffi::PyTuple_GET_SIZE(ptr))
+                        .then(|| Bound::from_borrowed_ptr(seq.py(), ffi::PyTuple_GET_ITEM(ptr, i)))
+                }
+            })
         };
-        if len() == 0 {
+        let Some(mut item) = item_at(0) else {
             self.out.extend_from_slice(b"[]");
             return Ok(());
-        }
+        };
         self.check_circular(ptr)?;
         self.open.push(ptr);
         self.out.push(b'[');
         let mut i = 0;
-        while i < len() {
-            if i > 0 {
-                self.out.extend_from_slice(b", ");
-            }
-            // SAFETY: `i` is in bounds (checked just above); borrowed item
-            // turned into an owned reference at once.
-            let item = unsafe {
-                let borrowed = if is_list {
-                    ffi::PyList_GET_ITEM(ptr, i)
-                } else {
-                    ffi::PyTuple_GET_ITEM(ptr, i)
-                };
-                Bound::from_borrowed_ptr(seq.py(), borrowed)
-            };
+        loop {
             self.value(&item)?;
             i += 1;
+            match item_at(i) {
+                Some(next) => item = next,
+                None => break,
+            }
+            self.out.extend_from_slice(b", ");
         }
         self.out.push(b']');
         self.open.pop();
@@ -288,18 +294,24 @@ fn push_sorted_items<'py>(
         let first = items.len();
         let mut all_str = true;
         let (mut pos, mut key, mut value) = (0, std::ptr::null_mut(), std::ptr::null_mut());
-        // SAFETY: PyDict_Next over an exact dict; no Python code runs in this
-        // loop, so the dict cannot change under it. Borrowed key and value
-        // become owned references at once.
-        unsafe {
-            while ffi::PyDict_Next(obj.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
-                all_str &= ffi::PyUnicode_CheckExact(key) != 0;
-                items.push((
-                    Bound::from_borrowed_ptr(py, key),
-                    Bound::from_borrowed_ptr(py, value),
-                ));
+        // Without a GIL another thread may change the dict at any moment:
+        // the walk holds the dict's own lock (a no-op with a GIL), as
+        // CPython's `dict.items()` does, and owns each entry before the
+        // lock is let go.
+        with_critical_section(obj, || {
+            // SAFETY: PyDict_Next over an exact dict that no one can change
+            // while we hold its lock (or the GIL, and no Python code runs
+            // in this loop); borrowed key and value become owned at once.
+            unsafe {
+                while ffi::PyDict_Next(obj.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
+                    all_str &= ffi::PyUnicode_CheckExact(key) != 0;
+                    items.push((
+                        Bound::from_borrowed_ptr(py, key),
+                        Bound::from_borrowed_ptr(py, value),
+                    ));
+                }
             }
-        }
+        });
         if all_str {
             // SAFETY: every key is a live exact str held by `items`.
             items[first..].sort_unstable_by(|(a, _), (b, _)| unsafe {

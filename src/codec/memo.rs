@@ -8,18 +8,35 @@
 //!
 //! The rules here are free of Python: what is worth keeping, when a text
 //! earns a template (its second sighting, so that text read once costs a
-//! hash and no copy), and a bound on memory (everything is dropped when
-//! the bound is reached; madsci's working set is far below it).
+//! hash and no copy), and a bound on memory. The bound counts what is
+//! really kept: each text with its map entry, and each template's own
+//! estimate of the objects it keeps alive (a document's objects take 20 to
+//! 40 times its text). Everything is dropped when the bound is reached;
+//! madsci's working set is far below it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Shorter texts parse about as fast as they copy.
 const MIN_TEXT: usize = 16;
 /// Longer texts are rare and would crowd out the rest.
 const MAX_TEXT: usize = 64 * 1024;
-/// A rough bound on memory: text bytes kept, counted three times for a
-/// template (text, the map's key, and the decoded objects).
+/// Estimated bytes kept, texts and objects together.
 pub const DEFAULT_BUDGET: usize = 32 * 1024 * 1024;
+/// A map entry besides its text: the slot (key box, slot tag, template
+/// pointer), the hash table's spare room and the allocator's header.
+const ENTRY: usize = 64;
+
+/// What a kept value costs in memory, estimated.
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+impl<T: Weigh> Weigh for Arc<T> {
+    fn weight(&self) -> usize {
+        (**self).weight()
+    }
+}
 
 /// Whether a text is worth remembering: a JSON object or array of a
 /// middling size.
@@ -48,7 +65,7 @@ pub struct TextMemo<T> {
     budget: usize,
 }
 
-impl<T: Clone> TextMemo<T> {
+impl<T: Clone + Weigh> TextMemo<T> {
     pub fn new(budget: usize) -> Self {
         TextMemo {
             map: HashMap::new(),
@@ -65,7 +82,9 @@ impl<T: Clone> TextMemo<T> {
             Some(Slot::Kept(t)) => (Lookup::Hit(t.clone()), None),
             Some(Slot::Seen) => (Lookup::Second, None),
             None => {
-                let dropped = self.make_room(text.len());
+                let cost = ENTRY + text.len();
+                let dropped = (self.weight + cost > self.budget).then(|| self.clear());
+                self.weight += cost;
                 self.map.insert(text.into(), Slot::Seen);
                 (Lookup::First, dropped)
             }
@@ -73,39 +92,52 @@ impl<T: Clone> TextMemo<T> {
     }
 
     /// A template for a text seen before. Nothing is kept for a text
-    /// that was dropped since (it starts over as unseen): the template is
-    /// handed back.
+    /// that was dropped since (it starts over as unseen), nor past the
+    /// budget (the next new text makes room): the template is handed back.
     pub fn keep(&mut self, text: &[u8], template: T) -> Option<T> {
+        let cost = template.weight();
         match self.map.get_mut(text) {
-            Some(slot @ Slot::Seen) => {
+            Some(slot @ Slot::Seen) if self.weight + cost <= self.budget => {
                 *slot = Slot::Kept(template);
-                self.weight += 2 * text.len();
+                self.weight += cost;
                 None
             }
             _ => Some(template),
         }
     }
 
-    fn make_room(&mut self, len: usize) -> Option<Vec<T>> {
-        self.weight += len;
-        if self.weight <= self.budget {
-            return None;
-        }
-        self.weight = len;
-        let dropped = std::mem::take(&mut self.map)
+    /// Estimated bytes kept, and how many texts are known.
+    pub fn usage(&self) -> (usize, usize) {
+        (self.weight, self.map.len())
+    }
+
+    /// Forget everything; the templates are handed back to be dropped
+    /// outside the caller's lock.
+    pub fn clear(&mut self) -> Vec<T> {
+        self.weight = 0;
+        std::mem::take(&mut self.map)
             .into_values()
             .filter_map(|slot| match slot {
                 Slot::Kept(t) => Some(t),
                 Slot::Seen => None,
             })
-            .collect();
-        Some(dropped)
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A template that weighs its value.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    struct W(usize);
+
+    impl Weigh for W {
+        fn weight(&self) -> usize {
+            self.0
+        }
+    }
 
     const DOC: &[u8] = br#"{"name": "node_1", "tags": ["a", 1]}"#;
 
@@ -126,8 +158,8 @@ mod tests {
         let mut memo = TextMemo::new(DEFAULT_BUDGET);
         assert!(matches!(memo.look_up(DOC).0, Lookup::First));
         assert!(matches!(memo.look_up(DOC).0, Lookup::Second));
-        assert_eq!(memo.keep(DOC, 7), None);
-        assert!(matches!(memo.look_up(DOC).0, Lookup::Hit(7)));
+        assert_eq!(memo.keep(DOC, W(7)), None);
+        assert!(matches!(memo.look_up(DOC).0, Lookup::Hit(W(7))));
         assert!(matches!(
             memo.look_up(b"[1, 2, 3, 4, 5, 6, 7, 8]").0,
             Lookup::First
@@ -138,22 +170,45 @@ mod tests {
     #[test]
     fn nothing_is_kept_for_an_unseen_text() {
         let mut memo = TextMemo::new(DEFAULT_BUDGET);
-        assert_eq!(memo.keep(DOC, 1), Some(1));
+        assert_eq!(memo.keep(DOC, W(1)), Some(W(1)));
         assert!(matches!(memo.look_up(DOC).0, Lookup::First));
     }
 
     #[test]
     fn everything_is_dropped_and_handed_back_at_the_budget() {
-        let mut memo = TextMemo::new(3 * DOC.len());
+        let entry = ENTRY + DOC.len();
+        let mut memo = TextMemo::new(2 * entry + 99);
         memo.look_up(DOC);
         memo.look_up(DOC);
-        assert_eq!(memo.keep(DOC, 1), None);
+        assert_eq!(memo.keep(DOC, W(100)), None);
+        assert_eq!(memo.usage(), (entry + 100, 1));
         let other = br#"{"name": "node_2", "tags": ["b", 2]}"#;
         let (lookup, dropped) = memo.look_up(other);
         assert!(matches!(lookup, Lookup::First));
-        assert_eq!(dropped, Some(vec![1]));
-        assert_eq!(memo.map.len(), 1);
+        assert_eq!(dropped, Some(vec![W(100)]));
+        assert_eq!(memo.usage(), (entry, 1));
         assert!(matches!(memo.look_up(DOC).0, Lookup::First));
         assert!(matches!(memo.look_up(other).0, Lookup::Second));
+    }
+
+    #[test]
+    fn a_template_past_the_budget_is_handed_back() {
+        let mut memo = TextMemo::new(ENTRY + DOC.len() + 10);
+        memo.look_up(DOC);
+        memo.look_up(DOC);
+        assert_eq!(memo.keep(DOC, W(11)), Some(W(11)));
+        assert!(matches!(memo.look_up(DOC).0, Lookup::Second));
+        assert_eq!(memo.keep(DOC, W(10)), None);
+        assert!(matches!(memo.look_up(DOC).0, Lookup::Hit(W(10))));
+    }
+
+    #[test]
+    fn clearing_hands_back_the_templates() {
+        let mut memo = TextMemo::new(DEFAULT_BUDGET);
+        memo.look_up(DOC);
+        memo.look_up(DOC);
+        memo.keep(DOC, W(5));
+        assert_eq!(memo.clear(), vec![W(5)]);
+        assert_eq!(memo.usage(), (0, 0));
     }
 }

@@ -7,11 +7,17 @@ mod decode;
 mod encode;
 pub mod float;
 pub mod memo;
+mod memoized;
+mod parse;
+mod size;
+mod stack;
 pub mod text;
 
 pub use copy::{DictTemplate, Template};
-pub use decode::{decode_json, decode_json_bytes, decode_json_bytes_with, KeyCache};
+pub use decode::{decode_json, decode_json_bytes, decode_json_bytes_with};
 pub use encode::{encode_json, encode_json_str};
+pub use memoized::{cache_clear, cache_usage, decode_memoized};
+pub use parse::KeyCache;
 
 use pyo3::prelude::*;
 use pyo3::types::PyString;

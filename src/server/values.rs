@@ -3,18 +3,9 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use std::sync::{Arc, LazyLock};
-
-use crate::sync::Mutex;
-
-use crate::codec::memo::{worth_keeping, Lookup, TextMemo, DEFAULT_BUDGET};
-use crate::codec::{decode_json_bytes_with, KeyCache, Template};
+use crate::codec::memo::worth_keeping;
+use crate::codec::{decode_json_bytes_with, decode_memoized, KeyCache};
 use crate::connection::Reply;
-
-/// Templates of documents read before, shared by every handler in the
-/// process (`codec/memo.rs`).
-static MEMO: LazyLock<Mutex<TextMemo<Arc<Template>>>> =
-    LazyLock::new(|| Mutex::new(TextMemo::new(DEFAULT_BUDGET)));
 
 /// `json.loads(bytes)`. A plain string literal (printable ASCII, no
 /// escapes: every dict key pottery writes for a `str` key without special
@@ -44,34 +35,6 @@ fn decode_with<'py>(
         return decode_memoized(py, bytes, keys);
     }
     decode_json_bytes_with(py, bytes, keys)
-}
-
-/// The lock is only tried, and held only for map work (no Python runs under
-/// it): a finalizer that reads the cache during a decode, or a child forked
-/// while another thread held it, decodes without the memo instead of
-/// waiting forever.
-fn decode_memoized<'py>(
-    py: Python<'py>,
-    bytes: &[u8],
-    keys: &mut KeyCache<'py>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let Some(mut memo) = MEMO.try_lock() else {
-        return decode_json_bytes_with(py, bytes, keys);
-    };
-    let (lookup, dropped) = memo.look_up(bytes);
-    drop(memo);
-    drop(dropped);
-    match lookup {
-        Lookup::Hit(template) => template.copy(py),
-        Lookup::First => decode_json_bytes_with(py, bytes, keys),
-        Lookup::Second => {
-            let value = decode_json_bytes_with(py, bytes, keys)?;
-            let template = Arc::new(Template::new(&value)?);
-            let unkept = MEMO.try_lock().map(|mut memo| memo.keep(bytes, template));
-            drop(unkept);
-            Ok(value)
-        }
-    }
 }
 
 /// A single bulk reply decoded; nil (or anything else) is `None`.
