@@ -543,6 +543,18 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_unasked_reply_ends_the_connection() {
+        let pause = Duration::from_millis(10);
+        let mut conn = open(&pushing(b"$68719476736\r\n", pause, b"+OK\r\n"));
+        let wait = Duration::from_secs(5);
+        let e = conn.next_unasked(wait).unwrap_err();
+        assert!(is_protocol_error(&e), "{e}");
+        // Nothing after it can be framed: the well-formed reply is not read.
+        assert!(conn.next_unasked(wait).is_err());
+        assert!(!conn.is_reusable());
+    }
+
+    #[test]
     fn a_malformed_reply_breaks_the_connection_for_good() {
         let mut conn = open(&answering(vec![(2, b"$68719476736\r\n".to_vec())]));
         let replies = conn.request_many(&[set(1), set(1)]).unwrap();
