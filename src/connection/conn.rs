@@ -349,8 +349,11 @@ impl Conn {
             };
             // Readable, so this one read of the socket does not block; at
             // its end (0) the next read reports the close.
-            if tls.conn.read_tls(&mut tls.sock)? == 0 {
-                return Ok(true);
+            match tls.conn.read_tls(&mut tls.sock) {
+                Ok(0) => return Ok(true),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
     }
