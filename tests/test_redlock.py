@@ -567,6 +567,55 @@ def test_a_forked_child_hears_releases_on_its_own_listener(handler, raw):
     assert child.exitcode == 0 and result.get(timeout=5) is True
 
 
+def _wait_and_stamp(url: str, conn) -> None:
+    lock = long_poll_lock(PyCacheHandler.from_url(url), "k")
+    conn.send("waiting")
+    got = lock.acquire(timeout=30)
+    conn.send((got, time.monotonic()))
+
+
+def _listeners_within(raw: redis.Redis, seconds: float) -> list[dict]:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            found = _listeners(raw)
+        except redis.ConnectionError:
+            found = []
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def test_a_listener_whose_server_restarts_subscribes_again(server):
+    """The subscription dies with the server: the listener opens another,
+    and a release after the restart still wakes a waiter in another process
+    (one that polls every 30 s). The lock is kept across the restart by an
+    append-only file, so the resubscription's wake-up finds it held."""
+    with PrivateServer(server.kind, appendonly=True, appendfsync="always") as srv:
+        raw = redis.Redis(host=srv.host, port=srv.port)
+        holder = PyCacheHandler.from_url(srv.url).create_lock("k", auto_release_time=60)
+        holder.acquire()
+        ctx = multiprocessing.get_context("spawn")
+        here, there = ctx.Pipe()
+        child = ctx.Process(target=_wait_and_stamp, args=(srv.url, there))
+        child.start()
+        # poll first: a child that dies before answering must fail the test, not hang it
+        assert here.poll(30) and here.recv() == "waiting"
+        assert _listeners_within(raw, 10), "the waiter's listener subscribed"
+        srv.kill()
+        srv.start()
+        assert _listeners_within(raw, 10), "the listener subscribed again"
+        assert not here.poll(0.2), "the lock survived the restart: the waiter still waits"
+        released = time.monotonic()
+        holder.release()
+        assert here.poll(30)
+        got, woken = here.recv()
+        child.join(30)
+        raw.close()
+        assert got is True and child.exitcode == 0
+        assert woken - released < 5, "woken by the poll, not by the release"
+
+
 def _try_after_parent(handler: PyCacheHandler, parent_holds, result) -> None:
     parent_holds.wait(10)
     result.put(handler.create_lock("forked").acquire(blocking=False))

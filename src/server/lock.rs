@@ -91,8 +91,8 @@ struct State {
 #[pyclass(frozen, module = "madsci_cache_rs", name = "Redlock")]
 pub struct Redlock {
     client: Arc<dyn Transport>,
-    /// Where the release listener connects; `None` (TLS, or not a single
-    /// server): waiters rely on the poll.
+    /// Where the release listener connects; `None` (not a single server):
+    /// waiters rely on the poll.
     listen: Option<Config>,
     store_key: Vec<u8>,
     id: LockId,
@@ -204,8 +204,7 @@ impl Redlock {
             db: cfg.map_or(0, |c| c.db),
             key: store_key.clone(),
         };
-        // The listener speaks plain TCP or a Unix socket; over TLS waiters poll.
-        let listen = cfg.filter(|c| c.tls_config.is_none()).cloned();
+        let listen = cfg.cloned();
         Ok(Redlock {
             listen,
             waiters: PerProcess::new(waiters_for(&id)),

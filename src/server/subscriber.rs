@@ -7,15 +7,19 @@
 //! while the releaser is still reading its reply. pottery does not publish;
 //! its releases are found by the waiters' bounded poll (`handoff::poll`).
 //!
-//! Its own small socket code rather than `connection::Conn`: a subscribed
-//! connection only reads, and must wait for input with a timeout without
-//! ever cutting a reply in half (`poll(2)` before each read).
+//! The connection is a `connection::Conn`, opened as the pool opens one, so
+//! the listener reaches every server the pool does (TLS, each resolved
+//! address, AUTH and SELECT) with no second copy of that code to drift. A
+//! subscribed connection only reads, and must wait for a message with a
+//! timeout (to notice it is no longer wanted) without ever cutting a reply
+//! in half: `Conn::next_unasked` bounds only the wait for a reply's first
+//! byte, and reads the whole reply once it has begun. A malformed reply or
+//! a lost connection ends that connection; the listener opens another,
+//! backing off, and wakes this process's waiters on the server, since a
+//! release may have gone unheard meanwhile.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::io;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -24,9 +28,9 @@ use crate::sync::Mutex;
 use crate::connection::fork::PerProcess;
 
 use super::handoff::{notify, notify_server, LockId};
-use crate::connection::config::{Addr, Config};
-use crate::connection::resp::{read_reply, Cmd, Reply};
-use crate::connection::spin::wait_readable;
+use crate::connection::config::Config;
+use crate::connection::conn::{Conn, OpenError};
+use crate::connection::resp::{Cmd, Reply};
 
 /// Pub/Sub channels are server-wide (not per database): the message names
 /// the database as well as the key.
@@ -56,6 +60,7 @@ fn parse_message(payload: &[u8]) -> Option<(i64, &[u8])> {
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Identity {
     address: String,
+    tls: bool,
     username: Option<String>,
     password: Option<String>,
 }
@@ -95,6 +100,7 @@ impl Drop for Interest {
 pub fn listen(cfg: &Config) -> Interest {
     let who = Identity {
         address: cfg.address(),
+        tls: cfg.tls_config.is_some(),
         username: cfg.username.clone(),
         password: cfg.password.clone(),
     };
@@ -139,99 +145,32 @@ fn should_stop(who: &Identity) -> bool {
     stop
 }
 
-enum Socket {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Socket {
-    fn fd(&self) -> RawFd {
-        match self {
-            Socket::Tcp(s) => s.as_raw_fd(),
-            Socket::Unix(s) => s.as_raw_fd(),
+/// The listener's connection: `Conn::open`, as the pool opens one (every
+/// resolved address, TLS, AUTH, SELECT), then a name and the subscription.
+fn subscribe(cfg: &Config) -> io::Result<Conn> {
+    let mut cfg = cfg.clone();
+    // Both bound only the wait for the rest of a reply that has begun (and
+    // the handshake): the wait for a message is `next_unasked`'s.
+    cfg.connect_timeout = Some(cfg.connect_timeout.unwrap_or(READ_TIMEOUT));
+    cfg.command_timeout = Some(READ_TIMEOUT);
+    let mut conn = Conn::open(&cfg).map_err(|e| match e {
+        OpenError::Io(e) => e,
+        OpenError::Rejected { command, error } => {
+            io::Error::other(format!("{command} refused: {error}"))
         }
-    }
-    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.set_read_timeout(t),
-            Socket::Unix(s) => s.set_read_timeout(t),
-        }
-    }
-}
-
-impl Read for Socket {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(s) => s.read(buf),
-            Socket::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Socket {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(s) => s.write(buf),
-            Socket::Unix(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-fn open(cfg: &Config) -> io::Result<Socket> {
-    let timeout = cfg.connect_timeout.unwrap_or(READ_TIMEOUT);
-    Ok(match &cfg.addr {
-        Addr::Tcp { host, port } => {
-            let addr = (host.as_str(), *port)
-                .to_socket_addrs()?
-                .next()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "host did not resolve"))?;
-            let s = TcpStream::connect_timeout(&addr, timeout)?;
-            s.set_nodelay(true)?;
-            Socket::Tcp(s)
-        }
-        Addr::Unix(path) => Socket::Unix(UnixStream::connect(path)?),
-    })
-}
-
-fn subscribe(cfg: &Config) -> io::Result<BufReader<Socket>> {
-    let socket = open(cfg)?;
-    socket.set_read_timeout(Some(READ_TIMEOUT))?;
-    let mut cmds = Vec::new();
-    if let Some(password) = &cfg.password {
-        let mut auth = Cmd::new("AUTH");
-        if let Some(user) = &cfg.username {
-            auth.push(user.as_bytes());
-        }
-        auth.push(password.as_bytes());
-        cmds.push(auth);
-    }
-    cmds.push(
+    })?;
+    let cmds = [
         Cmd::new("CLIENT")
             .arg("SETNAME")
             .arg("madsci_cache_rs-lock-listener"),
-    );
-    cmds.push(Cmd::new("SUBSCRIBE").arg(CHANNEL));
-    let mut out = Vec::new();
-    cmds.iter().for_each(|c| c.write_to(&mut out));
-    let mut reader = BufReader::new(socket);
-    reader.get_mut().write_all(&out)?;
-    for cmd in &cmds {
-        if let Reply::Error(e) = read_reply(&mut reader)? {
+        Cmd::new("SUBSCRIBE").arg(CHANNEL),
+    ];
+    for (cmd, reply) in cmds.iter().zip(conn.request_many(&cmds)?) {
+        if let Reply::Error(e) = reply {
             return Err(io::Error::other(format!("{} refused: {e}", cmd.name())));
         }
     }
-    Ok(reader)
-}
-
-/// Wait up to `TICK` for input; `true` when a reply can be read.
-fn readable(reader: &BufReader<Socket>) -> io::Result<bool> {
-    if !reader.buffer().is_empty() {
-        return Ok(true);
-    }
-    wait_readable(reader.get_ref().fd(), TICK)
+    Ok(conn)
 }
 
 /// A pushed `message` on our channel names a released lock.
@@ -257,16 +196,14 @@ fn run(cfg: Config, who: Identity) {
     let mut warned = false;
     loop {
         match subscribe(&cfg) {
-            Ok(mut reader) => {
+            Ok(mut conn) => {
                 backoff = Duration::from_millis(10);
                 warned = false;
                 log::debug!(target: LOG, "listening for lock releases on {server}");
                 // A release may have gone unheard while we were not subscribed.
                 notify_server(&server);
                 loop {
-                    match readable(&reader)
-                        .and_then(|ready| ready.then(|| read_reply(&mut reader)).transpose())
-                    {
+                    match conn.next_unasked(TICK) {
                         Ok(Some(reply)) => {
                             if let Some(id) = released_lock(&server, &reply) {
                                 notify(&id);
@@ -301,6 +238,7 @@ fn run(cfg: Config, who: Identity) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connection::resp::read_reply;
 
     #[test]
     fn pushed_messages_are_read_in_either_reply_shape() {
