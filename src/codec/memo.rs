@@ -44,7 +44,7 @@ pub fn worth_keeping(text: &[u8]) -> bool {
     (MIN_TEXT..=MAX_TEXT).contains(&text.len()) && matches!(text[0], b'{' | b'[')
 }
 
-enum Slot<T> {
+enum Memory<T> {
     /// Seen once: no template yet.
     Seen,
     Kept(T),
@@ -60,7 +60,7 @@ pub enum Lookup<T> {
 }
 
 pub struct TextMemo<T> {
-    map: HashMap<Box<[u8]>, Slot<T>>,
+    map: HashMap<Box<[u8]>, Memory<T>>,
     weight: usize,
     budget: usize,
 }
@@ -79,13 +79,13 @@ impl<T: Clone + Weigh> TextMemo<T> {
     /// the caller can let go of the templates outside its lock.
     pub fn look_up(&mut self, text: &[u8]) -> (Lookup<T>, Option<Vec<T>>) {
         match self.map.get(text) {
-            Some(Slot::Kept(t)) => (Lookup::Hit(t.clone()), None),
-            Some(Slot::Seen) => (Lookup::Second, None),
+            Some(Memory::Kept(t)) => (Lookup::Hit(t.clone()), None),
+            Some(Memory::Seen) => (Lookup::Second, None),
             None => {
                 let cost = ENTRY + text.len();
                 let dropped = (self.weight + cost > self.budget).then(|| self.clear());
                 self.weight += cost;
-                self.map.insert(text.into(), Slot::Seen);
+                self.map.insert(text.into(), Memory::Seen);
                 (Lookup::First, dropped)
             }
         }
@@ -97,8 +97,8 @@ impl<T: Clone + Weigh> TextMemo<T> {
     pub fn keep(&mut self, text: &[u8], template: T) -> Option<T> {
         let cost = template.weight();
         match self.map.get_mut(text) {
-            Some(slot @ Slot::Seen) if self.weight + cost <= self.budget => {
-                *slot = Slot::Kept(template);
+            Some(slot @ Memory::Seen) if self.weight + cost <= self.budget => {
+                *slot = Memory::Kept(template);
                 self.weight += cost;
                 None
             }
@@ -118,8 +118,8 @@ impl<T: Clone + Weigh> TextMemo<T> {
         std::mem::take(&mut self.map)
             .into_values()
             .filter_map(|slot| match slot {
-                Slot::Kept(t) => Some(t),
-                Slot::Seen => None,
+                Memory::Kept(t) => Some(t),
+                Memory::Seen => None,
             })
             .collect()
     }

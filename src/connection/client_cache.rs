@@ -6,7 +6,7 @@
 //! - Only a reply read on the tracking connection is kept (the server then
 //!   owes us an invalidation when the key changes), and only if nothing
 //!   invalidated its key between sending and reading: a read takes a
-//!   `Ticket` before it is sent and `fill` checks it.
+//!   `Claim` before it is sent and `fill` checks it.
 //! - A write of ours invalidates its keys before it is sent and again after
 //!   its reply, so a read that raced it can never leave the old value.
 //! - A command we cannot classify empties everything.
@@ -21,9 +21,9 @@ const MAX_BYTES: usize = 64 << 20;
 /// What one byte string costs besides its bytes: a `Vec` header and the
 /// allocator's rounding.
 const VEC_COST: usize = 32;
-/// What one key costs besides its name: its map entry, `Slot` and `Ticket`
+/// What one key costs besides its name: its map entry, `Entry` and `Claim`
 /// bookkeeping.
-const SLOT_COST: usize = 96;
+const ENTRY_COST: usize = 96;
 
 /// What a command does to the keys it names.
 #[derive(Debug, PartialEq, Eq)]
@@ -145,11 +145,11 @@ fn field_size(field: &[u8], value: &[u8]) -> usize {
     3 * VEC_COST + 2 * field.len() + value.len() + std::mem::size_of::<usize>()
 }
 
-fn slot_size(key: &[u8]) -> usize {
-    SLOT_COST + key.len()
+fn entry_size(key: &[u8]) -> usize {
+    ENTRY_COST + key.len()
 }
 
-struct Slot {
+struct Entry {
     generation: u64,
     data: Option<Data>,
     /// This hash has been read whole before: a single-field read of it is
@@ -158,9 +158,11 @@ struct Slot {
     whole: bool,
 }
 
-/// A read's claim to keep its reply, taken before it is sent.
+/// A claim on a key's entry as it was before a command was sent: a read's
+/// claim to keep its reply, or a write's to apply itself to a whole hash.
+/// It holds only if nothing changed the key (or emptied the store) since.
 #[derive(Debug, Clone)]
-pub struct Ticket {
+pub struct Claim {
     key: Vec<u8>,
     generation: u64,
     epoch: u64,
@@ -182,11 +184,11 @@ pub fn keeps(pttl: &Reply) -> bool {
 
 #[derive(Default)]
 pub struct Store {
-    slots: HashMap<Vec<u8>, Slot>,
-    /// Bumped by `flush`: no ticket taken before it fills after it.
+    entries: HashMap<Vec<u8>, Entry>,
+    /// Bumped by `flush`: no claim taken before it fills after it.
     epoch: u64,
-    /// The last generation given to a slot. Store-wide, so a key dropped
-    /// and read again never gets a generation an old ticket still holds.
+    /// The last generation given to a entry. Store-wide, so a key dropped
+    /// and read again never gets a generation an old claim still holds.
     generation: u64,
     bytes: usize,
     pub hits: u64,
@@ -303,7 +305,7 @@ impl Store {
         let Effect::Read(key) = effect(cmd) else {
             return None;
         };
-        let reply = answer(self.slots.get(key)?.data.as_ref()?, cmd)?;
+        let reply = answer(self.entries.get(key)?.data.as_ref()?, cmd)?;
         self.hits += 1;
         Some(reply)
     }
@@ -315,7 +317,7 @@ impl Store {
             return None;
         };
         let fields = ["HGET", "HEXISTS", "HLEN", "HKEYS"].contains(&cmd.name());
-        (fields && self.slots.get(key)?.whole).then(|| Cmd::new("HGETALL").arg(key))
+        (fields && self.entries.get(key)?.whole).then(|| Cmd::new("HGETALL").arg(key))
     }
 
     /// The answer to `cmd` from the reply to the read sent in its place;
@@ -329,12 +331,12 @@ impl Store {
 
     /// Before sending `HSET` to a hash held whole: the claim to apply the
     /// write to the copy (`apply_write`) instead of dropping it.
-    pub fn write_ticket(&mut self, cmd: &Cmd) -> Option<Ticket> {
+    pub fn claim_write(&mut self, cmd: &Cmd) -> Option<Claim> {
         let key = cmd.args().next().filter(|_| cmd.name() == "HSET")?;
-        let slot = self.slots.get(key)?;
-        matches!(slot.data, Some(Data::Hash { .. })).then(|| Ticket {
+        let entry = self.entries.get(key)?;
+        matches!(entry.data, Some(Data::Hash { .. })).then(|| Claim {
             key: key.to_vec(),
-            generation: slot.generation,
+            generation: entry.generation,
             epoch: self.epoch,
         })
     }
@@ -342,20 +344,20 @@ impl Store {
     /// After the server ran `cmd` (an `HSET`) and then `HLEN` on the same
     /// key atomically: apply the write to our copy if nothing touched the key
     /// meanwhile and the lengths agree; otherwise drop the copy.
-    pub fn apply_write(&mut self, ticket: Ticket, cmd: &Cmd, set: &Reply, len: &Reply) {
-        let valid = ticket.epoch == self.epoch
+    pub fn apply_write(&mut self, claim: Claim, cmd: &Cmd, set: &Reply, len: &Reply) {
+        let valid = claim.epoch == self.epoch
             && matches!(set, Reply::Int(_))
             && self
-                .slots
-                .get(&ticket.key)
-                .is_some_and(|s| s.generation == ticket.generation);
-        let slot = self.slots.get_mut(&ticket.key);
-        let Some(Slot {
+                .entries
+                .get(&claim.key)
+                .is_some_and(|s| s.generation == claim.generation);
+        let entry = self.entries.get_mut(&claim.key);
+        let Some(Entry {
             data: Some(Data::Hash { pairs, index }),
             ..
-        }) = slot.filter(|_| valid)
+        }) = entry.filter(|_| valid)
         else {
-            return self.invalidate(&ticket.key);
+            return self.invalidate(&claim.key);
         };
         let args: Vec<&[u8]> = cmd.args().skip(1).collect();
         let (mut added, mut removed) = (0, 0);
@@ -375,12 +377,12 @@ impl Store {
         }
         self.bytes = self.bytes + added - removed;
         if *len != Reply::Int(pairs.len() as i64) || args.len() % 2 != 0 {
-            self.invalidate(&ticket.key);
+            self.invalidate(&claim.key);
         }
     }
 
     /// Before sending a read that could fill the store.
-    pub fn ticket(&mut self, cmd: &Cmd) -> Option<Ticket> {
+    pub fn claim_fill(&mut self, cmd: &Cmd) -> Option<Claim> {
         let Effect::Read(key) = effect(cmd) else {
             return None;
         };
@@ -392,42 +394,42 @@ impl Store {
         if !fills {
             return None;
         }
-        if !self.slots.contains_key(key) {
+        if !self.entries.contains_key(key) {
             let generation = self.next_generation();
-            self.bytes += slot_size(key);
-            let fresh = Slot {
+            self.bytes += entry_size(key);
+            let fresh = Entry {
                 generation,
                 data: None,
                 whole: false,
             };
-            self.slots.insert(key.to_vec(), fresh);
+            self.entries.insert(key.to_vec(), fresh);
         }
-        let slot = &self.slots[key];
-        Some(Ticket {
+        let entry = &self.entries[key];
+        Some(Claim {
             key: key.to_vec(),
-            generation: slot.generation,
+            generation: entry.generation,
             epoch: self.epoch,
         })
     }
 
-    /// Keep `reply` to the read `cmd` if its ticket is still good.
-    pub fn fill(&mut self, ticket: Ticket, cmd: &Cmd, reply: &Reply) {
-        let Some(slot) = self.slots.get_mut(&ticket.key) else {
+    /// Keep `reply` to the read `cmd` if its claim is still good.
+    pub fn fill(&mut self, claim: Claim, cmd: &Cmd, reply: &Reply) {
+        let Some(entry) = self.entries.get_mut(&claim.key) else {
             return;
         };
-        if ticket.epoch != self.epoch || ticket.generation != slot.generation {
-            if slot.data.is_none() && !slot.whole {
-                self.drop_slot(&ticket.key);
+        if claim.epoch != self.epoch || claim.generation != entry.generation {
+            if entry.data.is_none() && !entry.whole {
+                self.drop_entry(&claim.key);
             }
             return;
         }
-        let before = slot.data.as_ref().map_or(0, Data::size);
-        let new = data_from(cmd, reply, slot.data.take());
-        slot.whole |= matches!(new, Some(Data::Hash { .. }));
+        let before = entry.data.as_ref().map_or(0, Data::size);
+        let new = data_from(cmd, reply, entry.data.take());
+        entry.whole |= matches!(new, Some(Data::Hash { .. }));
         self.bytes = self.bytes - before + new.as_ref().map_or(0, Data::size);
         match new {
-            Some(data) => slot.data = Some(data),
-            None if !slot.whole => self.drop_slot(&ticket.key),
+            Some(data) => entry.data = Some(data),
+            None if !entry.whole => self.drop_entry(&claim.key),
             None => {}
         }
         if self.bytes > MAX_BYTES {
@@ -435,26 +437,26 @@ impl Store {
         }
     }
 
-    /// The key changed: its copy goes, and so does its slot unless it
-    /// remembers that the hash is read whole (slots of keys read once must
+    /// The key changed: its copy goes, and so does its entry unless it
+    /// remembers that the hash is read whole (entries of keys read once must
     /// not pile up).
     pub fn invalidate(&mut self, key: &[u8]) {
         let generation = self.next_generation();
-        let Some(slot) = self.slots.get_mut(key) else {
+        let Some(entry) = self.entries.get_mut(key) else {
             return;
         };
-        slot.generation = generation;
-        if let Some(old) = slot.data.take() {
+        entry.generation = generation;
+        if let Some(old) = entry.data.take() {
             self.bytes -= old.size();
         }
-        if !slot.whole {
-            self.drop_slot(key);
+        if !entry.whole {
+            self.drop_entry(key);
         }
     }
 
-    fn drop_slot(&mut self, key: &[u8]) {
-        if let Some(slot) = self.slots.remove(key) {
-            self.bytes -= slot_size(key) + slot.data.as_ref().map_or(0, Data::size);
+    fn drop_entry(&mut self, key: &[u8]) {
+        if let Some(entry) = self.entries.remove(key) {
+            self.bytes -= entry_size(key) + entry.data.as_ref().map_or(0, Data::size);
         }
     }
 
@@ -464,9 +466,9 @@ impl Store {
     }
 
     /// Forget everything (the server flushed, or we may have missed an
-    /// invalidation); tickets already taken can no longer fill.
+    /// invalidation); claims already taken can no longer fill.
     pub fn flush(&mut self) {
-        self.slots.clear();
+        self.entries.clear();
         self.bytes = 0;
         self.epoch += 1;
     }
@@ -503,7 +505,7 @@ impl Store {
 
     /// Keys with a cached value.
     pub fn cached_keys(&self) -> usize {
-        self.slots.values().filter(|s| s.data.is_some()).count()
+        self.entries.values().filter(|s| s.data.is_some()).count()
     }
 }
 
@@ -537,8 +539,8 @@ mod tests {
 
     fn read(store: &mut Store, parts: &[&str], reply: Reply) {
         let c = cmd(parts);
-        let ticket = store.ticket(&c).expect("a filling read");
-        store.fill(ticket, &c, &reply);
+        let claim = store.claim_fill(&c).expect("a filling read");
+        store.fill(claim, &c, &reply);
     }
 
     #[test]
@@ -614,32 +616,32 @@ mod tests {
         assert_eq!(s.lookup(&cmd(&["LPOS", "l", "w"])), Some(Reply::Nil));
         // Only the whole list is kept.
         let part = cmd(&["LRANGE", "m", "0", "1"]);
-        assert!(s.ticket(&part).is_none());
+        assert!(s.claim_fill(&part).is_none());
     }
 
     #[test]
     fn a_write_or_push_between_send_and_reply_keeps_the_reply_out() {
         let mut s = Store::default();
         let c = cmd(&["HGETALL", "h"]);
-        let ticket = s.ticket(&c).unwrap();
+        let claim = s.claim_fill(&c).unwrap();
         s.before_write(&cmd(&["HSET", "h", "a", "2"]));
-        s.fill(ticket, &c, &bulks(&["a", "1"]));
+        s.fill(claim, &c, &bulks(&["a", "1"]));
         assert_eq!(s.lookup(&c), None);
 
-        let ticket = s.ticket(&c).unwrap();
+        let claim = s.claim_fill(&c).unwrap();
         s.on_push(vec![bulk(b"invalidate"), bulks(&["h"])]);
-        s.fill(ticket, &c, &bulks(&["a", "1"]));
+        s.fill(claim, &c, &bulks(&["a", "1"]));
         assert_eq!(s.lookup(&c), None);
 
-        let ticket = s.ticket(&c).unwrap();
+        let claim = s.claim_fill(&c).unwrap();
         s.on_push(vec![bulk(b"invalidate"), Reply::Nil]);
-        s.fill(ticket, &c, &bulks(&["a", "1"]));
+        s.fill(claim, &c, &bulks(&["a", "1"]));
         assert_eq!(s.lookup(&c), None);
 
         // Another key's invalidation does not matter.
-        let ticket = s.ticket(&c).unwrap();
+        let claim = s.claim_fill(&c).unwrap();
         s.on_push(vec![bulk(b"invalidate"), bulks(&["other"])]);
-        s.fill(ticket, &c, &bulks(&["a", "1"]));
+        s.fill(claim, &c, &bulks(&["a", "1"]));
         assert_eq!(s.lookup(&cmd(&["HGET", "h", "a"])), Some(bulk(b"1")));
     }
 
@@ -668,20 +670,20 @@ mod tests {
             read(&mut s, &["GET", &key], bulk(b"{}"));
             s.invalidate(key.as_bytes());
         }
-        assert_eq!((s.slots.len(), s.bytes), (0, 0));
+        assert_eq!((s.entries.len(), s.bytes), (0, 0));
     }
 
     #[test]
     fn a_ticket_from_before_a_key_was_dropped_never_fills_its_new_slot() {
         let mut s = Store::default();
         let get = cmd(&["GET", "k"]);
-        let old = s.ticket(&get).unwrap();
-        s.invalidate(b"k"); // the slot goes
-        let new = s.ticket(&get).unwrap(); // and comes back
+        let old = s.claim_fill(&get).unwrap();
+        s.invalidate(b"k"); // the entry goes
+        let new = s.claim_fill(&get).unwrap(); // and comes back
         s.fill(new, &get, &bulk(b"fresh"));
         s.fill(old, &get, &bulk(b"stale"));
         assert_eq!(s.lookup(&get), Some(bulk(b"fresh")));
-        assert_eq!(s.usage(), slot_size(b"k") + VEC_COST + 5);
+        assert_eq!(s.usage(), entry_size(b"k") + VEC_COST + 5);
     }
 
     #[test]
@@ -707,9 +709,9 @@ mod tests {
             Some(wrong.clone())
         );
         // The hint survives a rejected fill; a flush forgets it.
-        let ticket = s.ticket(&whole).unwrap();
+        let claim = s.claim_fill(&whole).unwrap();
         s.invalidate(b"h");
-        s.fill(ticket, &whole, &reply);
+        s.fill(claim, &whole, &reply);
         assert!(s.read_ahead(&field).is_some());
         s.flush();
         assert!(s.read_ahead(&field).is_none());
@@ -719,34 +721,34 @@ mod tests {
     fn a_write_to_a_whole_hash_is_applied_to_the_copy() {
         let mut s = Store::default();
         let set = cmd(&["HSET", "h", "b", "9", "c", "3"]);
-        assert!(s.write_ticket(&set).is_none(), "nothing held");
+        assert!(s.claim_write(&set).is_none(), "nothing held");
         read(&mut s, &["HGETALL", "h"], bulks(&["a", "1", "b", "2"]));
-        let ticket = s.write_ticket(&set).unwrap();
-        s.apply_write(ticket, &set, &Reply::Int(1), &Reply::Int(3));
+        let claim = s.claim_write(&set).unwrap();
+        s.apply_write(claim, &set, &Reply::Int(1), &Reply::Int(3));
         assert_eq!(
             s.lookup(&cmd(&["HGETALL", "h"])),
             Some(bulks(&["a", "1", "b", "9", "c", "3"]))
         );
         assert_eq!(s.lookup(&cmd(&["HGET", "h", "c"])), Some(bulk(b"3")));
-        assert_eq!(s.bytes, slot_size(b"h") + 3 * field_size(b"a", b"1"));
+        assert_eq!(s.bytes, entry_size(b"h") + 3 * field_size(b"a", b"1"));
 
         // The server's length disagrees: someone else wrote; drop the copy.
         let one = cmd(&["HSET", "h", "d", "4"]);
-        let ticket = s.write_ticket(&one).unwrap();
-        s.apply_write(ticket, &one, &Reply::Int(1), &Reply::Int(7));
+        let claim = s.claim_write(&one).unwrap();
+        s.apply_write(claim, &one, &Reply::Int(1), &Reply::Int(7));
         assert_eq!(s.lookup(&cmd(&["HLEN", "h"])), None);
 
         // An invalidation while the write was out: drop, do not apply.
         read(&mut s, &["HGETALL", "h"], bulks(&["a", "1"]));
-        let ticket = s.write_ticket(&one).unwrap();
+        let claim = s.claim_write(&one).unwrap();
         s.on_push(vec![bulk(b"invalidate"), bulks(&["h"])]);
-        s.apply_write(ticket, &one, &Reply::Int(1), &Reply::Int(2));
+        s.apply_write(claim, &one, &Reply::Int(1), &Reply::Int(2));
         assert_eq!(s.lookup(&cmd(&["HLEN", "h"])), None);
 
         // The write failed (WRONGTYPE): drop.
         read(&mut s, &["HGETALL", "h"], bulks(&["a", "1"]));
-        let ticket = s.write_ticket(&one).unwrap();
-        s.apply_write(ticket, &one, &Reply::Error("WRONGTYPE".into()), &Reply::Nil);
+        let claim = s.claim_write(&one).unwrap();
+        s.apply_write(claim, &one, &Reply::Error("WRONGTYPE".into()), &Reply::Nil);
         assert_eq!(s.lookup(&cmd(&["HLEN", "h"])), None);
     }
 
@@ -755,6 +757,6 @@ mod tests {
         let mut s = Store::default();
         read(&mut s, &["GET", "h"], Reply::Error("WRONGTYPE".into()));
         assert_eq!(s.lookup(&cmd(&["GET", "h"])), None);
-        assert!(s.slots.is_empty());
+        assert!(s.entries.is_empty());
     }
 }

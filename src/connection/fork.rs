@@ -42,10 +42,10 @@ pub fn generation() -> u64 {
 /// rather than with `arc-swap`: its reference counts and per-thread debts
 /// would be inherited from threads that are gone.
 pub struct PerProcess<T> {
-    current: AtomicPtr<Slot<T>>,
+    current: AtomicPtr<Instance<T>>,
 }
 
-struct Slot<T> {
+struct Instance<T> {
     generation: u64,
     value: T,
 }
@@ -53,7 +53,7 @@ struct Slot<T> {
 impl<T> PerProcess<T> {
     pub fn new(value: T) -> PerProcess<T> {
         PerProcess {
-            current: AtomicPtr::new(Box::into_raw(Box::new(Slot {
+            current: AtomicPtr::new(Box::into_raw(Box::new(Instance {
                 generation: generation(),
                 value,
             }))),
@@ -73,7 +73,7 @@ impl<T> PerProcess<T> {
         if slot.generation == generation {
             return &slot.value;
         }
-        let new = Box::into_raw(Box::new(Slot {
+        let new = Box::into_raw(Box::new(Instance {
             generation,
             value: fresh(),
         }));

@@ -49,20 +49,20 @@ pub fn forget_spinners() {
 }
 
 /// One of the process's spinning slots, given back on drop.
-struct Slot(&'static AtomicUsize);
+struct SpinPermit(&'static AtomicUsize);
 
-impl Slot {
-    fn take(slots: &'static AtomicUsize, max: usize) -> Option<Slot> {
+impl SpinPermit {
+    fn take(slots: &'static AtomicUsize, max: usize) -> Option<SpinPermit> {
         slots
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()
-            .map(|_| Slot(slots))
+            .map(|_| SpinPermit(slots))
     }
 }
 
-impl Drop for Slot {
+impl Drop for SpinPermit {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -108,7 +108,7 @@ impl Spin {
             self.rest -= 1;
             return Outcome::Skipped;
         }
-        let Some(_slot) = Slot::take(slots, max) else {
+        let Some(_slot) = SpinPermit::take(slots, max) else {
             return Outcome::Skipped;
         };
         let outcome = poll_until_readable(fd, self.budget);
@@ -256,9 +256,9 @@ mod tests {
     #[test]
     fn slots_are_given_back() {
         let slots = slots();
-        let slot = Slot::take(slots, 1).expect("a free slot");
-        assert!(Slot::take(slots, 1).is_none());
+        let slot = SpinPermit::take(slots, 1).expect("a free slot");
+        assert!(SpinPermit::take(slots, 1).is_none());
         drop(slot);
-        assert!(Slot::take(slots, 1).is_some());
+        assert!(SpinPermit::take(slots, 1).is_some());
     }
 }

@@ -137,16 +137,16 @@ impl CachingClient {
     /// what the reads among them may keep.
     fn exchange(&self, slot: &mut Option<Conn>, cmds: &[Cmd]) -> io::Result<Vec<Reply>> {
         let conn = slot.as_mut().expect("ready() opened the connection");
-        let tickets: Vec<_> = {
+        let claims: Vec<_> = {
             let mut store = self.local().store.lock();
-            cmds.iter().map(|c| store.ticket(c)).collect()
+            cmds.iter().map(|c| store.claim_fill(c)).collect()
         };
         // Each read that may fill asks for its key's expiry in the same round
         // trip: a value that expires is not kept (`client_cache::keeps`).
-        let probes: Vec<Cmd> = tickets
+        let probes: Vec<Cmd> = claims
             .iter()
             .zip(cmds)
-            .filter(|(ticket, _)| ticket.is_some())
+            .filter(|(claim, _)| claim.is_some())
             .map(|(_, cmd)| expiry_probe(cmd))
             .collect();
         let sent: std::borrow::Cow<'_, [Cmd]> = if probes.is_empty() {
@@ -164,10 +164,10 @@ impl CachingClient {
                 let expiries = replies.split_off(cmds.len());
                 let mut expiries = expiries.iter();
                 let mut store = self.local().store.lock();
-                for ((ticket, cmd), reply) in tickets.into_iter().zip(cmds).zip(&replies) {
-                    if let Some(ticket) = ticket {
+                for ((claim, cmd), reply) in claims.into_iter().zip(cmds).zip(&replies) {
+                    if let Some(claim) = claim {
                         if expiries.next().is_some_and(keeps) {
-                            store.fill(ticket, cmd, reply);
+                            store.fill(claim, cmd, reply);
                         }
                     }
                 }
@@ -198,7 +198,7 @@ impl CachingClient {
     /// instead of being dropped.
     fn write_through(&self, slot: &mut Option<Conn>, cmd: &Cmd) -> io::Result<Option<Reply>> {
         let plain = cmd.origin();
-        let Some(ticket) = self.local().store.lock().write_ticket(plain) else {
+        let Some(claim) = self.local().store.lock().claim_write(plain) else {
             return Ok(None);
         };
         let key = plain.args().next().unwrap_or_default();
@@ -218,7 +218,7 @@ impl CachingClient {
             {
                 let len = done.pop().unwrap_or(Reply::Nil);
                 let set = done.pop().unwrap_or(Reply::Nil);
-                store.apply_write(ticket, plain, &set, &len);
+                store.apply_write(claim, plain, &set, &len);
                 set
             }
             Some(Reply::Array(mut done)) if done.len() == 2 => {

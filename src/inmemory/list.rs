@@ -1,5 +1,5 @@
 //! `InMemoryRedisList`: madsci's shared, value-preserving list, with the
-//! whole sequence API of SPEC section 1 (madsci's has only `append`,
+//! whole sequence API of `RedisList` (madsci's has only `append`,
 //! `remove`, iteration, `len` and `in`; the rest matches `list`/pottery).
 //!
 //! Every object of one (client, key) holds the same Python `list`; each

@@ -25,7 +25,8 @@ use crate::errors::{run_detached, CacheError};
 use crate::lease::{LockLease, Wait, DEFAULT_NUM_EXTENSIONS};
 
 const LOG: &str = "madsci_cache_rs";
-/// Waits longer than this are logged (SPEC section 8).
+/// Waits longer than this are logged: a lab operator wants to see a lock
+/// that holds a manager up, not every short wait.
 const LONG_WAIT: Duration = Duration::from_secs(1);
 
 /// ARGV: token, lease in ms. Takes a free key; `OK` also when the key

@@ -133,7 +133,7 @@ impl Hash {
     }
 }
 
-pub enum Slot {
+pub enum Value {
     Str(Vec<u8>),
     Hash(Hash),
     List(Vec<Text>),
@@ -142,15 +142,15 @@ pub enum Slot {
 
 #[derive(Default)]
 pub struct Keyspace {
-    pub map: HashMap<Vec<u8>, Slot>,
+    pub map: HashMap<Vec<u8>, Value>,
     /// Bumped by every write, so optimistic readers can tell nothing changed.
     pub version: u64,
 }
 
 impl Keyspace {
     /// The slot at `key`, with expired leases treated as absent (and removed).
-    pub fn live(&mut self, key: &[u8], now: Instant) -> Option<&mut Slot> {
-        if matches!(self.map.get(key), Some(Slot::Lease(l)) if !l.live(now)) {
+    pub fn live(&mut self, key: &[u8], now: Instant) -> Option<&mut Value> {
+        if matches!(self.map.get(key), Some(Value::Lease(l)) if !l.live(now)) {
             self.map.remove(key);
         }
         self.map.get_mut(key)
@@ -248,8 +248,8 @@ impl StrictDb {
             let mut state = self.lock(py);
             match state.live(&key, Instant::now()) {
                 None => return Ok(py.None().into_bound(py)),
-                Some(Slot::Str(v)) => v.clone(),
-                Some(Slot::Lease(l)) => l.token.clone().into_bytes(),
+                Some(Value::Str(v)) => v.clone(),
+                Some(Value::Lease(l)) => l.token.clone().into_bytes(),
                 Some(_) => return Err(wrong_type(&key).into()),
             }
         };
@@ -271,9 +271,9 @@ impl StrictDb {
         let old = {
             let mut state = self.lock(py);
             state.version += 1;
-            state.map.insert(key, Slot::Str(value))
+            state.map.insert(key, Value::Str(value))
         };
-        if matches!(old, Some(Slot::Lease(_))) {
+        if matches!(old, Some(Value::Lease(_))) {
             self.freed.notify_all();
         }
         Ok(())
@@ -294,8 +294,8 @@ impl StrictDb {
         let now = Instant::now();
         let base = match state.live(&key, now) {
             None => 0,
-            Some(Slot::Str(v)) => redis_int(v).ok_or_else(|| not_integer(&key))?,
-            Some(Slot::Lease(l)) => {
+            Some(Value::Str(v)) => redis_int(v).ok_or_else(|| not_integer(&key))?,
+            Some(Value::Lease(l)) => {
                 redis_int(l.token.as_bytes()).ok_or_else(|| not_integer(&key))?
             }
             Some(_) => return Err(wrong_type(&key).into()),
@@ -310,7 +310,7 @@ impl StrictDb {
         state.version += 1;
         state
             .map
-            .insert(key, Slot::Str(sum.to_string().into_bytes()));
+            .insert(key, Value::Str(sum.to_string().into_bytes()));
         drop(state);
         Ok(PyInt::new(py, sum).into_any())
     }

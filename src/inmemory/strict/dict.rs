@@ -11,7 +11,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyIterator, PyList, PyMapping, PyString, PyTuple, PyType};
 use pyo3::IntoPyObjectExt;
 
-use super::db::{wrong_type, Hash, Keyspace, Slot, StrictDb, Text};
+use super::db::{wrong_type, Hash, Keyspace, StrictDb, Text, Value};
 use super::{decode, decode_with, encode};
 use crate::codec::{DictTemplate, KeyCache};
 use crate::errors::CacheError;
@@ -38,7 +38,7 @@ impl StrictRedisDict {
         let mut state = self.db.lock(py);
         match state.live(&self.key, Instant::now()) {
             None => Ok(f(None)),
-            Some(Slot::Hash(h)) => Ok(f(Some(h))),
+            Some(Value::Hash(h)) => Ok(f(Some(h))),
             Some(_) => Err(wrong_type(&self.key)),
         }
     }
@@ -52,10 +52,10 @@ impl StrictRedisDict {
             None => state
                 .map
                 .entry(self.key.clone())
-                .or_insert(Slot::Hash(Hash::default())),
+                .or_insert(Value::Hash(Hash::default())),
             Some(slot) => slot,
         };
-        let Slot::Hash(hash) = slot else {
+        let Value::Hash(hash) = slot else {
             return Err(wrong_type(&self.key));
         };
         hash.plain = None;
@@ -81,7 +81,7 @@ impl StrictRedisDict {
             let version = state.version;
             match state.live(&self.key, Instant::now()) {
                 None => (None, version),
-                Some(Slot::Hash(h)) => (h.plain.clone(), version),
+                Some(Value::Hash(h)) => (h.plain.clone(), version),
                 Some(_) => return Err(wrong_type(&self.key).into()),
             }
         };
@@ -96,7 +96,7 @@ impl StrictRedisDict {
         let template = Arc::new(DictTemplate::new(&out)?);
         let mut state = self.db.lock(py);
         if state.version == version {
-            if let Some(Slot::Hash(h)) = state.map.get_mut(&self.key) {
+            if let Some(Value::Hash(h)) = state.map.get_mut(&self.key) {
                 h.plain = Some(template);
             }
         }

@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyIterator, PyList, PySlice, PyString};
 use pyo3::IntoPyObjectExt;
 
-use super::db::{wrong_type, Keyspace, Slot, StrictDb, Text};
+use super::db::{wrong_type, Keyspace, StrictDb, Text, Value};
 use super::{decode, decode_with, encode};
 use crate::codec::KeyCache;
 use crate::errors::CacheError;
@@ -46,7 +46,7 @@ impl StrictRedisList {
         let mut state = self.db.lock(py);
         match state.live(&self.key, Instant::now()) {
             None => Ok(f(&[])),
-            Some(Slot::List(items)) => Ok(f(items)),
+            Some(Value::List(items)) => Ok(f(items)),
             Some(_) => Err(wrong_type(&self.key)),
         }
     }
@@ -57,7 +57,7 @@ impl StrictRedisList {
         let version = state.version;
         match state.live(&self.key, Instant::now()) {
             None => Ok((Vec::new(), version)),
-            Some(Slot::List(items)) => Ok((items.clone(), version)),
+            Some(Value::List(items)) => Ok((items.clone(), version)),
             Some(_) => Err(wrong_type(&self.key)),
         }
     }
@@ -80,10 +80,10 @@ impl StrictRedisList {
             None => state
                 .map
                 .entry(self.key.clone())
-                .or_insert(Slot::List(Vec::new())),
+                .or_insert(Value::List(Vec::new())),
             Some(slot) => slot,
         };
-        let Slot::List(items) = slot else {
+        let Value::List(items) = slot else {
             return Err(wrong_type(&self.key));
         };
         let out = f(items);

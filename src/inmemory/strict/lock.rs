@@ -15,7 +15,7 @@ use pyo3::IntoPyObjectExt;
 
 use crate::gil::lock_detached;
 
-use super::db::{deadline_after, Keyspace, Slot, StrictDb};
+use super::db::{deadline_after, Keyspace, StrictDb, Value};
 use crate::lease::{
     acquire_slot, extend_slot, release_slot, remaining_in_slot, Lease, LockLease, Wait,
     DEFAULT_NUM_EXTENSIONS,
@@ -43,12 +43,12 @@ fn with_slot<T>(
 ) -> T {
     let mut slot = match state.live(key, now) {
         None => None,
-        Some(Slot::Lease(l)) => Some(l.clone()),
+        Some(Value::Lease(l)) => Some(l.clone()),
         Some(_) => return foreign,
     };
     let out = f(&mut slot);
     match slot {
-        Some(l) => state.map.insert(key.to_vec(), Slot::Lease(l)),
+        Some(l) => state.map.insert(key.to_vec(), Value::Lease(l)),
         None => state.map.remove(key),
     };
     out
@@ -85,7 +85,7 @@ impl StrictRedlock {
             }
             // Wake when the holder's lease runs out, if nobody releases it.
             match state.map.get(key) {
-                Some(Slot::Lease(l)) => Err(Some(l.expires)),
+                Some(Value::Lease(l)) => Err(Some(l.expires)),
                 _ => Err(None),
             }
         };
