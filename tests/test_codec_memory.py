@@ -12,12 +12,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
-import pytest
 import redis
 
-from madsci_cache_rs.testing import PrivateServer, ServerUnavailable
+from madsci_cache_rs.testing import PrivateServer
 
 BOUND_MIB = 40
 
@@ -42,16 +40,6 @@ for i in range(count):
 gc.collect()
 print((rss_kib() - before) / 1024)
 """
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PrivateServer]:
-    try:
-        srv = PrivateServer("valkey")
-    except ServerUnavailable as exc:
-        pytest.skip(f"no valkey server on this machine: {exc}")
-    with srv:
-        yield srv
 
 
 def growth_mib(server: PrivateServer, docs: list[str]) -> float:

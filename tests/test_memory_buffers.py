@@ -10,9 +10,7 @@ import os
 import subprocess
 import sys
 
-import pytest
-
-from madsci_cache_rs.testing import PrivateServer, ServerUnavailable
+from madsci_cache_rs.testing import PrivateServer
 
 BIG = 64 << 20
 
@@ -41,20 +39,10 @@ print(size, before, after)
 """
 
 
-@pytest.fixture(scope="module")
-def valkey():
-    try:
-        srv = PrivateServer("valkey")
-    except ServerUnavailable as exc:
-        pytest.skip(f"no valkey server on this machine: {exc}")
-    with srv:
-        yield srv
-
-
-def test_a_large_write_and_read_leave_no_large_buffer_behind(valkey: PrivateServer) -> None:
+def test_a_large_write_and_read_leave_no_large_buffer_behind(server: PrivateServer) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MADSCI_CACHE_RS")}
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD.format(port=valkey.port, big=BIG)],
+        [sys.executable, "-c", CHILD.format(port=server.port, big=BIG)],
         env=env,
         capture_output=True,
         text=True,

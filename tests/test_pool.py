@@ -9,30 +9,23 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
 from conftest import in_threads
 
 from madsci_cache_rs import PyCacheHandler
-from madsci_cache_rs.testing import PrivateServer
-
-
-@pytest.fixture(scope="module")
-def valkey() -> Iterator[PrivateServer]:
-    with PrivateServer("valkey") as srv:
-        yield srv
 
 
 def received(raw: redis.Redis) -> int:
     return int(raw.info("stats")["total_connections_received"])
 
 
-def test_many_threads_reuse_their_connections(valkey):
+def test_many_threads_reuse_their_connections(server):
     threads, calls = 200, 300
-    raw = redis.Redis(port=valkey.port)
-    h = PyCacheHandler.from_url(valkey.url)
+    raw = redis.Redis(port=server.port)
+    raw.flushall()  # the session's server: start from an empty keyspace
+    h = PyCacheHandler.from_url(server.url)
     h.set("warm", "1")
     before = received(raw)
 
@@ -60,11 +53,12 @@ def connected_clients(raw: redis.Redis) -> int:
     return int(raw.info("clients")["connected_clients"])
 
 
-def test_max_connections_bounds_the_pool_and_every_call_succeeds(valkey):
-    raw = redis.Redis(port=valkey.port)
+def test_max_connections_bounds_the_pool_and_every_call_succeeds(server):
+    raw = redis.Redis(port=server.port)
+    raw.flushall()  # the session's server: start from an empty keyspace
     raw.ping()
     baseline = connected_clients(raw)  # our observer
-    h = PyCacheHandler.from_url(valkey.url, max_connections=4)
+    h = PyCacheHandler.from_url(server.url, max_connections=4)
     seen: list[int] = []
     done = threading.Event()
 
@@ -90,10 +84,11 @@ def test_max_connections_bounds_the_pool_and_every_call_succeeds(valkey):
     raw.close()
 
 
-def test_max_connections_from_the_url_query(valkey):
-    raw = redis.Redis(port=valkey.port)
+def test_max_connections_from_the_url_query(server):
+    raw = redis.Redis(port=server.port)
+    raw.flushall()  # the session's server: start from an empty keyspace
     baseline = connected_clients(raw)
-    h = PyCacheHandler.from_url(f"{valkey.url}?max_connections=2")
+    h = PyCacheHandler.from_url(f"{server.url}?max_connections=2")
     assert in_threads(lambda t: [h.set("k", str(i)) for i in range(50)], 20) == []
     assert connected_clients(raw) - baseline <= 2
     h.close()
@@ -101,13 +96,14 @@ def test_max_connections_from_the_url_query(valkey):
 
 
 @pytest.mark.parametrize("how", ["from_settings", "redis-py client"])
-def test_max_connections_reaches_the_pool_every_way(valkey, how):
-    raw = redis.Redis(port=valkey.port)
+def test_max_connections_reaches_the_pool_every_way(server, how):
+    raw = redis.Redis(port=server.port)
+    raw.flushall()  # the session's server: start from an empty keyspace
     baseline = connected_clients(raw)
     if how == "from_settings":
-        h = PyCacheHandler.from_settings(valkey.host, valkey.port, max_connections=3)
+        h = PyCacheHandler.from_settings(server.host, server.port, max_connections=3)
     else:
-        h = PyCacheHandler(redis.Redis(host=valkey.host, port=valkey.port, max_connections=3))
+        h = PyCacheHandler(redis.Redis(host=server.host, port=server.port, max_connections=3))
     assert in_threads(lambda t: [h.get("k") for _ in range(50)], 20) == []
     assert connected_clients(raw) - baseline <= 3
     h.close()
@@ -115,6 +111,6 @@ def test_max_connections_reaches_the_pool_every_way(valkey, how):
 
 
 @pytest.mark.parametrize("bad", [0, -1, "many", 2**70])
-def test_max_connections_must_be_a_positive_count(valkey, bad):
+def test_max_connections_must_be_a_positive_count(server, bad):
     with pytest.raises((ValueError, TypeError, OverflowError), match="max_connections"):
-        PyCacheHandler.from_url(valkey.url, max_connections=bad)
+        PyCacheHandler.from_url(server.url, max_connections=bad)

@@ -289,7 +289,8 @@ def scenario(h) -> list:
 
 def test_strict_memory_matches_a_real_server():
     pytest.importorskip("pottery")
-    from madsci.common.db_handlers.cache_handler import PyCacheHandler as MadsciPyCacheHandler
+    madsci_handlers = pytest.importorskip("madsci.common.db_handlers.cache_handler")
+    MadsciPyCacheHandler = madsci_handlers.PyCacheHandler
 
     from madsci_cache_rs import _install
     from madsci_cache_rs.testing import PrivateServer

@@ -1,7 +1,7 @@
 """A miniature self-driving lab, built from madsci 0.8.1's own packages, for end-to-end
 tests and benchmark rows of the cache handler under server faults.
 
-Unit tests of a handler cannot show what SPEC.md section 11 is about: madsci's workcell
+Unit tests of a handler cannot show whether a lab rides out server faults: madsci's workcell
 engine makes cache calls inside its own error handling, so one exception at the wrong
 moment halts the workcell (or kills the engine thread) while the manager still answers
 HTTP. Only madsci's real managers, driving a real node through real workflows, show
