@@ -63,8 +63,12 @@ class _PatchOnImport:
             return None
         if fullname not in _install.TARGETS:
             return None
+        try:
+            later = sys.meta_path[sys.meta_path.index(self) + 1 :]
+        except ValueError:  # stop() ran meanwhile
+            return None
         spec = None
-        for finder in sys.meta_path[sys.meta_path.index(self) + 1 :]:
+        for finder in later:
             find = getattr(finder, "find_spec", None)
             spec = find(fullname, path, target) if find is not None else None
             if spec is not None:

@@ -30,6 +30,7 @@ PRELUDE = f"""
 import site, sys
 site.addsitedir({str(PYDIR)!r})
 eager = sorted(m for m in sys.modules if m.split(".")[0] in ("madsci", "madsci_cache_rs"))
+print("switch-imported", "madsci_cache_rs_switch" in sys.modules)
 """
 
 
@@ -55,9 +56,9 @@ def ok(proc: subprocess.CompletedProcess[str]) -> str:
 HANDLERS_SEEN = (
     PRELUDE
     + """
-import madsci_cache_rs_switch
+switch = sys.modules.get("madsci_cache_rs_switch")
 print("eager", eager)
-print("switch-loaded", "madsci_cache_rs_switch" in sys.modules and madsci_cache_rs_switch.active())
+print("switch-loaded", bool(switch and switch.active()))
 from madsci.common.db_handlers import cache_handler, PyCacheHandler
 print("module", cache_handler.PyCacheHandler.__module__)
 print("package", PyCacheHandler.__module__)
@@ -76,8 +77,9 @@ def test_shipped_files_point_at_the_same_start():
 
 
 def test_unset_leaves_madsci_its_own_and_imports_nothing():
-    out = ok(run(HANDLERS_SEEN.replace("import madsci_cache_rs_switch\n", ""), None))
+    out = ok(run(HANDLERS_SEEN, None))
     assert "eager []" in out
+    assert "switch-imported False" in out  # the .pth line stopped at the variable
     assert "module madsci.common.db_handlers.cache_handler" in out
     assert "package madsci.common.db_handlers.cache_handler" in out
 
@@ -85,6 +87,7 @@ def test_unset_leaves_madsci_its_own_and_imports_nothing():
 def test_on_patches_madsci_as_it_is_imported_and_not_before():
     out = ok(run(HANDLERS_SEEN, "1"))
     assert "eager []" in out  # neither madsci nor our native package at start-up
+    assert "switch-imported True" in out
     assert "switch-loaded True" in out
     assert "module madsci_cache_rs" in out
     assert "package madsci_cache_rs" in out
@@ -234,3 +237,17 @@ def test_console_script_names_the_cli():
     from madsci_cache_rs import cli
 
     assert pkgutil.resolve_name(scripts["madsci-cache-rs"]) is cli.main
+
+
+def test_a_broken_package_warns_and_madsci_runs_on_its_own(tmp_path):
+    broken = tmp_path / "madsci_cache_rs"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('no native library here')\n")
+    code = HANDLERS_SEEN
+    env = {k: v for k, v in os.environ.items() if k != "MADSCI_CACHE_RS"}
+    env.update(MADSCI_CACHE_RS="1", PYTHONPATH=os.pathsep.join([str(tmp_path), str(PYDIR)]))
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True
+    )
+    assert "module madsci.common.db_handlers.cache_handler" in ok(proc)
+    assert "madsci-cache-rs cannot be imported" in proc.stderr
