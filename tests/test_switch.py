@@ -251,3 +251,43 @@ def test_a_broken_package_warns_and_madsci_runs_on_its_own(tmp_path):
     )
     assert "module madsci.common.db_handlers.cache_handler" in ok(proc)
     assert "madsci-cache-rs cannot be imported" in proc.stderr
+
+
+@pytest.mark.skipif(
+    not os.environ.get("MADSCI_CACHE_RS_TEST_WHEEL"),
+    reason="set MADSCI_CACHE_RS_TEST_WHEEL to a built wheel (maturin build) to test it installed",
+)
+def test_the_installed_wheel_switches_madsci(tmp_path):
+    """The wheel as pip installs it: its .pth at site-packages' root, read by
+    site at start-up, and the console script on PATH."""
+    wheel = os.environ["MADSCI_CACHE_RS_TEST_WHEEL"]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    pip = [sys.executable, "-m", "pip", "--python", str(python)]
+    subprocess.run([*pip, "install", "-q", "--no-deps", "--no-index", wheel], check=True)
+    site_packages = Path(
+        subprocess.check_output(
+            [python, "-c", "import site; print(site.getsitepackages()[0])"], text=True
+        ).strip()
+    )
+    assert (site_packages / "madsci_cache_rs_switch.pth").read_text() == PTH.read_text()
+    assert (site_packages / "madsci_cache_rs_switch.start").read_text() == START.read_text()
+    # madsci and its dependencies from the test interpreter, after the wheel's own files.
+    deps = [p for p in sys.path if p.endswith("site-packages")]
+    (site_packages / "zz_test_deps.pth").write_text("\n".join(deps) + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("MADSCI_CACHE_RS", "PYTHONPATH")}
+    code = (
+        "import sys; eager = [m for m in sys.modules if m.startswith('madsci')]\n"
+        "from madsci.common.db_handlers.cache_handler import PyCacheHandler\n"
+        "import madsci_cache_rs; print(eager, PyCacheHandler.__module__, madsci_cache_rs.__file__)"
+    )
+    unset = subprocess.run([python, "-c", code], env=env, capture_output=True, text=True)
+    assert "[] madsci.common.db_handlers.cache_handler" in ok(unset)
+    script = venv / "bin" / "madsci-cache-rs"
+    on = subprocess.run(
+        [script, "run", "--", python, "-c", code], env=env, capture_output=True, text=True
+    )
+    out = ok(on)
+    assert "['madsci_cache_rs_switch'] madsci_cache_rs " in out
+    assert str(site_packages) in out  # the installed package, not the repository's
