@@ -4,7 +4,8 @@ Each check runs in a fresh interpreter, because the switch acts at start-up.
 ``site.addsitedir(python/)`` makes ``site`` read the repository's own
 ``madsci_cache_rs_switch.pth`` exactly as it reads one in site-packages
 (``maturin develop`` does not install it), so the line under test is the
-shipped one.
+shipped one. With ``MADSCI_CACHE_RS_TEST_WHEEL=path/to.whl`` the built wheel
+is also installed by pip into a throwaway venv and tested as deployed.
 """
 
 from __future__ import annotations
