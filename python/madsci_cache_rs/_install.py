@@ -83,6 +83,40 @@ def register_with_madsci(module: ModuleType) -> None:
     CacheHandler.register(theirs)
 
 
+def _madsci_original(name: str, current: Any, ours: dict[str, Any]) -> Any:
+    """What to put back for ``name``: a module imported after its source was
+    patched bound our object, so its original is the one its source held."""
+    if not any(current is obj for obj in ours.values()):
+        return current
+    for (_, held_name), original in _originals.items():
+        if held_name == name:
+            return original
+    return current
+
+
+def _patch(module: ModuleType, ours: dict[str, Any]) -> list[str]:
+    module_name = module.__name__
+    if module_name == _MADSCI_ABC_MODULE:
+        register_with_madsci(module)
+    swapped = []
+    for name in TARGETS.get(module_name, ()):
+        if name not in ours or not hasattr(module, name):
+            continue
+        key = (module_name, name)
+        if key not in _originals:
+            _originals[key] = _madsci_original(name, getattr(module, name), ours)
+        setattr(module, name, ours[name])
+        swapped.append(f"{module_name}.{name}")
+    return swapped
+
+
+def patch_module(module: ModuleType) -> list[str]:
+    """``install()`` for one module that has just been imported (the
+    ``MADSCI_CACHE_RS`` switch calls it as each madsci module in ``TARGETS``
+    finishes importing, so nothing is imported early)."""
+    return _patch(module, _ours())
+
+
 def install(inmemory_handler: Any = None) -> list[str]:
     """Swap our names into every importable madsci module in ``TARGETS``.
 
@@ -95,20 +129,10 @@ def install(inmemory_handler: Any = None) -> list[str]:
     if inmemory_handler is not None:
         ours["InMemoryCacheHandler"] = inmemory_handler
     swapped = []
-    for module_name, names in TARGETS.items():
+    for module_name in TARGETS:
         module = _load(module_name)
-        if module is None:
-            continue
-        if module_name == _MADSCI_ABC_MODULE:
-            register_with_madsci(module)
-        for name in names:
-            if name not in ours or not hasattr(module, name):
-                continue
-            key = (module_name, name)
-            if key not in _originals:
-                _originals[key] = getattr(module, name)
-            setattr(module, name, ours[name])
-            swapped.append(f"{module_name}.{name}")
+        if module is not None:
+            swapped += _patch(module, ours)
     return swapped
 
 
