@@ -35,6 +35,13 @@ test)
     "$venv/bin/ruff" format --check python tests
     echo "== stubtest"
     "$py" -m mypy.stubtest madsci_cache_rs --mypy-config-file pyproject.toml --allowlist tests/stubtest-allowlist.txt
+    echo "== wheel"
+    # The wheel as users install it: its start-up .pth is what test_switch checks
+    # (an editable install has none). Same profile as above, so only packaging is new.
+    rm -rf target/wheels
+    "$venv/bin/maturin" build --release -q -o target/wheels
+    MADSCI_CACHE_RS_TEST_WHEEL=$(ls target/wheels/madsci_cache_rs-*.whl)
+    export MADSCI_CACHE_RS_TEST_WHEEL
     echo "== pytest"
     "$py" -m pytest -q -p no:cacheprovider tests "$@"
     # madsci 0.8.1's own suites, on madsci's classes and then on ours (issue 3).
