@@ -3,6 +3,7 @@ managers this package does not construct can be pointed anywhere."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -58,9 +59,12 @@ def secured():
         yield srv
 
 
-def test_madsci_password_fills_in_for_a_url_without_one(secured, monkeypatch):
+def test_madsci_password_fills_in_for_a_url_without_one(secured, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG, logger="madsci_cache_rs")
     monkeypatch.setenv(VAR, f"redis://{secured.host}:{secured.port}/0")
     h = PyCacheHandler.from_settings("127.0.0.1", free_port(), SECRET)
+    said = [r.getMessage() for r in caplog.records if VAR in r.getMessage()]
+    assert said and all(f"{secured.port}" in m and SECRET not in m for m in said)
     h.set("k", "filled in")
     assert h.get("k") == "filled in"
     assert SECRET not in repr(h)

@@ -57,8 +57,19 @@ impl PyCacheHandler {
         let env_url = std::env::var(SETTINGS_URL).ok();
         let mut cfg = match Config::from_env_url(SETTINGS_URL, env_url.as_deref())? {
             // madsci's own password fills in for a URL without one.
-            Some(cfg) if cfg.password.is_some() => cfg,
-            Some(cfg) => Config { password, ..cfg },
+            Some(cfg) => {
+                // Said once per handler, so a lab can tell why madsci's
+                // host and port were not used.
+                log::debug!(
+                    target: "madsci_cache_rs",
+                    "from_settings: {} from {SETTINGS_URL}, not {host}:{port}",
+                    cfg.redacted_url()
+                );
+                match cfg.password {
+                    Some(_) => cfg,
+                    None => Config { password, ..cfg },
+                }
+            }
             None => Config {
                 password,
                 ..Config::tcp(host, port)
