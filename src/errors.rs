@@ -16,6 +16,9 @@ use pyo3::types::{PyDict, PyTuple, PyType};
 pub enum CacheError {
     /// The server could not be reached, or the connection broke.
     Connection { context: String, detail: String },
+    /// The server refused the user name or password. Not retried: a wrong
+    /// password does not fix itself.
+    Authentication { context: String, detail: String },
     /// The server did not answer in time.
     Timeout { context: String, detail: String },
     /// The server answered with an error.
@@ -44,6 +47,7 @@ impl fmt::Display for CacheError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CacheError::Connection { context, detail }
+            | CacheError::Authentication { context, detail }
             | CacheError::Timeout { context, detail }
             | CacheError::Response { context, detail }
             | CacheError::OutcomeUnknown { context, detail }
@@ -66,10 +70,25 @@ impl fmt::Display for CacheError {
 
 impl std::error::Error for CacheError {}
 
+impl CacheError {
+    /// The lock a lock error is about: the exception's `key` attribute, so a
+    /// handler can tell which lock failed without parsing the message.
+    pub fn lock_key(&self) -> Option<&str> {
+        match self {
+            CacheError::QuorumNotAchieved { key }
+            | CacheError::ReleaseUnlockedLock { key }
+            | CacheError::ExtendUnlockedLock { key }
+            | CacheError::TooManyExtensions { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
 /// The exception classes, built once per interpreter.
 struct ExceptionTypes {
     cache: Py<PyType>,
     connection: Py<PyType>,
+    authentication: Py<PyType>,
     timeout: Py<PyType>,
     response: Py<PyType>,
     outcome_unknown: Py<PyType>,
@@ -90,7 +109,16 @@ fn new_class(
     bases: &[&Bound<'_, PyType>],
     doc: &str,
 ) -> PyResult<Py<PyType>> {
-    let namespace = PyDict::new(py);
+    new_class_with(py, name, bases, doc, &PyDict::new(py))
+}
+
+fn new_class_with(
+    py: Python<'_>,
+    name: &str,
+    bases: &[&Bound<'_, PyType>],
+    doc: &str,
+    namespace: &Bound<'_, PyDict>,
+) -> PyResult<Py<PyType>> {
     namespace.set_item("__module__", "madsci_cache_rs")?;
     namespace.set_item("__doc__", doc)?;
     let bases = PyTuple::new(py, bases)?;
@@ -114,11 +142,16 @@ fn types(py: Python<'_>) -> PyResult<&ExceptionTypes> {
             "Base of every error this package raises.",
         )?;
         let c = cache.bind(py);
-        let primitive = new_class(
+        // A class-level default so `err.key` works on every lock error,
+        // including one a subclass raises without a key.
+        let lock_namespace = PyDict::new(py);
+        lock_namespace.set_item("key", py.None())?;
+        let primitive = new_class_with(
             py,
             "PrimitiveError",
             &[c],
-            "Base of the lock errors (pottery's name).",
+            "Base of the lock errors (pottery's name); `key` is the lock's key.",
+            &lock_namespace,
         )?;
         let p = primitive.bind(py);
         let lock = |name: &str, doc: &str| new_class(py, name, &[p, &runtime], doc);
@@ -129,6 +162,13 @@ fn types(py: Python<'_>) -> PyResult<&ExceptionTypes> {
             "The cache server could not be reached, or the connection broke.",
         )?;
         Ok(ExceptionTypes {
+            authentication: new_class(
+                py,
+                "CacheAuthenticationError",
+                &[connection.bind(py)],
+                "The cache server refused the user name or password \
+                 (redis-py's AuthenticationError). Never retried.",
+            )?,
             outcome_unknown: new_class(
                 py,
                 "CacheOutcomeUnknownError",
@@ -171,6 +211,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     for cls in [
         &t.cache,
         &t.connection,
+        &t.authentication,
         &t.timeout,
         &t.response,
         &t.outcome_unknown,
@@ -195,6 +236,7 @@ impl From<CacheError> for PyErr {
             };
             let cls = match &err {
                 CacheError::Connection { .. } => &t.connection,
+                CacheError::Authentication { .. } => &t.authentication,
                 CacheError::Timeout { .. } => &t.timeout,
                 CacheError::Response { .. } => &t.response,
                 CacheError::OutcomeUnknown { .. } => &t.outcome_unknown,
@@ -206,8 +248,23 @@ impl From<CacheError> for PyErr {
                 CacheError::WrongType { .. } => return PyTypeError::new_err(err.to_string()),
                 CacheError::InvalidValue { .. } => return PyValueError::new_err(err.to_string()),
             };
-            PyErr::from_type(cls.bind(py).clone(), err.to_string())
+            match err.lock_key() {
+                Some(key) => with_key(cls.bind(py), &err.to_string(), key),
+                None => PyErr::from_type(cls.bind(py).clone(), err.to_string()),
+            }
         })
+    }
+}
+
+/// A lock error whose `key` attribute names the lock.
+fn with_key(cls: &Bound<'_, PyType>, message: &str, key: &str) -> PyErr {
+    let made = cls.call1((message,)).and_then(|exc| {
+        exc.setattr("key", key)?;
+        Ok(exc)
+    });
+    match made {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(e) => e,
     }
 }
 
@@ -243,5 +300,20 @@ mod tests {
         }
         .to_string()
         .contains("3 times"));
+    }
+
+    #[test]
+    fn only_lock_errors_have_a_key() {
+        let lock = CacheError::QuorumNotAchieved { key: "k".into() };
+        assert_eq!(lock.lock_key(), Some("k"));
+        let auth = CacheError::Authentication {
+            context: "connecting to h:1 as \"bob\"".into(),
+            detail: "AUTH refused: WRONGPASS".into(),
+        };
+        assert_eq!(auth.lock_key(), None);
+        assert_eq!(
+            auth.to_string(),
+            "connecting to h:1 as \"bob\": AUTH refused: WRONGPASS"
+        );
     }
 }

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from madsci_cache_rs import (
+    CacheAuthenticationError,
     CacheConnectionError,
     CacheError,
     CacheResponseError,
@@ -317,7 +318,7 @@ def test_password_is_used_and_never_shown(secured):
     assert "hunter2" not in str(err.value)
     assert wrong.ping() is False
     unauth = PyCacheHandler.from_settings(secured.host, secured.port)
-    with pytest.raises(CacheResponseError, match="NOAUTH"):
+    with pytest.raises(CacheAuthenticationError, match="NOAUTH"):
         unauth.get("k")
     via_client = PyCacheHandler(
         redis.Redis(host=secured.host, port=secured.port, password="hunter2-secret")
@@ -416,8 +417,52 @@ def test_acl_users_log_in_with_username_and_password(secured):
         wrong = PyCacheHandler.from_settings(
             secured.host, secured.port, password="wonderland-0", username="alice"
         )
-        with pytest.raises(CacheResponseError) as err:
+        with pytest.raises(CacheAuthenticationError) as err:
             wrong.get("acl")
-        assert "wonderland" not in str(err.value)
+        assert "wonderland" not in str(err.value) and '"alice"' in str(err.value)
     finally:
         admin.acl_deluser("alice")
+
+
+def own_connections(raw: redis.Redis, name: str) -> list[dict]:
+    return [c for c in raw.client_list() if c.get("name") == name]
+
+
+def test_connections_carry_the_client_name_and_the_library(server, raw):
+    import madsci_cache_rs
+
+    h = PyCacheHandler.from_url(server.url, client_name="node-7")
+    assert h.ping()
+    (conn,) = own_connections(raw, "node-7")
+    version = raw.info("server").get("valkey_version") or raw.info("server")["redis_version"]
+    if server.kind == "valkey" or tuple(map(int, version.split(".")[:2])) >= (7, 2):
+        assert conn["lib-name"] == "madsci-cache-rs"
+        assert conn["lib-ver"] == madsci_cache_rs.__version__
+    else:
+        # Redis 7.0 does not know CLIENT SETINFO: the connection works anyway.
+        assert not conn.get("lib-name")
+    h.set("k", "v")
+    assert h.get("k") == "v"
+    h.close()
+
+
+def test_a_client_name_comes_from_a_url_or_a_redis_py_client(server, raw):
+    by_url = PyCacheHandler.from_url(server.url.replace("/0", "/0?client_name=by-url"))
+    by_url.ping()
+    assert len(own_connections(raw, "by-url")) == 1
+    copied = PyCacheHandler(
+        redis.Redis(host=server.host, port=server.port, client_name="by-redis-py")
+    )
+    copied.ping()
+    assert len(own_connections(raw, "by-redis-py")) == 1
+    by_settings = PyCacheHandler.from_settings(server.host, server.port, client_name="by-kw")
+    by_settings.ping()
+    assert len(own_connections(raw, "by-kw")) == 1
+    for h in (by_url, copied, by_settings):
+        h.close()
+
+
+@pytest.mark.parametrize("name", ["two words", "line\nbreak", "caf\u00e9"])
+def test_a_client_name_the_server_would_refuse_is_a_value_error_at_once(name):
+    with pytest.raises(ValueError, match="client_name"):
+        PyCacheHandler.from_settings("localhost", free_port(), client_name=name)

@@ -14,6 +14,7 @@ swaps them into madsci's modules; ``uninstall()`` restores madsci's.
 from collections.abc import MutableMapping, MutableSequence
 
 from madsci_cache_rs._native import (
+    CacheAuthenticationError,
     CacheConnectionError,
     CacheError,
     CacheOutcomeUnknownError,
@@ -55,6 +56,7 @@ from madsci_cache_rs.cache_handler import CacheHandler  # noqa: E402
 hook_madsci()
 
 __all__ = [
+    "CacheAuthenticationError",
     "CacheConnectionError",
     "CacheError",
     "CacheHandler",

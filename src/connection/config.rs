@@ -52,6 +52,14 @@ pub struct Config {
     /// waits for one to come back. `None`: no bound, as redis-py's
     /// `ConnectionPool` (2**31).
     pub max_connections: Option<usize>,
+    /// Sent as `CLIENT SETNAME` on every connection, so `CLIENT LIST`
+    /// tells which process holds which connection.
+    pub client_name: Option<String>,
+    /// Send the handshake's optional steps (`handshake.rs`): announce the
+    /// library, and find out at connect time whether the server wants a
+    /// password we lack. Off for a bare `Config` (a test server scripted
+    /// reply by reply); every handler turns it on.
+    pub greet: bool,
 }
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,6 +83,8 @@ impl Config {
             spin_wait: None,
             retry_window: None,
             max_connections: None,
+            client_name: None,
+            greet: false,
         }
     }
 
@@ -98,8 +108,16 @@ impl Config {
     }
 
     /// Check what can be checked without the network (TLS files, the
-    /// environment) once all options are set.
+    /// environment, the client name) once all options are set.
     pub fn prepare(mut self) -> Result<Config, CacheError> {
+        // As redis-py: an empty name is no name.
+        self.client_name = self.client_name.take().filter(|n| !n.is_empty());
+        if let Some(name) = &self.client_name {
+            check_client_name(name).map_err(|detail| CacheError::InvalidValue {
+                context: "client_name".into(),
+                detail,
+            })?;
+        }
         self.tls_config = match &self.tls {
             Some(options) => Some(client_config(options)?),
             None => None,
@@ -152,6 +170,27 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The server `from_settings` connects to when the environment variable
+    /// `name` holds `value` (a URL): `None` when it is unset or blank. Its
+    /// errors name the variable, never the password.
+    pub fn from_env_url(name: &str, value: Option<&str>) -> Result<Option<Config>, CacheError> {
+        let Some(url) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        Config::from_url(url).map(Some).map_err(|e| match e {
+            CacheError::InvalidValue { context, detail } => CacheError::InvalidValue {
+                context: format!("environment variable {name}: {context}"),
+                detail,
+            },
+            other => other,
+        })
+    }
+
+    /// Who we log in as, for messages: the user name, never the password.
+    pub fn user(&self) -> &str {
+        self.username.as_deref().unwrap_or("default")
+    }
+
     /// `host:port` or `unix:/path`: what error messages name.
     pub fn address(&self) -> String {
         match &self.addr {
@@ -179,6 +218,18 @@ impl Config {
             }
             Addr::Unix(path) => format!("unix://{user}{}?db={}", path.display(), self.db),
         }
+    }
+}
+
+/// A name the server takes for `CLIENT SETNAME`: printable ASCII without
+/// spaces (the server's own rule), checked here so a bad one is a
+/// `ValueError` at construction rather than a refused connect later.
+pub fn check_client_name(name: &str) -> Result<(), String> {
+    match name.chars().find(|c| !('!'..='~').contains(c)) {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "{name:?} holds {c:?}: the server takes printable ASCII without spaces"
+        )),
     }
 }
 
@@ -250,6 +301,47 @@ mod tests {
         ] {
             let e = Config::from_url(url).err().expect(url).to_string();
             assert!(e.contains(named) && !e.contains("pw"), "{e}");
+        }
+    }
+
+    #[test]
+    fn client_names_are_checked_as_the_server_would() {
+        assert!(check_client_name("madsci-node_1:robot").is_ok());
+        for bad in ["two words", "tab\there", "caf\u{e9}"] {
+            assert!(check_client_name(bad).is_err(), "{bad:?}");
+        }
+        let mut c = Config::tcp("h", 1);
+        c.client_name = Some("a b".into());
+        let e = c.prepare().err().expect("a space").to_string();
+        assert!(e.contains("client_name") && e.contains("\"a b\""), "{e}");
+        let mut c = Config::tcp("h", 1);
+        c.client_name = Some(String::new());
+        assert_eq!(c.prepare().ok().and_then(|c| c.client_name), None);
+    }
+
+    #[test]
+    fn an_environment_url_names_the_variable_and_hides_the_password() {
+        assert!(Config::from_env_url("V", None).unwrap().is_none());
+        assert!(Config::from_env_url("V", Some("  ")).unwrap().is_none());
+        let c = Config::from_env_url("V", Some("redis://h:7/2?client_name=n"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.address().as_str(), c.db), ("h:7", 2));
+        assert_eq!(c.client_name.as_deref(), Some("n"));
+        for url in [
+            "redis://:hunter2@h?bogus=1",
+            "redis://:hunter2@h:x/0",
+            "http://:hunter2@h",
+        ] {
+            let e = Config::from_env_url("MADSCI_CACHE_RS_URL", Some(url))
+                .err()
+                .expect(url)
+                .to_string();
+            assert!(
+                e.starts_with("environment variable MADSCI_CACHE_RS_URL"),
+                "{e}"
+            );
+            assert!(!e.contains("hunter2"), "{e}");
         }
     }
 

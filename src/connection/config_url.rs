@@ -281,6 +281,7 @@ impl Config {
             "retry_window" => self.retry_window = Some(seconds(false)?),
             "spin_wait" => self.spin_wait = Some(seconds(false)?),
             "client_cache" => self.client_cache = Some(on_off()?),
+            "client_name" => self.client_name = Some(value.to_owned()),
             "max_connections" => {
                 self.max_connections = Some(
                     value
@@ -330,7 +331,7 @@ impl Config {
             _ => {
                 return Err(format!(
                     "unknown option {name:?} in the query: expected db, username, password, \
-                     socket_timeout, socket_connect_timeout, max_connections, \
+                     socket_timeout, socket_connect_timeout, client_name, max_connections, \
                      health_check_interval, retry_window, spin_wait, client_cache, \
                      ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile or ssl_check_hostname"
                 ))

@@ -15,6 +15,9 @@ use super::resp::{is_protocol_error, protocol_error, read_reply, Cmd, Reply};
 use super::spin::{wait_readable, Spin};
 use super::tls::server_name;
 
+#[path = "handshake.rs"]
+pub mod handshake;
+
 pub enum Stream {
     Tcp(TcpStream),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
@@ -136,8 +139,9 @@ pub enum OpenError {
     /// The socket could not be made or broke during the handshake: no
     /// command of the caller's was sent, so trying again is safe.
     Io(io::Error),
-    /// The server answered the handshake's `command` (AUTH, SELECT) with
-    /// `error`.
+    /// The server answered the handshake's `command` (AUTH, CLIENT,
+    /// SELECT) with `error` (`handshake::refuses_credentials` tells a
+    /// refused password or user).
     Rejected {
         command: &'static str,
         error: String,
@@ -183,7 +187,8 @@ fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> io::Result<T
 }
 
 impl Conn {
-    /// Connect and run the handshake (AUTH, SELECT) in one round trip.
+    /// Connect and run the handshake (`handshake.rs`: AUTH, CLIENT SETNAME,
+    /// SELECT, CLIENT SETINFO) in one round trip.
     pub fn open(cfg: &Config) -> Result<Conn, OpenError> {
         let stream = match &cfg.addr {
             Addr::Tcp { host, port } => {
@@ -215,27 +220,12 @@ impl Conn {
             out: Vec::with_capacity(OUT_START),
             generation: super::fork::generation(),
         };
-        let mut hello = Vec::new();
-        if let Some(password) = &cfg.password {
-            let mut auth = Cmd::new("AUTH");
-            if let Some(user) = &cfg.username {
-                auth.push(user.as_bytes());
-            }
-            auth.push(password.as_bytes());
-            hello.push(auth);
-        }
-        if cfg.db != 0 {
-            hello.push(Cmd::new("SELECT").arg(cfg.db.to_string()));
-        }
-        if !hello.is_empty() {
-            let replies = conn.request_many(&hello).map_err(OpenError::Io)?;
-            for (cmd, reply) in hello.iter().zip(replies) {
-                if let Reply::Error(error) = reply {
-                    return Err(OpenError::Rejected {
-                        command: cmd.name(),
-                        error,
-                    });
-                }
+        let steps = handshake::steps(cfg);
+        if !steps.is_empty() {
+            let cmds: Vec<Cmd> = steps.iter().map(|(cmd, _)| cmd.clone()).collect();
+            let replies = conn.request_many(&cmds).map_err(OpenError::Io)?;
+            if let Some((command, error)) = handshake::first_failure(&steps, replies) {
+                return Err(OpenError::Rejected { command, error });
             }
         }
         conn.reader

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::config::Config;
+use super::conn::handshake::refuses_credentials;
 use super::conn::{Conn, OpenError};
 use super::fork::PerProcess;
 use super::interrupt;
@@ -123,6 +124,17 @@ impl Client {
                     failure: Failure::Refused,
                     cause: format!("{command} answered {error}"),
                     reply_timed_out: false,
+                }))
+            }
+            // A wrong password does not fix itself: no waiting it out.
+            Err(OpenError::Rejected { command, error }) if refuses_credentials(&error) => {
+                Err(Stop::Fatal(CacheError::Authentication {
+                    context: format!(
+                        "connecting to {} as user {:?}",
+                        self.cfg.address(),
+                        self.cfg.user()
+                    ),
+                    detail: format!("{command} refused: {error}"),
                 }))
             }
             Err(OpenError::Rejected { command, error }) => Err(Stop::Fatal(CacheError::Response {

@@ -25,7 +25,11 @@ pub struct PyCacheHandler {
 }
 
 impl PyCacheHandler {
-    pub(super) fn from_config(cfg: Config, mut policy: RetryPolicy) -> PyResult<PyCacheHandler> {
+    pub(super) fn from_config(
+        mut cfg: Config,
+        mut policy: RetryPolicy,
+    ) -> PyResult<PyCacheHandler> {
+        cfg.greet = true;
         let cfg = cfg.prepare()?;
         if let Some(window) = cfg.retry_window {
             policy.window = window;

@@ -12,6 +12,10 @@ use super::lock::{create_lock, Redlock};
 use super::options::apply_options;
 use crate::connection::{Cmd, Config, Reply, RetryPolicy};
 
+/// The environment variable that points managers we do not construct
+/// (madsci's `from_settings`) at a server of the deployment's choosing.
+const SETTINGS_URL: &str = "MADSCI_CACHE_RS_URL";
+
 fn bytes_to_str<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
     match std::str::from_utf8(bytes) {
         Ok(s) => Ok(PyString::new(py, s)),
@@ -36,7 +40,9 @@ impl PyCacheHandler {
     /// before sleeping, 0 never; default `MADSCI_CACHE_RS_SPIN_WAIT` or
     /// 100 µs), `retry_window` (seconds a call waits out a server that is
     /// down, stalled or loading; default `MADSCI_CACHE_RS_RETRY_WINDOW` or
-    /// 30 s).
+    /// 30 s), `client_name` (`CLIENT SETNAME` on every connection). When
+    /// the `MADSCI_CACHE_RS_URL` environment variable is set, its URL (and
+    /// its query options) is the server instead of `host` and `port`.
     #[classmethod]
     #[pyo3(signature = (host="localhost", port=6379, password=None, **options))]
     fn from_settings(
@@ -46,9 +52,29 @@ impl PyCacheHandler {
         password: Option<String>,
         options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
-        let mut cfg = Config::tcp(host, port);
         // madsci passes `password or None`: an empty password means none.
-        cfg.password = password.filter(|p| !p.is_empty());
+        let password = password.filter(|p| !p.is_empty());
+        let env_url = std::env::var(SETTINGS_URL).ok();
+        let mut cfg = match Config::from_env_url(SETTINGS_URL, env_url.as_deref())? {
+            // madsci's own password fills in for a URL without one.
+            Some(cfg) => {
+                // Said once per handler, so a lab can tell why madsci's
+                // host and port were not used.
+                log::debug!(
+                    target: "madsci_cache_rs",
+                    "from_settings: {} from {SETTINGS_URL}, not {host}:{port}",
+                    cfg.redacted_url()
+                );
+                match cfg.password {
+                    Some(_) => cfg,
+                    None => Config { password, ..cfg },
+                }
+            }
+            None => Config {
+                password,
+                ..Config::tcp(host, port)
+            },
+        };
         let mut policy = RetryPolicy::default();
         apply_options(&mut cfg, &mut policy, options)?;
         Self::from_config(cfg, policy)

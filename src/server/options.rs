@@ -76,7 +76,7 @@ fn connection_count(value: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
 }
 
 /// Apply `db`, `username`, `password`, `socket_timeout`,
-/// `socket_connect_timeout`, `connect_attempts`, `client_cache`,
+/// `socket_connect_timeout`, `connect_attempts`, `client_cache`, `client_name`,
 /// `spin_wait`, `retry_window`, `max_connections` and redis-py's `ssl` and
 /// `ssl_*` options.
 pub fn apply_options(
@@ -108,6 +108,7 @@ pub fn apply_options(
             "ssl_cert_reqs" => tls_options(cfg).verify = cert_reqs(&value)?,
             "ssl_check_hostname" => tls_options(cfg).check_hostname = value.is_truthy()?,
             "client_cache" => cfg.client_cache = Some(value.is_truthy()?),
+            "client_name" => cfg.client_name = value.extract()?,
             "spin_wait" => cfg.spin_wait = Some(zero_or_seconds(&name, &value)?),
             "retry_window" => cfg.retry_window = Some(zero_or_seconds(&name, &value)?),
             "max_connections" => cfg.max_connections = connection_count(&value)?,
@@ -120,7 +121,8 @@ pub fn apply_options(
             _ => {
                 return Err(PyTypeError::new_err(format!(
                     "unexpected option {name:?}: expected db, username, password, \
-                     socket_timeout, socket_connect_timeout, connect_attempts, client_cache, spin_wait, retry_window, \
+                     socket_timeout, socket_connect_timeout, connect_attempts, client_cache, client_name, \
+                     spin_wait, retry_window, \
                      max_connections, ssl, \
                      ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs or ssl_check_hostname"
                 )))
@@ -160,6 +162,7 @@ pub fn config_from_redis_py(client: &Bound<'_, PyAny>) -> PyResult<Config> {
     }
     cfg.username = get("username")?.and_then(|v| v.extract().ok());
     cfg.password = get("password")?.and_then(|v| v.extract().ok());
+    cfg.client_name = get("client_name")?.and_then(|v| v.extract().ok());
     if let Ok(max) = pool.getattr("max_connections") {
         // Its default, 2**31, is as good as no bound.
         cfg.max_connections = connection_count(&max)?.filter(|&n| n < 1 << 31);
