@@ -378,14 +378,15 @@ class NoTrackingProxy(LoopbackProxy):
         super().__init__(upstream_port)
 
     def serve(self, client: socket.socket, upstream: socket.socket) -> None:
-        first = client.recv(65536)
-        if b"HELLO" in first:
-            self.refused += 1
-            client.sendall(b"-ERR unknown command 'HELLO'\r\n-ERR unknown command 'CLIENT'\r\n")
-        else:
-            upstream.sendall(first)
-            client.sendall(upstream.recv(65536))
+        # The connect handshake (PING, CLIENT SETINFO) goes through; the
+        # tracking set-up that follows it is refused.
+        refused = False
         while data := client.recv(65536):
+            if not refused and b"HELLO" in data:
+                refused = True
+                self.refused += 1
+                client.sendall(b"-ERR unknown command 'HELLO'\r\n-ERR unknown command 'CLIENT'\r\n")
+                continue
             upstream.sendall(data)
             client.sendall(upstream.recv(65536))
 
