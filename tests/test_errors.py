@@ -155,3 +155,26 @@ def test_lock_errors_carry_the_lock_key(handler):
         pass
     assert err.value.key == "redlock:node:3"
     once.release()
+
+
+def test_a_refused_write_carries_the_servers_error_verbatim(handler, raw):
+    # Writes go out as scripts (sent at most once); a refusal inside one must
+    # read as the plain command's, without the server's "script: ..." suffix.
+    raw.set("text", "abc")
+    raw.set("plain", "abc")
+    with pytest.raises(redis.ResponseError) as plain:
+        raw.incr("plain")
+    refusals = []
+    with pytest.raises(m.CacheResponseError) as err:
+        handler.incr("text")
+    refusals.append(str(err.value))
+    with pytest.raises(m.CacheResponseError) as err:
+        handler.create_dict("text")["a"] = 1
+    refusals.append(str(err.value))
+    with pytest.raises(m.CacheResponseError) as err:
+        handler.create_list("text").append(1)
+    refusals.append(str(err.value))
+    assert refusals[0].endswith(f": ERR {plain.value}"), refusals[0]
+    wrongtype = "WRONGTYPE Operation against a key holding the wrong kind of value"
+    assert [r.endswith(f": {wrongtype}") for r in refusals[1:]] == [True, True], refusals
+    assert raw.get("text") == b"abc"

@@ -64,6 +64,12 @@ pub fn record_life_ms(window: Duration) -> u64 {
 /// the body's own ARGV...]. The answer is kept with cmsgpack (both Valkey
 /// and Redis ship it), which round-trips every reply a script can give:
 /// integers, bulk strings, nil, arrays, status and error tables.
+///
+/// The body runs under `pcall` so that a command it refuses (`WRONGTYPE`,
+/// a non-integer `INCRBY`) comes back as the server's own error, as the
+/// plain command's would: a script error escaping the script gets the
+/// server's " script: ..., on @user_script:N." suffix. A refused body
+/// leaves no record, as before: sending it again meets the same refusal.
 pub fn wrap(body: &str) -> String {
     format!(
         "local done = redis.call('GET', KEYS[2])
@@ -73,7 +79,11 @@ for i = 2, #ARGV do args[i - 1] = ARGV[i] end
 local function body(KEYS, ARGV)
 {body}
 end
-local result = body({{KEYS[1]}}, args)
+local ok, result = pcall(body, {{KEYS[1]}}, args)
+if not ok then
+  if type(result) == 'table' and result.err then return result end
+  return redis.error_reply(tostring(result))
+end
 redis.call('SET', KEYS[2], cmsgpack.pack(result), 'PX', ARGV[1])
 return result"
     )

@@ -57,10 +57,12 @@ fn slice_args(slice: &Bound<'_, PySlice>) -> PyResult<[String; 3]> {
 }
 
 /// LSET's refusals for an index past the end, or a list that is not there
-/// (sent in its once-form, the server appends where in the script).
+/// (the once-form hands the server's error back verbatim).
 fn is_out_of_range(refusal: &Refusal) -> bool {
-    let message = refusal.message();
-    message.starts_with("ERR index out of range") || message.starts_with("ERR no such key")
+    matches!(
+        refusal.message(),
+        "ERR index out of range" | "ERR no such key"
+    )
 }
 
 impl RedisList {
