@@ -18,7 +18,7 @@ use crate::sync::Mutex;
 
 use std::io;
 
-use super::client_cache::{effect, expiry_probe, keeps, Effect, Store};
+use super::client_cache::{expiry_probe, keeps, Effect, Request, Store};
 use super::conn::Conn;
 use super::fork::PerProcess;
 use super::interrupt;
@@ -87,8 +87,8 @@ impl CachingClient {
         }
     }
 
-    fn serve(&self, cmd: &Cmd) -> Option<Reply> {
-        if !matches!(effect(cmd), Effect::Read(_)) {
+    fn serve(&self, cmd: &Request<'_>) -> Option<Reply> {
+        if !matches!(cmd.effect(), Effect::Read(_)) {
             return None;
         }
         if let Some(mut slot) = self.local().tracked.try_lock() {
@@ -133,21 +133,27 @@ impl CachingClient {
         Ok(slot.is_some())
     }
 
-    /// Send `cmds` on the tracking connection (`ready` opened it) and keep
-    /// what the reads among them may keep.
-    fn exchange(&self, slot: &mut Option<Conn>, cmds: &[Cmd]) -> io::Result<Vec<Reply>> {
+    /// Send `cmds` (read by the store as `requests`) on the tracking
+    /// connection (`ready` opened it) and keep what the reads among them may
+    /// keep.
+    fn exchange(
+        &self,
+        slot: &mut Option<Conn>,
+        cmds: &[Cmd],
+        requests: &[Request<'_>],
+    ) -> io::Result<Vec<Reply>> {
         let conn = slot.as_mut().expect("ready() opened the connection");
         let claims: Vec<_> = {
             let mut store = self.local().store.lock();
-            cmds.iter().map(|c| store.claim_fill(c)).collect()
+            requests.iter().map(|r| store.claim_fill(r)).collect()
         };
         // Each read that may fill asks for its key's expiry in the same round
         // trip: a value that expires is not kept (`client_cache::keeps`).
         let probes: Vec<Cmd> = claims
             .iter()
-            .zip(cmds)
+            .zip(requests)
             .filter(|(claim, _)| claim.is_some())
-            .map(|(_, cmd)| expiry_probe(cmd))
+            .map(|(_, request)| expiry_probe(request))
             .collect();
         let sent: std::borrow::Cow<'_, [Cmd]> = if probes.is_empty() {
             cmds.into()
@@ -164,10 +170,10 @@ impl CachingClient {
                 let expiries = replies.split_off(cmds.len());
                 let mut expiries = expiries.iter();
                 let mut store = self.local().store.lock();
-                for ((claim, cmd), reply) in claims.into_iter().zip(cmds).zip(&replies) {
+                for ((claim, request), reply) in claims.into_iter().zip(requests).zip(&replies) {
                     if let Some(claim) = claim {
                         if expiries.next().is_some_and(keeps) {
-                            store.fill(claim, cmd, reply);
+                            store.fill(claim, request, reply);
                         }
                     }
                 }
@@ -182,14 +188,15 @@ impl CachingClient {
 
     /// A field read of a hash that is usually read whole: fetch and keep
     /// the whole hash, answer the field from it. `None`: send `cmd` itself.
-    fn read_whole(&self, slot: &mut Option<Conn>, cmd: &Cmd) -> io::Result<Option<Reply>> {
+    fn read_whole(&self, slot: &mut Option<Conn>, cmd: &Request<'_>) -> io::Result<Option<Reply>> {
         let Some(whole) = self.local().store.lock().read_ahead(cmd) else {
             return Ok(None);
         };
-        let replies = self.exchange(slot, std::slice::from_ref(&whole))?;
+        let sent = [Request::parse(&whole)];
+        let replies = self.exchange(slot, std::slice::from_ref(&whole), &sent)?;
         Ok(replies
             .first()
-            .and_then(|reply| Store::answer_from(cmd, &whole, reply)))
+            .and_then(|reply| Store::answer_from(cmd, &sent[0], reply)))
     }
 
     /// `HSET` (in its once-form, `cmd`) to a hash we hold whole: sent as
@@ -197,18 +204,19 @@ impl CachingClient {
     /// untracks it) with nothing in between, and our copy takes the write
     /// instead of being dropped.
     fn write_through(&self, slot: &mut Option<Conn>, cmd: &Cmd) -> io::Result<Option<Reply>> {
-        let plain = cmd.origin();
-        let Some(claim) = self.local().store.lock().claim_write(plain) else {
+        let plain = Request::parse(cmd.origin());
+        let Some(claim) = self.local().store.lock().claim_write(&plain) else {
             return Ok(None);
         };
-        let key = plain.args().next().unwrap_or_default();
+        let key = plain.key().unwrap_or_default();
         let cmds = [
             Cmd::new("MULTI"),
             cmd.clone(),
             Cmd::new("HLEN").arg(key),
             Cmd::new("EXEC"),
         ];
-        let replies = self.exchange(slot, &cmds)?;
+        let requests: Vec<_> = cmds.iter().map(Request::parse).collect();
+        let replies = self.exchange(slot, &cmds, &requests)?;
         let mut store = self.local().store.lock();
         Ok(Some(match replies.into_iter().nth(3) {
             // NOSCRIPT included: the write did not run, and the caller sends
@@ -218,7 +226,7 @@ impl CachingClient {
             {
                 let len = done.pop().unwrap_or(Reply::Nil);
                 let set = done.pop().unwrap_or(Reply::Nil);
-                store.apply_write(claim, plain, &set, &len);
+                store.apply_write(claim, &plain, &set, &len);
                 set
             }
             Some(Reply::Array(mut done)) if done.len() == 2 => {
@@ -234,48 +242,54 @@ impl CachingClient {
     }
 
     /// Through the pool, when the tracking connection is busy or refused.
-    fn send_pooled(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
+    fn send_pooled(
+        &self,
+        cmds: &[Cmd],
+        requests: &[Request<'_>],
+        what: Describe<'_>,
+    ) -> Result<Vec<Reply>, CacheError> {
         // Before and after: a read that raced the write cannot fill.
-        self.invalidate(cmds);
+        self.invalidate(requests);
         let result = self.pool.pipeline(cmds, what);
-        self.invalidate(cmds);
+        self.invalidate(requests);
         result
     }
 
-    fn invalidate(&self, cmds: &[Cmd]) {
+    fn invalidate(&self, requests: &[Request<'_>]) {
         let mut store = self.local().store.lock();
-        cmds.iter().for_each(|c| store.before_write(c));
+        requests.iter().for_each(|r| store.before_write(r));
     }
 }
 
 impl Transport for CachingClient {
     fn pipeline(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
-        let single = match cmds {
-            [cmd] => Some(cmd),
+        let requests: Vec<_> = cmds.iter().map(Request::parse).collect();
+        let single = match (cmds, requests.as_slice()) {
+            ([cmd], [request]) => Some((cmd, request)),
             _ => None,
         };
-        if let Some(reply) = single.and_then(|cmd| self.serve(cmd)) {
+        if let Some(reply) = single.and_then(|(_, request)| self.serve(request)) {
             return Ok(vec![reply]);
         }
         let Some(mut slot) = self.local().tracked.try_lock() else {
-            return self.send_pooled(cmds, what);
+            return self.send_pooled(cmds, &requests, what);
         };
         if !self.ready(&mut slot)? {
             drop(slot);
-            return self.send_pooled(cmds, what);
+            return self.send_pooled(cmds, &requests, what);
         }
         let tracked = (|| {
-            if let Some(cmd) = single {
-                if let Some(reply) = self.read_whole(&mut slot, cmd)? {
+            if let Some((cmd, request)) = single {
+                if let Some(reply) = self.read_whole(&mut slot, request)? {
                     return Ok(vec![reply]);
                 }
                 if let Some(reply) = self.write_through(&mut slot, cmd)? {
                     return Ok(vec![reply]);
                 }
             }
-            self.invalidate(cmds);
-            let result = self.exchange(&mut slot, cmds);
-            self.invalidate(cmds);
+            self.invalidate(&requests);
+            let result = self.exchange(&mut slot, cmds, &requests);
+            self.invalidate(&requests);
             result
         })();
         match tracked {
@@ -287,7 +301,7 @@ impl Transport for CachingClient {
                 // The pool re-sends what may be repeated, waiting out the
                 // outage; anything else may have run.
                 if batch_resend(cmds) != Resend::Never {
-                    self.send_pooled(cmds, what)
+                    self.send_pooled(cmds, &requests, what)
                 } else {
                     Err(self.pool.lost(&e, what))
                 }
