@@ -4,6 +4,7 @@ both directions, one round trip per operation, bad input."""
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Mapping, MutableMapping
 
 import pottery
@@ -221,6 +222,48 @@ def test_pydantic_validates_a_dict_object_in_one_round_trip(handler, raw):
     assert Status.model_validate(d).step == 4
     # Outside pydantic, get() is one HGET as usual and always fresh.
     assert round_trips(raw, lambda: (d.get("step"), d.get("step"))) == {"hget": 2}
+
+
+def test_a_validation_keeps_no_frame_alive_after_it_returns(handler):
+    d = handler.create_dict("status")
+    d.update(ready=True)
+
+    class Big:
+        pass
+
+    def validate_beside_a_local() -> weakref.ref:
+        big = Big()
+        Status.model_validate(d)
+        return weakref.ref(big)
+
+    # A kept frame would keep its callers' frames, and their locals, alive.
+    assert validate_beside_a_local()() is None
+
+
+class Left(pydantic.BaseModel):
+    a: int = 0
+    b: int = 0
+
+
+class Right(pydantic.BaseModel):
+    c: int = 0
+    d: int = 0
+
+
+def test_validations_of_different_models_of_one_dict_each_read_afresh(handler, raw):
+    d = handler.create_dict("pair")
+    d.update(a=1, b=2, c=3, d=4)
+    for step in range(5):
+        assert Left.model_validate(d) == Left(a=1, b=2)
+        raw.hset("pair", '"c"', step)
+        raw.hset("pair", '"a"', 1)
+        assert Right.model_validate(d) == Right(c=step, d=4)
+    # Validating the same model again reads afresh too, called from one place.
+    seen = []
+    for step in range(3):
+        raw.hset("pair", '"a"', step)
+        seen.append(Left.model_validate(d).a)
+    assert seen == [0, 1, 2]
 
 
 class StrictStatus(Status, extra="forbid"):

@@ -119,7 +119,7 @@ impl RedisDict {
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (py, this) = (slf.py(), slf.get());
-        if let Some(snapshot) = validation_snapshot(slf.as_any(), || this.snapshot(py))? {
+        if let Some(snapshot) = validation_snapshot(slf.as_any(), Some(k), || this.snapshot(py))? {
             return Ok(match snapshot.get_item(k)? {
                 Some(v) => v,
                 None => default.unwrap_or_else(|| py.None().into_bound(py)),
@@ -156,7 +156,7 @@ impl RedisDict {
     /// models: served from the same validation snapshot.
     fn items<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let (py, this) = (slf.py(), slf.get());
-        let snapshot = match validation_snapshot(slf.as_any(), || this.snapshot(py))? {
+        let snapshot = match validation_snapshot(slf.as_any(), None, || this.snapshot(py))? {
             Some(snapshot) => snapshot,
             None => this.snapshot(py)?,
         };

@@ -7,81 +7,141 @@
 //! `model_validate`/`validate_python` (the innermost Python frame, since
 //! pydantic-core calls us from Rust) and serves every field of that one
 //! validation from a single HGETALL snapshot, which is exactly what pydantic
-//! would see had it been handed `d.to_dict()`. The snapshot is keyed by the
-//! frame object (held, so its address cannot be reused), the instruction in
-//! it and the dict object: a second validation is a new frame or a new
-//! instruction, and fetches afresh. At most one snapshot per thread is kept.
+//! would see had it been handed `d.to_dict()`.
+//!
+//! Telling one validation from the next: the frame is compared by address
+//! and never held, since a kept frame keeps its callers' frames and their
+//! locals alive. An address can be reused by a later validation's frame, so
+//! what settles it is that a validation asks each field once, in the model's
+//! order: a field asked again, or another model or adapter (the frame's
+//! first argument, held), means a new validation, which fetches afresh. At
+//! most one snapshot per thread is kept, until that thread's next validation.
 
 use std::cell::RefCell;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PySet, PyString, PyTuple};
 
-struct Entry {
-    frame: Py<PyAny>,
+struct Validation {
+    /// The frame's address: compared, never dereferenced.
+    frame: usize,
     lasti: i64,
-    owner: Py<PyAny>,
+    /// The frame's first argument: the model class or the `TypeAdapter`.
+    validator: Py<PyAny>,
+    /// The dict object's address: compared, never dereferenced.
+    owner: usize,
     snapshot: Py<PyDict>,
+    /// The fields this validation has asked for so far.
+    asked: Py<PySet>,
+    /// Whether it has asked for `items()` (pydantic does, once, for models
+    /// with `extra` set).
+    asked_items: bool,
 }
 
 thread_local! {
-    static LAST: RefCell<Option<Entry>> = const { RefCell::new(None) };
+    static LAST: RefCell<Option<Validation>> = const { RefCell::new(None) };
 }
 
-/// The innermost Python frame and its instruction, when it is pydantic's
-/// validation entry point.
-fn pydantic_frame(py: Python<'_>) -> Option<(Bound<'_, PyAny>, i64)> {
+/// Where pydantic's validation entry point runs: the innermost frame's
+/// address, its instruction and its first argument.
+struct Caller<'py> {
+    frame: usize,
+    lasti: i64,
+    validator: Bound<'py, PyAny>,
+}
+
+/// The innermost Python frame, when it is pydantic's validation entry point.
+fn pydantic_caller(py: Python<'_>) -> Option<Caller<'_>> {
     // SAFETY: attached to the interpreter; the frame is borrowed and we
-    // take our own reference.
+    // take our own reference for the length of this call.
     let frame = unsafe {
         let ptr = ffi::PyEval_GetFrame();
         Bound::from_borrowed_ptr_or_opt(py, ptr.cast())?
     };
     let code = frame.getattr("f_code").ok()?;
     let name = code.getattr("co_name").ok()?;
-    let name = name.extract::<&str>().ok()?;
-    if !matches!(name, "model_validate" | "validate_python") {
+    if !matches!(
+        name.extract::<&str>().ok()?,
+        "model_validate" | "validate_python"
+    ) {
         return None;
     }
     let file = code.getattr("co_filename").ok()?;
     let file = file.extract::<&str>().ok()?;
-    let in_pydantic = file.contains("/pydantic/") || file.contains("\\pydantic\\");
-    if !in_pydantic {
+    if !(file.contains("/pydantic/") || file.contains("\\pydantic\\")) {
         return None;
     }
-    let lasti = frame.getattr("f_lasti").ok()?.extract().ok()?;
-    Some((frame, lasti))
+    let first = code.getattr("co_varnames").ok()?;
+    let first = first.cast::<PyTuple>().ok()?.get_item(0).ok()?;
+    let validator = frame.getattr("f_locals").ok()?.get_item(first).ok()?;
+    Some(Caller {
+        frame: frame.as_ptr() as usize,
+        lasti: frame.getattr("f_lasti").ok()?.extract().ok()?,
+        validator,
+    })
 }
 
 /// During a pydantic validation: the snapshot of `owner` for it, fetched
-/// once. Otherwise `None` (the caller does a plain HGET).
+/// once, to answer `field` (`None`: to answer `items()`). Otherwise `None`
+/// (the caller reads the server as usual).
 pub fn validation_snapshot<'py>(
     owner: &Bound<'py, PyAny>,
+    field: Option<&Bound<'py, PyAny>>,
     fetch: impl FnOnce() -> PyResult<Bound<'py, PyDict>>,
 ) -> PyResult<Option<Bound<'py, PyDict>>> {
     let py = owner.py();
-    let Some((frame, lasti)) = pydantic_frame(py) else {
+    // pydantic asks by field name; any other key (whose hashing could run
+    // Python code while the snapshot is borrowed) is read as usual.
+    if field.is_some_and(|f| !f.is_exact_instance_of::<PyString>()) {
+        return Ok(None);
+    }
+    let Some(caller) = pydantic_caller(py) else {
         return Ok(None);
     };
-    let hit = LAST.with(|last| {
-        last.borrow().as_ref().and_then(|e| {
-            let same = e.frame.is(&frame) && e.lasti == lasti && e.owner.is(owner);
-            same.then(|| e.snapshot.bind(py).clone())
-        })
-    });
+    let owner_at = owner.as_ptr() as usize;
+    let hit = LAST.with(|last| -> PyResult<_> {
+        let mut last = last.borrow_mut();
+        let Some(v) = last.as_mut() else {
+            return Ok(None);
+        };
+        let same_place = v.frame == caller.frame
+            && v.lasti == caller.lasti
+            && v.owner == owner_at
+            && v.validator.is(&caller.validator);
+        let asked_before = match field {
+            Some(field) => v.asked.bind(py).contains(field)?,
+            None => v.asked_items,
+        };
+        if !same_place || asked_before {
+            return Ok(None);
+        }
+        match field {
+            Some(field) => v.asked.bind(py).add(field)?,
+            None => v.asked_items = true,
+        }
+        Ok(Some(v.snapshot.bind(py).clone()))
+    })?;
     if let Some(snapshot) = hit {
         return Ok(Some(snapshot));
     }
     let snapshot = fetch()?;
+    let asked = PySet::empty(py)?;
+    if let Some(field) = field {
+        asked.add(field)?;
+    }
     let old = LAST.with(|last| {
-        last.borrow_mut().replace(Entry {
-            frame: frame.unbind(),
-            lasti,
-            owner: owner.clone().unbind(),
+        last.borrow_mut().replace(Validation {
+            frame: caller.frame,
+            lasti: caller.lasti,
+            validator: caller.validator.unbind(),
+            owner: owner_at,
             snapshot: snapshot.clone().unbind(),
+            asked: asked.unbind(),
+            asked_items: field.is_none(),
         })
     });
+    // Dropped outside the borrow: its release may run Python code.
     drop(old);
     Ok(Some(snapshot))
 }
