@@ -9,8 +9,7 @@ Every test gets an empty database.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -46,56 +45,3 @@ def handler(server: PrivateServer, raw: redis.Redis) -> Iterator[PyCacheHandler]
     h = PyCacheHandler.from_url(server.url)
     yield h
     h.close()
-
-
-def command_calls(raw: redis.Redis) -> dict[str, int]:
-    """Calls per command since the last reset (``INFO commandstats``),
-    without the bookkeeping commands this helper and the fixture send."""
-    stats = raw.info("commandstats")
-    calls = {name.removeprefix("cmdstat_"): s["calls"] for name, s in stats.items()}
-    for own in ("info", "config|resetstat", "flushall"):
-        calls.pop(own, None)
-    return calls
-
-
-ONCE_RECORDS = "madsci-cache-rs:once:*"
-
-
-def data_keys(raw: redis.Redis) -> list[bytes]:
-    """The keys, without the short-lived records of exactly-once writes."""
-    return [k for k in raw.keys() if not k.startswith(ONCE_RECORDS[:-1].encode())]
-
-
-def round_trips(raw: redis.Redis, action) -> dict[str, int]:
-    """Run ``action`` and return the commands it sent, with counts. A write
-    goes out as one EVALSHA (its once-form) that runs the write plus a GET
-    and a SET of its record; that bookkeeping is left out of the counts."""
-    before = len(list(raw.scan_iter(match=ONCE_RECORDS)))
-    raw.config_resetstat()
-    action()
-    calls = command_calls(raw)
-    records = len(list(raw.scan_iter(match=ONCE_RECORDS))) - before
-    for own in ("get", "set"):
-        if own in calls:
-            calls[own] -= records
-            if calls[own] <= 0:
-                del calls[own]
-    return calls
-
-
-def in_threads(work: Callable[[int], None], count: int) -> list[BaseException]:
-    """Run ``work(0)`` ... ``work(count - 1)`` on threads at once; what they raised."""
-    errors: list[BaseException] = []
-
-    def run(t: int) -> None:
-        try:
-            work(t)
-        except BaseException as exc:  # reported to the caller
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(t,)) for t in range(count)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    return errors

@@ -13,7 +13,7 @@ import time
 
 import pytest
 import redis
-from conftest import in_threads, round_trips
+from helpers import in_threads, round_trips
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

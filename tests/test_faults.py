@@ -13,7 +13,7 @@ import time
 
 import pytest
 import redis
-from conftest import in_threads
+from helpers import in_threads
 
 from madsci_cache_rs import (
     CacheConnectionError,

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import redis
-from conftest import in_threads
+from helpers import in_threads
 
 from madsci_cache_rs import PyCacheHandler
 

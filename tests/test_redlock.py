@@ -17,6 +17,7 @@ import uuid
 import pottery
 import pytest
 import redis
+from helpers import SpawnedWaiter
 
 from madsci_cache_rs import (
     CacheConnectionError,
@@ -425,18 +426,11 @@ def _wait_once(url: str, conn) -> None:
 def test_a_release_wakes_a_waiter_in_another_process(server, handler):
     holder = handler.create_lock("k")
     holder.acquire()
-    ctx = multiprocessing.get_context("spawn")
-    here, there = ctx.Pipe()
-    child = ctx.Process(target=_wait_once, args=(server.url, there))
-    child.start()
-    # poll first: a child that dies before answering must fail the test, not hang it
-    assert here.poll(30) and here.recv() == "waiting"
-    time.sleep(0.5)
-    holder.release()
-    assert here.poll(30)
-    got = here.recv()
-    child.join(30)
-    assert got is True and child.exitcode == 0
+    with SpawnedWaiter(_wait_once, server.url) as child:
+        child.wait_until_waiting()
+        time.sleep(0.5)
+        holder.release()
+        assert child.result() is True
 
 
 def _acquire_and_stamp(lock: Redlock, stamps: list[float]) -> None:
@@ -595,24 +589,18 @@ def test_a_listener_whose_server_restarts_subscribes_again(server):
         raw = redis.Redis(host=srv.host, port=srv.port)
         holder = PyCacheHandler.from_url(srv.url).create_lock("k", auto_release_time=60)
         holder.acquire()
-        ctx = multiprocessing.get_context("spawn")
-        here, there = ctx.Pipe()
-        child = ctx.Process(target=_wait_and_stamp, args=(srv.url, there))
-        child.start()
-        # poll first: a child that dies before answering must fail the test, not hang it
-        assert here.poll(30) and here.recv() == "waiting"
-        assert _listeners_within(raw, 10), "the waiter's listener subscribed"
-        srv.kill()
-        srv.start()
-        assert _listeners_within(raw, 10), "the listener subscribed again"
-        assert not here.poll(0.2), "the lock survived the restart: the waiter still waits"
-        released = time.monotonic()
-        holder.release()
-        assert here.poll(30)
-        got, woken = here.recv()
-        child.join(30)
+        with SpawnedWaiter(_wait_and_stamp, srv.url) as child:
+            child.wait_until_waiting()
+            assert _listeners_within(raw, 10), "the waiter's listener subscribed"
+            srv.kill()
+            srv.start()
+            assert _listeners_within(raw, 10), "the listener subscribed again"
+            assert not child.answered_within(0.2), "the lock survived the restart: still waiting"
+            released = time.monotonic()
+            holder.release()
+            got, woken = child.result()
         raw.close()
-        assert got is True and child.exitcode == 0
+        assert got is True
         assert woken - released < 5, "woken by the poll, not by the release"
 
 

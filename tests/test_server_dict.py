@@ -10,7 +10,7 @@ from collections.abc import Mapping, MutableMapping
 import pottery
 import pydantic
 import pytest
-from conftest import round_trips
+from helpers import round_trips
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pytest
 import redis
 import redis.connection
-from conftest import data_keys
+from helpers import data_keys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

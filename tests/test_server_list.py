@@ -7,7 +7,7 @@ from collections.abc import MutableSequence
 
 import pottery
 import pytest
-from conftest import round_trips
+from helpers import round_trips
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import redis
-from conftest import in_threads
+from helpers import in_threads
 
 from madsci_cache_rs import CacheConnectionError, PyCacheHandler
 from madsci_cache_rs.testing import LoopbackProxy, PrivateServer

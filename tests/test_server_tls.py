@@ -6,7 +6,6 @@ these tests need redis-server and skip, saying so, without it.
 
 from __future__ import annotations
 
-import multiprocessing
 import shutil
 import subprocess
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from helpers import SpawnedWaiter
 
 from madsci_cache_rs import CacheConnectionError, PyCacheHandler, Redlock
 from madsci_cache_rs.testing import ServerUnavailable, find_server_binary, free_port
@@ -189,19 +189,13 @@ def test_a_release_over_tls_wakes_a_waiter_in_another_process(pki, tls_port, cap
     woken by the release, not by its poll."""
     holder = _tls_handler(pki, tls_port).create_lock("tls-k")
     holder.acquire()
-    ctx = multiprocessing.get_context("spawn")
-    here, there = ctx.Pipe()
-    child = ctx.Process(target=_wait_over_tls, args=(pki, tls_port, there))
-    child.start()
-    # poll first: a child that dies before answering must fail the test, not hang it
-    assert here.poll(30) and here.recv() == "waiting"
-    time.sleep(1.0)  # its listener subscribes
-    released = time.monotonic()
-    holder.release()
-    assert here.poll(30)
-    got, woken = here.recv()
-    child.join(30)
-    assert got is True and child.exitcode == 0
+    with SpawnedWaiter(_wait_over_tls, pki, tls_port) as child:
+        child.wait_until_waiting()
+        time.sleep(1.0)  # its listener subscribes
+        released = time.monotonic()
+        holder.release()
+        got, woken = child.result()
+    assert got is True
     with capsys.disabled():
         print(f"\nwake over TLS across processes: {(woken - released) * 1000:.1f} ms")
     assert woken - released < 5, "woken by the poll, not by the release"
@@ -216,20 +210,15 @@ def test_a_listener_over_tls_subscribes_again_after_a_restart(pki, tmp_path):
     try:
         holder = _tls_handler(pki, port).create_lock("tls-k")
         holder.acquire()
-        ctx = multiprocessing.get_context("spawn")
-        here, there = ctx.Pipe()
-        child = ctx.Process(target=_wait_over_tls, args=(pki, port, there))
-        child.start()
-        assert here.poll(30) and here.recv() == "waiting"
-        time.sleep(1.0)  # its listener subscribes
-        proc.kill()
-        proc.wait()
-        proc = _start_tls_server(pki, "good", tmp_path, port)
-        restarted = time.monotonic()
-        assert here.poll(30)
-        got, woken = here.recv()
-        child.join(30)
-        assert got is True and child.exitcode == 0
+        with SpawnedWaiter(_wait_over_tls, pki, port) as child:
+            child.wait_until_waiting()
+            time.sleep(1.0)  # its listener subscribes
+            proc.kill()
+            proc.wait()
+            proc = _start_tls_server(pki, "good", tmp_path, port)
+            restarted = time.monotonic()
+            got, woken = child.result()
+        assert got is True
         assert woken - restarted < 5, "woken by the poll, not by the new subscription"
     finally:
         proc.kill()

@@ -1,0 +1,101 @@
+"""What several test files share (imported as ``helpers``; fixtures stay in
+``conftest.py``): counting what reached the server, running work on threads
+and in a spawned process."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+
+def command_calls(raw: redis.Redis) -> dict[str, int]:
+    """Calls per command since the last reset (``INFO commandstats``),
+    without the bookkeeping commands this helper and the fixture send."""
+    stats = raw.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): s["calls"] for name, s in stats.items()}
+    for own in ("info", "config|resetstat", "flushall"):
+        calls.pop(own, None)
+    return calls
+
+
+ONCE_RECORDS = "madsci-cache-rs:once:*"
+
+
+def data_keys(raw: redis.Redis) -> list[bytes]:
+    """The keys, without the short-lived records of exactly-once writes."""
+    return [k for k in raw.keys() if not k.startswith(ONCE_RECORDS[:-1].encode())]
+
+
+def round_trips(raw: redis.Redis, action) -> dict[str, int]:
+    """Run ``action`` and return the commands it sent, with counts. A write
+    goes out as one EVALSHA (its once-form) that runs the write plus a GET
+    and a SET of its record; that bookkeeping is left out of the counts."""
+    before = len(list(raw.scan_iter(match=ONCE_RECORDS)))
+    raw.config_resetstat()
+    action()
+    calls = command_calls(raw)
+    records = len(list(raw.scan_iter(match=ONCE_RECORDS))) - before
+    for own in ("get", "set"):
+        if own in calls:
+            calls[own] -= records
+            if calls[own] <= 0:
+                del calls[own]
+    return calls
+
+
+def in_threads(work: Callable[[int], None], count: int) -> list[BaseException]:
+    """Run ``work(0)`` ... ``work(count - 1)`` on threads at once; what they raised."""
+    errors: list[BaseException] = []
+
+    def run(t: int) -> None:
+        try:
+            work(t)
+        except BaseException as exc:  # reported to the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(count)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return errors
+
+
+class SpawnedWaiter:
+    """``target(*args, conn)`` run in a spawned process that reports over a
+    pipe: ``"waiting"`` when it is about to wait, then its result. Every read
+    polls first, so a child that dies before answering fails the test
+    instead of hanging it."""
+
+    def __init__(self, target: Callable[..., None], *args: Any) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._here, there = ctx.Pipe()
+        self._child = ctx.Process(target=target, args=(*args, there))
+        self._child.start()
+
+    def wait_until_waiting(self, timeout: float = 30) -> None:
+        assert self._here.poll(timeout), "the child never reported waiting"
+        assert self._here.recv() == "waiting"
+
+    def answered_within(self, seconds: float) -> bool:
+        return self._here.poll(seconds)
+
+    def result(self, timeout: float = 30) -> Any:
+        """The child's answer, once it has exited cleanly."""
+        assert self._here.poll(timeout), "the child never answered"
+        got = self._here.recv()
+        self._child.join(timeout)
+        assert self._child.exitcode == 0
+        return got
+
+    def __enter__(self) -> SpawnedWaiter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._child.is_alive():
+            self._child.kill()
+            self._child.join(10)
