@@ -32,7 +32,19 @@ fn read_command(reader: &mut BufReader<TcpStream>) -> Option<String> {
 }
 
 /// A server that handles each connection with `script`, counting commands.
+/// How a fake server takes its connections.
+#[derive(Clone, Copy)]
+enum Serving {
+    /// Each to the end before the next (a script that hangs stops accepting).
+    OneAtATime,
+    /// Each on its own thread.
+    Concurrently,
+}
+
+/// A server on a free loopback port that runs `script(i, connection,
+/// counter)` for its i-th connection; the counter is the script's to keep.
 fn fake_server(
+    serving: Serving,
     script: fn(usize, &mut BufReader<TcpStream>, &AtomicUsize),
 ) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -41,8 +53,14 @@ fn fake_server(
     let counter = seen.clone();
     thread::spawn(move || {
         for (i, stream) in listener.incoming().enumerate() {
+            let counter = counter.clone();
             let mut reader = BufReader::new(stream.unwrap());
-            script(i, &mut reader, &counter);
+            match serving {
+                Serving::OneAtATime => script(i, &mut reader, &counter),
+                Serving::Concurrently => {
+                    thread::spawn(move || script(i, &mut reader, &counter));
+                }
+            }
         }
     });
     (port, seen)
@@ -67,7 +85,7 @@ fn hang_up_after_one(_: usize, r: &mut BufReader<TcpStream>, seen: &AtomicUsize)
 
 #[test]
 fn a_lost_reply_to_a_command_that_may_not_repeat_is_never_resent() {
-    let (port, seen) = fake_server(hang_up_after_one);
+    let (port, seen) = fake_server(Serving::OneAtATime, hang_up_after_one);
     let c = client(port);
     let raw = Cmd::new("INCRBY").arg("n").arg("1");
     let err = c.pipeline(&[raw], &|| "INCRBY \"n\"".into()).unwrap_err();
@@ -84,7 +102,7 @@ fn a_lost_reply_to_a_command_that_may_not_repeat_is_never_resent() {
 
 #[test]
 fn a_write_goes_out_in_its_once_form_and_is_resent_with_the_same_bytes() {
-    let (port, seen) = fake_server(hang_up_after_one);
+    let (port, seen) = fake_server(Serving::OneAtATime, hang_up_after_one);
     let c = Client::new(
         Config::tcp("127.0.0.1", port),
         RetryPolicy {
@@ -104,7 +122,7 @@ fn a_write_goes_out_in_its_once_form_and_is_resent_with_the_same_bytes() {
 #[test]
 fn a_lost_reply_to_a_read_is_sent_again() {
     // Connection 0 hangs up on its command; later ones answer.
-    let (port, seen) = fake_server(|i, r, seen| {
+    let (port, seen) = fake_server(Serving::OneAtATime, |i, r, seen| {
         while read_command(r).is_some() {
             seen.fetch_add(1, Ordering::SeqCst);
             if i == 0 {
@@ -121,7 +139,7 @@ fn a_lost_reply_to_a_read_is_sent_again() {
 
 #[test]
 fn a_loading_server_is_asked_again() {
-    let (port, seen) = fake_server(|_, r, seen| {
+    let (port, seen) = fake_server(Serving::OneAtATime, |_, r, seen| {
         while read_command(r).is_some() {
             let reply: &[u8] = match seen.fetch_add(1, Ordering::SeqCst) {
                 0 | 1 => b"-LOADING Valkey is loading the dataset in memory\r\n",
@@ -138,7 +156,7 @@ fn a_loading_server_is_asked_again() {
 #[test]
 fn a_connection_the_server_closed_while_idle_is_replaced_before_sending() {
     // Connection 0 answers once and closes; later ones answer everything.
-    let (port, seen) = fake_server(|i, r, seen| {
+    let (port, seen) = fake_server(Serving::OneAtATime, |i, r, seen| {
         while read_command(r).is_some() {
             seen.fetch_add(1, Ordering::SeqCst);
             r.get_mut().write_all(b":1\r\n").unwrap();
@@ -157,7 +175,7 @@ fn a_connection_the_server_closed_while_idle_is_replaced_before_sending() {
 
 #[test]
 fn server_errors_keep_the_connection() {
-    let (port, seen) = fake_server(|_, r, seen| {
+    let (port, seen) = fake_server(Serving::OneAtATime, |_, r, seen| {
         while read_command(r).is_some() {
             seen.fetch_add(1, Ordering::SeqCst);
             r.get_mut().write_all(b"-ERR nope\r\n").unwrap();
@@ -192,7 +210,7 @@ fn refused_connections_are_retried_within_the_window_then_reported() {
 
 #[test]
 fn a_noscript_reply_falls_back_to_eval_once() {
-    let (port, seen) = fake_server(|_, r, seen| {
+    let (port, seen) = fake_server(Serving::OneAtATime, |_, r, seen| {
         while let Some(name) = read_command(r) {
             seen.fetch_add(1, Ordering::SeqCst);
             let reply: &[u8] = match name.as_str() {
@@ -243,30 +261,13 @@ fn answer_all(_: usize, r: &mut BufReader<TcpStream>, seen: &AtomicUsize) {
 }
 
 /// Like `fake_server`, but each connection gets its own thread.
-fn threaded_server(
-    script: fn(usize, &mut BufReader<TcpStream>, &AtomicUsize),
-) -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let counter = seen.clone();
-    thread::spawn(move || {
-        for (i, stream) in listener.incoming().enumerate() {
-            let counter = counter.clone();
-            let mut reader = BufReader::new(stream.unwrap());
-            thread::spawn(move || script(i, &mut reader, &counter));
-        }
-    });
-    (port, seen)
-}
-
 fn get(c: &Client) -> Result<Reply, CacheError> {
     c.call(Cmd::new("GET").arg("k"), &|| "GET \"k\"".into())
 }
 
 #[test]
 fn many_threads_keep_their_connections() {
-    let (port, opened) = threaded_server(answer_all);
+    let (port, opened) = fake_server(Serving::Concurrently, answer_all);
     let c = client(port);
     thread::scope(|s| {
         for _ in 0..100 {
@@ -280,7 +281,7 @@ fn many_threads_keep_their_connections() {
 
 #[test]
 fn max_connections_bounds_what_is_open_and_a_waiter_gives_up_in_time() {
-    let (port, opened) = threaded_server(answer_all);
+    let (port, opened) = fake_server(Serving::Concurrently, answer_all);
     let mut cfg = Config::tcp("127.0.0.1", port);
     cfg.max_connections = Some(2);
     let busy = client_with(cfg.clone());
@@ -323,7 +324,7 @@ fn max_connections_bounds_what_is_open_and_a_waiter_gives_up_in_time() {
 
 #[test]
 fn a_waiter_is_woken_when_a_connection_comes_back() {
-    let (port, _) = threaded_server(answer_all);
+    let (port, _) = fake_server(Serving::Concurrently, answer_all);
     let mut cfg = Config::tcp("127.0.0.1", port);
     cfg.max_connections = Some(1);
     let c = client_with(cfg);
@@ -347,7 +348,7 @@ fn stop_now() -> bool {
 
 #[test]
 fn a_signal_ends_the_wait_for_a_connection() {
-    let (port, _) = threaded_server(answer_all);
+    let (port, _) = fake_server(Serving::Concurrently, answer_all);
     let mut cfg = Config::tcp("127.0.0.1", port);
     cfg.max_connections = Some(1);
     let c = client_with(cfg);
