@@ -468,11 +468,11 @@ impl Store {
     /// remembers that the hash is read whole (entries of keys read once must
     /// not pile up).
     pub fn invalidate(&mut self, key: &[u8]) {
-        let generation = self.next_generation();
         let Some(entry) = self.entries.get_mut(key) else {
             return;
         };
-        entry.generation = generation;
+        self.generation += 1;
+        entry.generation = self.generation;
         if let Some(old) = entry.data.take() {
             self.bytes -= old.size();
         }
