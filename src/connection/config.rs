@@ -9,16 +9,18 @@ use std::time::Duration;
 #[path = "config_url.rs"]
 mod config_url;
 
+use super::sentinel::Sentinels;
 use super::spin::DEFAULT_SPIN_WAIT;
 use super::tls::{client_config, TlsOptions};
 use crate::errors::CacheError;
 
-/// A server address. Cluster and Sentinel deployments (a later issue) add
-/// their own way to pick one of these per command; a `Config` is one node.
+/// Where the server is: one node, or the primary the sentinels name
+/// (found again by every new connection, `sentinel.rs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Addr {
     Tcp { host: String, port: u16 },
     Unix(PathBuf),
+    Sentinel(Sentinels),
 }
 
 #[derive(Clone)]
@@ -197,6 +199,7 @@ impl Config {
             Addr::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
             Addr::Tcp { host, port } => format!("{host}:{port}"),
             Addr::Unix(path) => format!("unix:{}", path.display()),
+            Addr::Sentinel(sentinels) => sentinels.describe(),
         }
     }
 
@@ -217,6 +220,20 @@ impl Config {
                 format!("{scheme}://{user}{}/{}", self.address(), self.db)
             }
             Addr::Unix(path) => format!("unix://{user}{}?db={}", path.display(), self.db),
+            Addr::Sentinel(s) => {
+                let scheme = if self.tls.is_some() {
+                    "rediss+sentinel"
+                } else {
+                    "redis+sentinel"
+                };
+                let nodes: Vec<String> = s.nodes.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+                format!(
+                    "{scheme}://{user}{}/{}/{}",
+                    nodes.join(","),
+                    s.service,
+                    self.db
+                )
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Addr, Config, TlsOptions};
+use crate::connection::sentinel::{self, Sentinels};
 
 pub const DEFAULT_PORT: u16 = 6379;
 
@@ -27,7 +28,8 @@ pub struct Parts {
     pub query: Vec<(String, String)>,
 }
 
-const SCHEMES: &str = "redis://, rediss://, valkey://, valkeys:// or unix://";
+const SCHEMES: &str =
+    "redis://, rediss://, valkey://, valkeys://, unix:// or redis+sentinel:// (rediss+, valkey+, valkeys+)";
 
 /// Take `url` apart: `redis://[[user]:password@]host[:port][/db][?options]`
 /// (also `rediss`, `valkey`, `valkeys`) or `unix://[[user]:password@]/path[?options]`.
@@ -36,10 +38,12 @@ pub fn parse(url: &str) -> Result<Parts, String> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!("expected a URL starting with {SCHEMES}"));
     };
-    let (tls, unix) = match scheme.to_ascii_lowercase().as_str() {
-        "redis" | "valkey" => (false, false),
-        "rediss" | "valkeys" => (true, false),
-        "unix" | "redis+unix" | "valkey+unix" => (false, true),
+    let (tls, unix, sentinel) = match scheme.to_ascii_lowercase().as_str() {
+        "redis" | "valkey" => (false, false, false),
+        "rediss" | "valkeys" => (true, false, false),
+        "unix" | "redis+unix" | "valkey+unix" => (false, true, false),
+        "redis+sentinel" | "valkey+sentinel" => (false, false, true),
+        "rediss+sentinel" | "valkeys+sentinel" => (true, false, true),
         // Only a well-formed scheme is echoed: a mangled one may hold
         // anything the user typed.
         other if is_scheme(other) => {
@@ -83,8 +87,31 @@ pub fn parse(url: &str) -> Result<Parts, String> {
             return Err("a unix:// URL needs a socket path: unix:///path/to.sock".into());
         }
         Addr::Unix(PathBuf::from(unquote(path)))
+    } else if sentinel {
+        let (service, db) = service_and_db(path)?;
+        let nodes = hostport
+            .split(',')
+            .map(|node| match host_and_port(node, sentinel::DEFAULT_PORT)? {
+                Addr::Tcp { host, port } => Ok((host, port)),
+                _ => unreachable!("host_and_port gives a TCP address"),
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let addr = Addr::Sentinel(Sentinels {
+            nodes,
+            service,
+            username: None,
+            password: None,
+        });
+        return Ok(Parts {
+            tls,
+            addr,
+            db,
+            username,
+            password,
+            query,
+        });
     } else {
-        host_and_port(hostport)?
+        host_and_port(hostport, DEFAULT_PORT)?
     };
     let db = if unix { 0 } else { path_db(path)? };
     Ok(Parts {
@@ -107,7 +134,18 @@ fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-fn host_and_port(hostport: &str) -> Result<Addr, String> {
+/// A Sentinel URL's `/service[/db]`.
+fn service_and_db(path: &str) -> Result<(String, i64), String> {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let service = unquote(parts.next().unwrap_or_default());
+    if service.is_empty() {
+        return Err("a Sentinel URL names the service: redis+sentinel://host:26379/service".into());
+    }
+    let db = path_db(parts.next().unwrap_or_default())?;
+    Ok((service, db))
+}
+
+fn host_and_port(hostport: &str, default_port: u16) -> Result<Addr, String> {
     let (host, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
         let Some((host, after)) = bracketed.split_once(']') else {
             return Err("an IPv6 address in [...] is not closed".into());
@@ -126,7 +164,7 @@ fn host_and_port(hostport: &str) -> Result<Addr, String> {
         }
     };
     let port = match port {
-        None | Some("") => DEFAULT_PORT,
+        None | Some("") => default_port,
         // Never echoed: with the '@' forgotten, "user:password" reads as
         // host and port.
         Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => p
@@ -241,7 +279,7 @@ fn redact_query(query: &str) -> String {
 fn is_secret(name: &str) -> bool {
     matches!(
         name.trim().to_ascii_lowercase().as_str(),
-        "password" | "username" | "user" | "pass"
+        "password" | "username" | "user" | "pass" | "sentinel_password" | "sentinel_username"
     )
 }
 
@@ -282,6 +320,16 @@ impl Config {
             "spin_wait" => self.spin_wait = Some(seconds(false)?),
             "client_cache" => self.client_cache = Some(on_off()?),
             "client_name" => self.client_name = Some(value.to_owned()),
+            "sentinel_username" | "sentinel_password" => {
+                let Addr::Sentinel(sentinels) = &mut self.addr else {
+                    return Err(format!("{name} is for redis+sentinel:// URLs"));
+                };
+                let value = Some(value.to_owned());
+                match name {
+                    "sentinel_username" => sentinels.username = value,
+                    _ => sentinels.password = value,
+                }
+            }
             "max_connections" => {
                 self.max_connections = Some(
                     value
@@ -333,6 +381,7 @@ impl Config {
                     "unknown option {name:?} in the query: expected db, username, password, \
                      socket_timeout, socket_connect_timeout, client_name, max_connections, \
                      health_check_interval, retry_window, spin_wait, client_cache, \
+                     sentinel_username, sentinel_password, \
                      ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile or ssl_check_hostname"
                 ))
             }

@@ -116,3 +116,50 @@ fn unquote_matches_python() {
     assert_eq!(unquote("%e9"), "\u{fffd}");
     assert_eq!(unquote("%41%4"), "A%4");
 }
+
+fn sentinels(nodes: &[(&str, u16)], service: &str) -> Addr {
+    Addr::Sentinel(Sentinels {
+        nodes: nodes.iter().map(|(h, p)| (h.to_string(), *p)).collect(),
+        service: service.into(),
+        username: None,
+        password: None,
+    })
+}
+
+#[test]
+fn reads_sentinel_urls() {
+    let p = ok("redis+sentinel://:pw@s1:26380,s2,[::1]:7/lab/2?socket_timeout=1");
+    assert_eq!(
+        (p.addr, p.db, p.password.as_deref(), p.tls),
+        (
+            sentinels(&[("s1", 26380), ("s2", 26379), ("::1", 7)], "lab"),
+            2,
+            Some("pw"),
+            false
+        )
+    );
+    assert_eq!(ok("valkey+sentinel://s/lab").db, 0);
+    assert!(ok("rediss+sentinel://s/lab").tls && ok("valkeys+sentinel://s/lab").tls);
+    for bad in ["redis+sentinel://s1", "redis+sentinel://s1/", "redis+sentinel://s1/lab/x"] {
+        assert!(parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn sentinel_credentials_are_options_of_sentinel_urls_only() {
+    let cfg = Config::from_url(
+        "redis+sentinel://s/lab?sentinel_password=top%23secret&sentinel_username=watch",
+    )
+    .unwrap_or_else(|_| panic!("a sentinel URL"));
+    let Addr::Sentinel(s) = &cfg.addr else {
+        panic!("a sentinel address");
+    };
+    assert_eq!(s.password.as_deref(), Some("top#secret"));
+    assert_eq!(s.username.as_deref(), Some("watch"));
+    assert_eq!(cfg.password, None);
+    assert!(!format!("{:?}", cfg.addr).contains("secret"));
+    let err = Config::from_url("redis://h/0?sentinel_password=top").err();
+    assert!(err.is_some_and(|e| e.to_string().contains("redis+sentinel://")));
+    let shown = redact("redis+sentinel://s/lab?sentinel_password=top%23secret");
+    assert!(!shown.contains("top"), "{shown}");
+}

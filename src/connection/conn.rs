@@ -12,6 +12,7 @@ use rustls::{ClientConnection, StreamOwned};
 use super::config::{Addr, Config};
 use super::interrupt;
 use super::resp::{is_protocol_error, protocol_error, read_reply, Cmd, Reply};
+use super::sentinel::{self, Sentinels};
 use super::spin::{wait_readable, Spin};
 use super::tls::server_name;
 
@@ -186,25 +187,68 @@ fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> io::Result<T
     Err(last)
 }
 
+/// A TCP (or TLS) stream to `host:port`, with `cfg`'s timeouts and TLS.
+fn tcp_stream(cfg: &Config, host: &str, port: u16) -> io::Result<Stream> {
+    let s = connect_tcp(host, port, cfg.connect_timeout)?;
+    // The redis crate leaves Nagle on; a request/reply protocol with small
+    // writes wants it off.
+    s.set_nodelay(true)?;
+    Ok(match &cfg.tls_config {
+        Some(tls) => {
+            tcp_timeouts(&s, cfg.connect_timeout)?;
+            Stream::Tls(Box::new(start_tls(s, host, tls)?))
+        }
+        None => Stream::Tcp(s),
+    })
+}
+
+/// Ask the sentinels in turn where the primary is. When none answers and
+/// one refused our credentials, that refusal is the error (it is for good).
+fn find_primary(cfg: &Config, sentinels: &Sentinels) -> Result<(String, u16), OpenError> {
+    let mut why = Vec::new();
+    let mut refused = None;
+    for (host, port) in &sentinels.nodes {
+        let mut ask = Config::tcp(host, *port);
+        ask.tls_config.clone_from(&cfg.tls_config);
+        ask.connect_timeout = cfg.connect_timeout;
+        ask.command_timeout = cfg.connect_timeout.or(cfg.command_timeout);
+        ask.username.clone_from(&sentinels.username);
+        ask.password.clone_from(&sentinels.password);
+        let answer = Conn::open(&ask).and_then(|mut conn| {
+            let reply = conn.request(&sentinels.query()).map_err(OpenError::Io)?;
+            Ok(sentinel::primary_from(&reply))
+        });
+        match answer {
+            Ok(Ok(primary)) => return Ok(primary),
+            Ok(Err(e)) => why.push(format!("{} {e}", ask.address())),
+            Err(OpenError::Io(e)) => why.push(format!("{}: {e}", ask.address())),
+            Err(rejected @ OpenError::Rejected { .. }) => {
+                why.push(format!("{} refused our credentials", ask.address()));
+                refused = Some(rejected);
+            }
+        }
+    }
+    if let Some(rejected) = refused {
+        return Err(rejected);
+    }
+    Err(OpenError::Io(io::Error::other(format!(
+        "no sentinel named the primary of {:?} ({})",
+        sentinels.service,
+        why.join("; ")
+    ))))
+}
+
 impl Conn {
     /// Connect and run the handshake (`handshake.rs`: AUTH, CLIENT SETNAME,
     /// SELECT, CLIENT SETINFO) in one round trip.
     pub fn open(cfg: &Config) -> Result<Conn, OpenError> {
         let stream = match &cfg.addr {
-            Addr::Tcp { host, port } => {
-                let s = connect_tcp(host, *port, cfg.connect_timeout).map_err(OpenError::Io)?;
-                // The redis crate leaves Nagle on; a request/reply protocol
-                // with small writes wants it off.
-                s.set_nodelay(true).map_err(OpenError::Io)?;
-                match &cfg.tls_config {
-                    Some(tls) => {
-                        tcp_timeouts(&s, cfg.connect_timeout).map_err(OpenError::Io)?;
-                        Stream::Tls(Box::new(start_tls(s, host, tls).map_err(OpenError::Io)?))
-                    }
-                    None => Stream::Tcp(s),
-                }
-            }
+            Addr::Tcp { host, port } => tcp_stream(cfg, host, *port).map_err(OpenError::Io)?,
             Addr::Unix(path) => Stream::Unix(UnixStream::connect(path).map_err(OpenError::Io)?),
+            Addr::Sentinel(sentinels) => {
+                let (host, port) = find_primary(cfg, sentinels)?;
+                tcp_stream(cfg, &host, port).map_err(OpenError::Io)?
+            }
         };
         let mut socket = Socket {
             stream,
@@ -221,11 +265,22 @@ impl Conn {
             generation: super::fork::generation(),
         };
         let steps = handshake::steps(cfg);
-        if !steps.is_empty() {
-            let cmds: Vec<Cmd> = steps.iter().map(|(cmd, _)| cmd.clone()).collect();
-            let replies = conn.request_many(&cmds).map_err(OpenError::Io)?;
+        let check_role = matches!(cfg.addr, Addr::Sentinel(_));
+        if !steps.is_empty() || check_role {
+            let mut cmds: Vec<Cmd> = steps.iter().map(|(cmd, _)| cmd.clone()).collect();
+            if check_role {
+                cmds.push(Cmd::new("ROLE"));
+            }
+            let mut replies = conn.request_many(&cmds).map_err(OpenError::Io)?;
+            let role = check_role.then(|| replies.pop()).flatten();
             if let Some((command, error)) = handshake::first_failure(&steps, replies) {
                 return Err(OpenError::Rejected { command, error });
+            }
+            if role.is_some_and(|role| !sentinel::is_primary(&role)) {
+                // Asked again on the next attempt: a failover is under way.
+                return Err(OpenError::Io(io::Error::other(
+                    "the node the sentinels named is not a primary (yet)",
+                )));
             }
         }
         conn.reader

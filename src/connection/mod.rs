@@ -15,6 +15,7 @@ pub mod pool;
 pub mod reply;
 pub mod resp;
 pub mod retry;
+pub mod sentinel;
 pub mod spin;
 pub mod tls;
 pub mod tracking;

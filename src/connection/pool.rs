@@ -14,7 +14,7 @@ use super::conn::{Conn, OpenError};
 use super::fork::PerProcess;
 use super::interrupt;
 use super::resp::{Cmd, Reply};
-use super::retry::{not_run, Failure, Resend, RetryPolicy};
+use super::retry::{demoted, not_run, Failure, Resend, RetryPolicy};
 use super::transport::{Describe, Transport};
 use crate::errors::CacheError;
 
@@ -219,12 +219,20 @@ impl Client {
         let mut lease = self.checkout(what)?;
         match lease.conn().request_many(cmds) {
             Ok(replies) => {
-                self.checkin(lease);
                 // "Not now" answers mean nothing ran; in a batch that may
                 // not be repeated, the caller sees them as they are.
                 let refusal = (cmds.len() == 1 || resend != Resend::Never)
                     .then(|| replies.iter().find_map(refused))
                     .flatten();
+                if refusal.is_some_and(demoted) {
+                    // The node is a replica now: none of our connections
+                    // to it will take a write. New ones go where the
+                    // sentinels (or the URL) say.
+                    drop(lease);
+                    self.close_idle();
+                } else {
+                    self.checkin(lease);
+                }
                 match refusal {
                     Some(error) => Err(Stop::Retry(Setback {
                         failure: Failure::Refused,

@@ -116,6 +116,12 @@ pub fn not_run(error: &str) -> bool {
     )
 }
 
+/// A refusal saying the node we write to has been demoted to a replica
+/// (a failover): the connections to it are of no more use for writes.
+pub fn demoted(error: &str) -> bool {
+    error.split_ascii_whitespace().next() == Some("READONLY")
+}
+
 /// Commands that only read (or, `PING`, touch nothing): re-sent freely.
 pub fn is_read(name: &str) -> bool {
     matches!(
@@ -263,6 +269,10 @@ mod tests {
         ] {
             assert!(not_run(e), "{e}");
         }
+        assert!(demoted(
+            "READONLY You can't write against a read only replica."
+        ));
+        assert!(!demoted("LOADING Valkey is loading the dataset in memory"));
         for e in [
             "BUSYKEY Target key name already exists.",
             "ERR value is not an integer or out of range",
