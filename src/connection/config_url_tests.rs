@@ -140,7 +140,11 @@ fn reads_sentinel_urls() {
     );
     assert_eq!(ok("valkey+sentinel://s/lab").db, 0);
     assert!(ok("rediss+sentinel://s/lab").tls && ok("valkeys+sentinel://s/lab").tls);
-    for bad in ["redis+sentinel://s1", "redis+sentinel://s1/", "redis+sentinel://s1/lab/x"] {
+    for bad in [
+        "redis+sentinel://s1",
+        "redis+sentinel://s1/",
+        "redis+sentinel://s1/lab/x",
+    ] {
         assert!(parse(bad).is_err(), "{bad}");
     }
 }

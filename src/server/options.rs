@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::connection::config::Addr;
+use crate::connection::sentinel::{self, Sentinels};
 use crate::connection::tls::TlsOptions;
 use crate::connection::{Config, RetryPolicy};
 
@@ -112,6 +113,18 @@ pub fn apply_options(
             "spin_wait" => cfg.spin_wait = Some(zero_or_seconds(&name, &value)?),
             "retry_window" => cfg.retry_window = Some(zero_or_seconds(&name, &value)?),
             "max_connections" => cfg.max_connections = connection_count(&value)?,
+            "sentinel_username" | "sentinel_password" => {
+                let Addr::Sentinel(sentinels) = &mut cfg.addr else {
+                    return Err(PyValueError::new_err(format!(
+                        "{name} is for redis+sentinel:// URLs"
+                    )));
+                };
+                let value: Option<String> = value.extract()?;
+                match name.as_str() {
+                    "sentinel_username" => sentinels.username = value,
+                    _ => sentinels.password = value,
+                }
+            }
             "connect_attempts" => {
                 policy.connect_attempts = value.extract()?;
                 if policy.connect_attempts == 0 {
@@ -123,13 +136,55 @@ pub fn apply_options(
                     "unexpected option {name:?}: expected db, username, password, \
                      socket_timeout, socket_connect_timeout, connect_attempts, client_cache, client_name, \
                      spin_wait, retry_window, \
-                     max_connections, ssl, \
+                     max_connections, ssl, sentinel_username, sentinel_password, \
                      ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs or ssl_check_hostname"
                 )))
             }
         }
     }
     Ok(())
+}
+
+/// The sentinels behind a redis-py `Sentinel(...).master_for(service)`
+/// client's pool (a `SentinelConnectionPool`); `None` for any other pool.
+fn sentinels_of(pool: &Bound<'_, PyAny>) -> PyResult<Option<Sentinels>> {
+    let (Ok(service), Ok(manager)) = (
+        pool.getattr("service_name"),
+        pool.getattr("sentinel_manager"),
+    ) else {
+        return Ok(None);
+    };
+    let mut found = Sentinels {
+        nodes: Vec::new(),
+        service: service.extract()?,
+        username: None,
+        password: None,
+    };
+    for sentinel in manager.getattr("sentinels")?.try_iter()? {
+        let kwargs = sentinel?
+            .getattr("connection_pool")?
+            .getattr("connection_kwargs")?;
+        let kwargs = kwargs.cast::<PyDict>()?;
+        let host: String = match kwargs.get_item("host")? {
+            Some(h) if !h.is_none() => h.extract()?,
+            _ => "localhost".into(),
+        };
+        let port: u16 = match kwargs.get_item("port")? {
+            Some(p) if !p.is_none() => p.extract()?,
+            _ => sentinel::DEFAULT_PORT,
+        };
+        found.nodes.push((host, port));
+        // `sentinel_kwargs` are the same for every sentinel.
+        found.username = kwargs.get_item("username")?.and_then(|v| v.extract().ok());
+        found.password = kwargs.get_item("password")?.and_then(|v| v.extract().ok());
+    }
+    if found.nodes.is_empty() {
+        return Err(PyValueError::new_err(format!(
+            "the redis-py Sentinel client for {:?} names no sentinels",
+            found.service
+        )));
+    }
+    Ok(Some(found))
 }
 
 /// A redis-py `Redis` client's settings, read from its connection pool.
@@ -142,7 +197,11 @@ pub fn config_from_redis_py(client: &Bound<'_, PyAny>) -> PyResult<Config> {
         .getattr("__name__")?
         .extract()?;
     let get = |name: &str| kwargs.get_item(name);
-    let mut cfg = if let Some(path) = get("path")?.filter(|p| !p.is_none()) {
+    let mut cfg = if let Some(sentinels) = sentinels_of(&pool)? {
+        let mut cfg = Config::tcp("", 0);
+        cfg.addr = Addr::Sentinel(sentinels);
+        cfg
+    } else if let Some(path) = get("path")?.filter(|p| !p.is_none()) {
         let mut cfg = Config::tcp("", 0);
         cfg.addr = Addr::Unix(path.extract::<String>()?.into());
         cfg
