@@ -12,6 +12,7 @@ Both are plain ``matplotlib.figure.Figure`` objects (no pyplot state), about
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,8 +54,6 @@ def _limits(speedups: Sequence[float], right: float = 2.0) -> tuple[float, float
 
 
 def _axis(ax: Any, limits: tuple[float, float], fontsize: float) -> None:
-    import math
-
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_xscale("log")
