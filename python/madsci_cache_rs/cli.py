@@ -1,4 +1,5 @@
 """``madsci-cache-rs run -- COMMAND...``: run COMMAND with the switch on.
+(``madsci-cache-rs bench [ARGS]`` runs the benchmark, ``python -m madsci_cache_rs.bench``.)
 
 For images where adding ``MADSCI_CACHE_RS=1`` to the environment is awkward
 but changing the command is not. The command replaces this process (exec),
@@ -26,10 +27,19 @@ def _parser() -> argparse.ArgumentParser:
         "replacing this process.",
     )
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+    bench = commands.add_parser(
+        "bench", help="run the side-by-side benchmark (bench --help: its options)", add_help=False
+    )
+    bench.add_argument("argv", nargs="*", metavar="ARGS")  # only for --help: main() passes them on
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # every argument is the benchmark's, --help included
+        from madsci_cache_rs.bench.__main__ import main as bench
+
+        return bench(argv[1:])
     args = _parser().parse_args(argv)
     command = list(args.argv)
     if command[:1] == ["--"]:

@@ -16,20 +16,14 @@ workflow; the commands are the total over the runs divided by completed workflow
 from __future__ import annotations
 
 import statistics
-import sys
 
-from madsci_cache_rs.bench.timing import Row
+from madsci_cache_rs.bench.timing import Row, Skipped
 
 RUNS = 2
 WORKFLOWS = 6
 STEPS = 3
 GROUP = "lab end to end (madsci managers, healthy server)"
 REFERENCE = "madsci PyCacheHandler (redis-py + pottery)"
-
-
-def _skip(reason: str) -> list[Row]:
-    print(f"\n  lab rows skipped: {reason}", file=sys.stderr, flush=True)
-    return []
 
 
 def rows(rounds: int = 15, runs: int = RUNS, workflows: int = WORKFLOWS) -> list[Row]:
@@ -40,7 +34,7 @@ def rows(rounds: int = 15, runs: int = RUNS, workflows: int = WORKFLOWS) -> list
 
     missing = madsci_missing()
     if missing is not None:
-        return _skip(missing)
+        raise Skipped(missing)
 
     handlers = ["pottery", "ours", "ours-cached"]
     seconds: dict[str, list[float]] = {h: [] for h in handlers}
@@ -53,9 +47,9 @@ def rows(rounds: int = 15, runs: int = RUNS, workflows: int = WORKFLOWS) -> list
             try:
                 result = run_lab(handler, "none", workflows=workflows, steps=STEPS)
             except RuntimeError as exc:
-                return _skip(f"the lab did not start on {handler}: {exc}")
+                raise Skipped(f"the lab did not start on {handler}: {exc}") from exc
             if result.problems():
-                return _skip(f"the healthy lab failed on {handler}:\n{result.report()}")
+                raise Skipped(f"the healthy lab failed on {handler}:\n{result.report()}")
             seconds[handler] += [w.seconds for w in result.workflows if w.seconds is not None]
             commands[handler] += result.server_commands
             completed[handler] += result.completed

@@ -114,16 +114,16 @@ def _set_status(wc: Any) -> None:
 
 
 WORKCELL_OPS: list[tuple[str, Op]] = [
-    ("workcell: set_node", _set_node),
-    ("workcell: get_node", lambda wc: wc.get_node("node0")),
-    (f"workcell: get_nodes ({NODES})", lambda wc: wc.get_nodes()),
-    ("workcell: get_workcell_status", lambda wc: wc.get_workcell_status()),
-    ("workcell: status read-modify-write", _set_status),
-    ("workcell: mark_state_changed", lambda wc: wc.mark_state_changed()),
-    ("workcell: has_state_changed", lambda wc: wc.has_state_changed()),
-    (f"workcell: get_workflow_queue ({QUEUED_WORKFLOWS})", lambda wc: wc.get_workflow_queue()),
-    ("workcell: get_workcell_state", lambda wc: wc.get_workcell_state()),
-    (f"workcell: engine tick ({QUEUED_WORKFLOWS} queued)", engine_tick),
+    ("set_node", _set_node),
+    ("get_node", lambda wc: wc.get_node("node0")),
+    (f"get_nodes ({NODES})", lambda wc: wc.get_nodes()),
+    ("get_workcell_status", lambda wc: wc.get_workcell_status()),
+    ("status read-modify-write", _set_status),
+    ("mark_state_changed", lambda wc: wc.mark_state_changed()),
+    ("has_state_changed", lambda wc: wc.has_state_changed()),
+    (f"get_workflow_queue ({QUEUED_WORKFLOWS})", lambda wc: wc.get_workflow_queue()),
+    ("get_workcell_state", lambda wc: wc.get_workcell_state()),
+    (f"engine tick ({QUEUED_WORKFLOWS} queued)", engine_tick),
 ]
 
 
@@ -133,9 +133,9 @@ def _locked_change(loc: Any) -> None:
 
 
 LOCATION_OPS: list[tuple[str, Op]] = [
-    ("location: mark_state_changed", lambda loc: loc.mark_state_changed()),
-    ("location: has_state_changed", lambda loc: loc.has_state_changed()),
-    ("location: change under the state lock", _locked_change),
+    ("mark_state_changed", lambda loc: loc.mark_state_changed()),
+    ("has_state_changed", lambda loc: loc.has_state_changed()),
+    ("change under the state lock", _locked_change),
 ]
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+
+#: Multiplies every ``compare`` round's target duration; ``--quick`` lowers it.
+TARGET_SCALE = 1.0
+
+
+class Skipped(Exception):
+    """A group cannot run here; the message says why (shown, not a traceback)."""
 
 
 @dataclass
@@ -25,6 +32,9 @@ class Row:
     @property
     def speedup(self) -> float:
         return self.reference_s / self.ours_s if self.ours_s > 0 else float("inf")
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
 
 
 def per_call(func: Callable[[], object], number: int) -> float:
@@ -52,6 +62,7 @@ def compare(
     target_s: float = 0.02,
 ) -> tuple[float, float]:
     """Median seconds per call of each, timed alternately in ``rounds`` rounds."""
+    target_s *= TARGET_SCALE
     n_ours = calibrate(ours, target_s)
     n_ref = calibrate(reference, target_s)
     ours_times, ref_times = [], []
