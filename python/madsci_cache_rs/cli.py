@@ -3,11 +3,15 @@
 For images where adding ``MADSCI_CACHE_RS=1`` to the environment is awkward
 but changing the command is not. The command replaces this process (exec),
 so signals reach it directly and its exit status is the one returned.
+
+``madsci-cache-rs doctor [URL]``: check a server before trusting it with a
+lab's live state (``doctor.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -26,11 +30,42 @@ def _parser() -> argparse.ArgumentParser:
         "replacing this process.",
     )
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+    doctor = commands.add_parser(
+        "doctor",
+        help="check a server before trusting it with a lab's live state",
+        description="Report a server's persistence, eviction policy, replication, latency "
+        "and madsci's workcells and locks. Exit 0: no dangerous setting; 1: a setting that "
+        "can lose state; 3: cannot reach the server; 4: authentication refused.",
+    )
+    doctor.add_argument("url", nargs="?", help="server URL (default: $MADSCI_CACHE_RS_URL)")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.add_argument("--wait", type=float, default=3.0, help="seconds to wait for the server")
+    doctor.add_argument("--max-keys", type=int, default=1000, help="keys listed per pattern")
     return parser
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    # Imported here: `run` execs at once and needs none of it.
+    from madsci_cache_rs import doctor
+
+    # The report says what failed; the library's own warnings would repeat it.
+    logging.getLogger("madsci_cache_rs").setLevel(logging.ERROR)
+
+    url = args.url or os.environ.get("MADSCI_CACHE_RS_URL")
+    if not url:
+        _parser().error("doctor: no URL given and MADSCI_CACHE_RS_URL is not set")
+    try:
+        status, text = doctor.run(url, as_json=args.json, wait=args.wait, max_keys=args.max_keys)
+    except ValueError as exc:  # a malformed URL; the message never holds its password
+        _parser().error(f"doctor: {exc}")
+    print(text)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "doctor":
+        return _doctor(args)
     command = list(args.argv)
     if command[:1] == ["--"]:
         command = command[1:]
