@@ -11,16 +11,18 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pottery
 import pytest
 import redis
+from madsci.common.db_handlers import cache_handler as madsci_cache_handler
 from madsci.common.db_handlers.document_storage_handler import InMemoryDocumentStorageHandler
 from madsci.common.types.workflow_types import Workflow
 from madsci.workcell_manager.state_handler import WorkcellStateHandler
 
 import madsci_cache_rs
-from madsci_cache_rs import PyCacheHandler
+from madsci_cache_rs import PyCacheHandler, _install
 from madsci_cache_rs.doctor import judge_eviction, judge_persistence
 from madsci_cache_rs.testing import PrivateServer, free_port
 
@@ -68,7 +70,7 @@ def test_a_safe_server_exits_0(durable: PrivateServer) -> None:
     assert "DANGER" not in out.stdout
     assert "AOF on (appendfsync everysec" in out.stdout
     assert "maxmemory-policy noeviction" in out.stdout
-    assert "Valkey" in out.stdout if durable.kind == "valkey" else "Redis" in out.stdout
+    assert f"{'Valkey' if durable.kind == 'valkey' else 'Redis'} " in out.stdout
     assert max(len(line) for line in out.stdout.splitlines()) <= 100
 
 
@@ -179,8 +181,18 @@ def test_the_key_scan_is_bounded(durable: PrivateServer, raw_durable: redis.Redi
     )
 
 
-def test_madsci_workcell_state_is_listed(durable: PrivateServer) -> None:
-    handler = PyCacheHandler.from_url(durable.url)
+def madsci_handler(kind: str, srv: PrivateServer) -> Any:
+    """Ours, or madsci's own (redis-py + pottery) even if a plugin swapped ours in."""
+    if kind == "ours":
+        return PyCacheHandler.from_url(srv.url)
+    key = ("madsci.common.db_handlers.cache_handler", "PyCacheHandler")
+    theirs = _install._originals.get(key, madsci_cache_handler.PyCacheHandler)
+    return theirs.from_settings(host=srv.host, port=srv.port)
+
+
+@pytest.mark.parametrize("writer", ["ours", "madsci"])
+def test_madsci_workcell_state_is_listed(durable: PrivateServer, writer: str) -> None:
+    handler = madsci_handler(writer, durable)
     state = WorkcellStateHandler(
         nodes={"liquidhandler": "http://127.0.0.1:2000", "arm": "http://127.0.0.1:2001"},
         cache_handler=handler,
@@ -204,6 +216,7 @@ def test_madsci_workcell_state_is_listed(durable: PrivateServer) -> None:
     assert wc["keys"]["active_workflows"] == {"type": "hash", "size": 1}
     assert wc["status"] == ["paused"]
     assert wc["changes"] == int(handler.get(f"madsci:workcell:{ident}:state_changed"))
+    assert wc["changes"] >= 3
     assert [lock["key"] for lock in data["locks"]] == [
         f"redlock:madsci:workcell:{ident}:state_lock"
     ]
