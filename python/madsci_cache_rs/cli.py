@@ -1,14 +1,19 @@
-"""``madsci-cache-rs run -- COMMAND...``: run COMMAND with the switch on.
-(``madsci-cache-rs bench [ARGS]`` runs the benchmark, ``python -m madsci_cache_rs.bench``.)
+"""The ``madsci-cache-rs`` console script.
 
-For images where adding ``MADSCI_CACHE_RS=1`` to the environment is awkward
-but changing the command is not. The command replaces this process (exec),
-so signals reach it directly and its exit status is the one returned.
+``run -- COMMAND...`` runs COMMAND with the switch on, for images where
+adding ``MADSCI_CACHE_RS=1`` to the environment is awkward but changing the
+command is not. The command replaces this process (exec), so signals reach it
+directly and its exit status is the one returned.
+
+``doctor [URL]`` checks a server before a lab trusts it with live state
+(``doctor.py``). ``bench [ARGS]`` runs the side-by-side benchmark
+(``python -m madsci_cache_rs.bench``).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -31,7 +36,36 @@ def _parser() -> argparse.ArgumentParser:
         "bench", help="run the side-by-side benchmark (bench --help: its options)", add_help=False
     )
     bench.add_argument("argv", nargs="*", metavar="ARGS")  # only for --help: main() passes them on
+    doctor = commands.add_parser(
+        "doctor",
+        help="check a server before trusting it with a lab's live state",
+        description="Report a server's persistence, eviction policy, replication, latency "
+        "and madsci's workcells and locks. Exit 0: no dangerous setting; 1: a setting that "
+        "can lose state; 3: cannot reach the server; 4: authentication refused.",
+    )
+    doctor.add_argument("url", nargs="?", help="server URL (default: $MADSCI_CACHE_RS_URL)")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.add_argument("--wait", type=float, default=3.0, help="seconds to wait for the server")
+    doctor.add_argument("--max-keys", type=int, default=1000, help="keys listed per pattern")
     return parser
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    # Imported here: `run` execs at once and needs none of it.
+    from madsci_cache_rs import doctor
+
+    # The report says what failed; the library's own warnings would repeat it.
+    logging.getLogger("madsci_cache_rs").setLevel(logging.ERROR)
+
+    url = args.url or os.environ.get("MADSCI_CACHE_RS_URL")
+    if not url:
+        _parser().error("doctor: no URL given and MADSCI_CACHE_RS_URL is not set")
+    try:
+        status, text = doctor.run(url, as_json=args.json, wait=args.wait, max_keys=args.max_keys)
+    except ValueError as exc:  # a malformed URL; the message never holds its password
+        _parser().error(f"doctor: {exc}")
+    print(text)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench(argv[1:])
     args = _parser().parse_args(argv)
+    if args.command == "doctor":
+        return _doctor(args)
     command = list(args.argv)
     if command[:1] == ["--"]:
         command = command[1:]

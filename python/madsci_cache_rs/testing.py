@@ -100,6 +100,7 @@ class PrivateServer:
         password: str | None = None,
         appendonly: bool = False,
         appendfsync: str = "everysec",
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.kind = kind
         # With an append-only file a restarted server comes back with its data
@@ -107,6 +108,9 @@ class PrivateServer:
         # keeps every acknowledged write through a crash.
         self.appendonly = appendonly
         self.appendfsync = appendfsync
+        # More server options, e.g. ("--cluster-enabled", "yes"): ones that
+        # CONFIG SET cannot change on a running server.
+        self.extra_args = extra_args
         self.binary = find_server_binary(kind)
         self.password = password
         self.host = "127.0.0.1"
@@ -147,6 +151,7 @@ class PrivateServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         self._proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -2,15 +2,17 @@
 
 use pyo3::exceptions::{PyTypeError, PyUnicodeDecodeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyType};
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
 use super::args::redis_arg;
+use super::diagnostic::{diagnostic_cmd, refused, reply_to_py};
 use super::dict::RedisDict;
 use super::handler::PyCacheHandler;
 use super::list::RedisList;
 use super::lock::{create_lock, Redlock};
 use super::options::apply_options;
 use crate::connection::{Cmd, Config, Reply, RetryPolicy};
+use crate::errors::run_detached;
 
 /// The environment variable that points managers we do not construct
 /// (madsci's `from_settings`) at a server of the deployment's choosing.
@@ -150,6 +152,24 @@ impl PyCacheHandler {
             Some(raised) => Err(raised),
             None => Ok(up),
         }
+    }
+
+    /// Private, for diagnostics (`madsci-cache-rs doctor`); not madsci's
+    /// API. One command that only reads (`PING`, `INFO`, `CONFIG GET`,
+    /// `SCAN`, `TYPE`, `PTTL`, `GET`, ...), one round trip, the GIL
+    /// released. Returns `bytes`, `str` (a status), `int`, `list` or `None`;
+    /// the server's refusal raises `CacheResponseError`, and a command that
+    /// could change anything raises `ValueError` without being sent.
+    #[pyo3(signature = (*args))]
+    fn _command(&self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
+        let args = args
+            .iter()
+            .map(|a| redis_arg(&a))
+            .collect::<PyResult<Vec<_>>>()?;
+        let (cmd, what) = diagnostic_cmd(&args).map_err(refused)?;
+        let client = &self.client;
+        let reply = run_detached(py, || client.call(cmd, &|| what.clone()))?;
+        reply_to_py(py, &reply, &what)
     }
 
     /// Close the idle connections. Idempotent; the handler reconnects if

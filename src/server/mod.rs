@@ -2,6 +2,7 @@
 //! build commands and decode replies; `crate::connection` does the rest.
 
 pub mod args;
+mod diagnostic;
 pub mod dict;
 pub mod handler;
 mod handler_methods;
