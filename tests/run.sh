@@ -35,6 +35,8 @@ test)
     "$venv/bin/ruff" format --check python tests
     echo "== stubtest"
     "$py" -m mypy.stubtest madsci_cache_rs --mypy-config-file pyproject.toml --allowlist tests/stubtest-allowlist.txt
+    # Typing as a user sees it (mypy --strict and pyright on tests/typing/) is
+    # tests/test_typing.py, in the pytest step below.
     echo "== wheel"
     # The wheel as users install it: its start-up .pth is what test_switch checks
     # (an editable install has none). Same profile as above, so only packaging is new.

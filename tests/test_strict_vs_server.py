@@ -141,6 +141,24 @@ def test_strict_memory_behaves_like_the_server(server):
         def list_pop(self, i):
             self.both(lambda lst: lst.pop() if i is None else lst.pop(i), self.lists)
 
+        # The rest of MutableSequence: pottery's come from the ABC's mixins
+        # (clear is an UNLINK), strict mode's are native.
+        @rule()
+        def list_clear(self):
+            self.both(lambda lst: lst.clear(), self.lists)
+
+        @rule()
+        def list_reverse(self):
+            self.both(lambda lst: lst.reverse(), self.lists)
+
+        @rule()
+        def list_reversed(self):
+            self.both(lambda lst: list(reversed(lst)), self.lists)
+
+        @rule(vs=st.lists(values, min_size=1, max_size=2))
+        def list_iadd(self, vs):
+            self.both(lambda lst: lst.__iadd__(vs) is lst, self.lists)
+
         @rule(k=st.sampled_from(["s", "n", "hd", "hl"]), v=set_values)
         def set(self, k, v):
             self.both(lambda h: h.set(k, v), self.handlers)

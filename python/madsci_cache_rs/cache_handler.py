@@ -8,15 +8,16 @@ from collections.abc import MutableMapping
 from contextlib import AbstractContextManager
 from typing import Any
 
-from madsci_cache_rs import _native
-from madsci_cache_rs._native import InMemoryCacheHandler
+from madsci_cache_rs._native import InMemoryCacheHandler, PyCacheHandler
 
-__all__ = ["CacheHandler", "InMemoryCacheHandler"]
+__all__ = ["CacheHandler", "InMemoryCacheHandler", "PyCacheHandler"]
 
 
 class CacheHandler(abc.ABC):
     """The cache interface madsci's managers use (madsci's abstract methods
-    and signatures). Our handlers are registered as virtual subclasses."""
+    and signatures). Our handlers are registered as virtual subclasses: native
+    classes cannot inherit from a Python class. The stubs declare them
+    subclasses, which is what ``isinstance`` says at run time."""
 
     @abc.abstractmethod
     def incr(self, key: str, amount: int = 1) -> int:
@@ -52,9 +53,4 @@ class CacheHandler(abc.ABC):
 
 
 CacheHandler.register(InMemoryCacheHandler)
-
-# The server handler is another part of the package; export it when built in.
-# (Bound through globals() so the static export list stays what every build has.)
-if hasattr(_native, "PyCacheHandler"):
-    globals()["PyCacheHandler"] = _native.PyCacheHandler
-    CacheHandler.register(_native.PyCacheHandler)
+CacheHandler.register(PyCacheHandler)

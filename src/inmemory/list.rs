@@ -1,6 +1,8 @@
 //! `InMemoryRedisList`: madsci's shared, value-preserving list, with the
 //! whole sequence API of `RedisList` (madsci's has only `append`,
 //! `remove`, iteration, `len` and `in`; the rest matches `list`/pottery).
+//! It is registered as a `MutableSequence`, so it defines every method that
+//! ABC provides (a native class cannot inherit the mixins).
 //!
 //! Every object of one (client, key) holds the same Python `list`; each
 //! method is one operation of it. Arguments that must be iterated are read
@@ -169,6 +171,26 @@ impl InMemoryRedisList {
 
     fn __contains__(&self, py: Python<'_>, value: Bound<'_, PyAny>) -> PyResult<bool> {
         self.store(py).contains(value)
+    }
+
+    /// Iterates a reversed snapshot, as `__iter__` iterates a snapshot.
+    fn __reversed__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyIterator>> {
+        let items = self.snapshot(py);
+        items.reverse()?;
+        items.try_iter()
+    }
+
+    fn __iadd__(&self, py: Python<'_>, values: Bound<'_, PyAny>) -> PyResult<()> {
+        self.extend(py, values)
+    }
+
+    fn clear(&self, py: Python<'_>) -> PyResult<()> {
+        self.store(py).call_method0(intern!(py, "clear"))?;
+        Ok(())
+    }
+
+    fn reverse(&self, py: Python<'_>) -> PyResult<()> {
+        self.store(py).reverse()
     }
 
     /// A plain `list` copy.

@@ -334,6 +334,28 @@ impl StrictRedisList {
         Ok(!Self::matches(py, &items, &value, true)?.is_empty())
     }
 
+    fn __reversed__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyIterator>> {
+        let (mut items, _) = self.snapshot(py)?;
+        items.reverse();
+        Self::decoded(py, &items)?.try_iter()
+    }
+
+    fn __iadd__(&self, py: Python<'_>, values: Bound<'_, PyAny>) -> PyResult<()> {
+        self.extend(py, values)
+    }
+
+    /// Deletes the key whatever it holds, as `RedisList.clear()`'s UNLINK
+    /// (and pottery's) does.
+    fn clear(&self, py: Python<'_>) {
+        let mut state = self.db.lock(py);
+        state.version += 1;
+        state.map.remove(&self.key);
+    }
+
+    fn reverse(&self, py: Python<'_>) -> PyResult<()> {
+        self.write_now(py, |items| items.reverse())
+    }
+
     fn to_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let (items, _) = self.snapshot(py)?;
         Self::decoded(py, &items)
