@@ -14,13 +14,21 @@ use super::spin::DEFAULT_SPIN_WAIT;
 use super::tls::{client_config, TlsOptions};
 use crate::errors::CacheError;
 
-/// Where the server is: one node, or the primary the sentinels name
-/// (found again by every new connection, `sentinel.rs`).
+/// Where the server is: one node, the primary the sentinels name (found
+/// again by every new connection, `sentinel.rs`), or a Cluster known by
+/// some of its nodes (`cluster.rs` routes each command to its slot's node;
+/// a lone connection, the lock listener's, goes to the first seed that
+/// answers).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Addr {
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
     Unix(PathBuf),
     Sentinel(Sentinels),
+    /// The seed nodes, asked in this order for the slot map.
+    Cluster(Vec<(String, u16)>),
 }
 
 #[derive(Clone)]
@@ -112,6 +120,15 @@ impl Config {
     /// Check what can be checked without the network (TLS files, the
     /// environment, the client name) once all options are set.
     pub fn prepare(mut self) -> Result<Config, CacheError> {
+        if matches!(self.addr, Addr::Cluster(_)) && self.db != 0 {
+            return Err(CacheError::InvalidValue {
+                context: "db".into(),
+                detail: format!(
+                    "a Cluster has only database 0, not {}: leave db out of a cluster URL or options",
+                    self.db
+                ),
+            });
+        }
         // As redis-py: an empty name is no name.
         self.client_name = self.client_name.take().filter(|n| !n.is_empty());
         if let Some(name) = &self.client_name {
@@ -200,6 +217,7 @@ impl Config {
             Addr::Tcp { host, port } => format!("{host}:{port}"),
             Addr::Unix(path) => format!("unix:{}", path.display()),
             Addr::Sentinel(sentinels) => sentinels.describe(),
+            Addr::Cluster(seeds) => format!("cluster:{}", node_list(seeds)),
         }
     }
 
@@ -234,8 +252,28 @@ impl Config {
                     self.db
                 )
             }
+            Addr::Cluster(seeds) => {
+                let scheme = if self.tls.is_some() {
+                    "rediss+cluster"
+                } else {
+                    "redis+cluster"
+                };
+                format!("{scheme}://{user}{}", node_list(seeds))
+            }
         }
     }
+}
+
+/// `h1:p1,[::1]:p2`: nodes as a URL names them.
+pub fn node_list(nodes: &[(String, u16)]) -> String {
+    let nodes: Vec<String> = nodes
+        .iter()
+        .map(|(h, p)| match h.contains(':') {
+            true => format!("[{h}]:{p}"),
+            false => format!("{h}:{p}"),
+        })
+        .collect();
+    nodes.join(",")
 }
 
 /// A name the server takes for `CLIENT SETNAME`: printable ASCII without

@@ -28,8 +28,8 @@ pub struct Parts {
     pub query: Vec<(String, String)>,
 }
 
-const SCHEMES: &str =
-    "redis://, rediss://, valkey://, valkeys://, unix:// or redis+sentinel:// (rediss+, valkey+, valkeys+)";
+const SCHEMES: &str = "redis://, rediss://, valkey://, valkeys://, unix://, \
+     redis+sentinel:// or redis+cluster:// (rediss+, valkey+, valkeys+)";
 
 /// Take `url` apart: `redis://[[user]:password@]host[:port][/db][?options]`
 /// (also `rediss`, `valkey`, `valkeys`) or `unix://[[user]:password@]/path[?options]`.
@@ -38,12 +38,14 @@ pub fn parse(url: &str) -> Result<Parts, String> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!("expected a URL starting with {SCHEMES}"));
     };
-    let (tls, unix, sentinel) = match scheme.to_ascii_lowercase().as_str() {
-        "redis" | "valkey" => (false, false, false),
-        "rediss" | "valkeys" => (true, false, false),
-        "unix" | "redis+unix" | "valkey+unix" => (false, true, false),
-        "redis+sentinel" | "valkey+sentinel" => (false, false, true),
-        "rediss+sentinel" | "valkeys+sentinel" => (true, false, true),
+    let (tls, unix, sentinel, cluster) = match scheme.to_ascii_lowercase().as_str() {
+        "redis" | "valkey" => (false, false, false, false),
+        "rediss" | "valkeys" => (true, false, false, false),
+        "unix" | "redis+unix" | "valkey+unix" => (false, true, false, false),
+        "redis+sentinel" | "valkey+sentinel" => (false, false, true, false),
+        "rediss+sentinel" | "valkeys+sentinel" => (true, false, true, false),
+        "redis+cluster" | "valkey+cluster" => (false, false, false, true),
+        "rediss+cluster" | "valkeys+cluster" => (true, false, false, true),
         // Only a well-formed scheme is echoed: a mangled one may hold
         // anything the user typed.
         other if is_scheme(other) => {
@@ -89,13 +91,7 @@ pub fn parse(url: &str) -> Result<Parts, String> {
         Addr::Unix(PathBuf::from(unquote(path)))
     } else if sentinel {
         let (service, db) = service_and_db(path)?;
-        let nodes = hostport
-            .split(',')
-            .map(|node| match host_and_port(node, sentinel::DEFAULT_PORT)? {
-                Addr::Tcp { host, port } => Ok((host, port)),
-                _ => unreachable!("host_and_port gives a TCP address"),
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+        let nodes = node_list(hostport, sentinel::DEFAULT_PORT)?;
         let addr = Addr::Sentinel(Sentinels {
             nodes,
             service,
@@ -110,6 +106,8 @@ pub fn parse(url: &str) -> Result<Parts, String> {
             password,
             query,
         });
+    } else if cluster {
+        Addr::Cluster(node_list(hostport, DEFAULT_PORT)?)
     } else {
         host_and_port(hostport, DEFAULT_PORT)?
     };
@@ -132,6 +130,17 @@ fn is_scheme(s: &str) -> bool {
 
 fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
+}
+
+/// `h1:p1,h2:p2`: the nodes of a Sentinel or Cluster URL.
+fn node_list(hostport: &str, default_port: u16) -> Result<Vec<(String, u16)>, String> {
+    hostport
+        .split(',')
+        .map(|node| match host_and_port(node, default_port)? {
+            Addr::Tcp { host, port } => Ok((host, port)),
+            _ => unreachable!("host_and_port gives a TCP address"),
+        })
+        .collect()
 }
 
 /// A Sentinel URL's `/service[/db]`.
@@ -246,14 +255,17 @@ pub fn redact(url: &str) -> String {
     // A fragment means nothing to a server URL; it may hold a password's
     // tail when the user information was left unencoded.
     let tail = tail.split('#').next().unwrap_or_default();
-    let port = if authority.starts_with('[') {
-        authority
-            .split_once(']')
-            .and_then(|(_, after)| after.strip_prefix(':'))
-    } else {
-        authority.rsplit_once(':').map(|(_, port)| port)
-    };
-    if let Some(port) = port.filter(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
+    let not_a_port = |p: &&str| !p.bytes().all(|b| b.is_ascii_digit());
+    if authority.contains(',')
+        && authority
+            .split(',')
+            .any(|n| port_of(n).is_some_and(|p| not_a_port(&p)))
+    {
+        // Several nodes (Sentinel, Cluster), one of which may be a
+        // "user:password" whose '@' was forgotten: none is shown.
+        return format!("{scheme}://{masked}***");
+    }
+    if let Some(port) = port_of(authority).filter(not_a_port) {
         // No host part proper: what follows may be the rest of a password.
         let host = &authority[..authority.len() - port.len() - 1];
         return format!("{scheme}://{masked}{host}:***");
@@ -263,6 +275,16 @@ pub fn redact(url: &str) -> String {
         None => tail.to_owned(),
     };
     format!("{scheme}://{masked}{authority}{tail}")
+}
+
+/// What follows a node's last ':' (after the ']' of an IPv6 address).
+fn port_of(node: &str) -> Option<&str> {
+    if node.starts_with('[') {
+        node.split_once(']')
+            .and_then(|(_, after)| after.strip_prefix(':'))
+    } else {
+        node.rsplit_once(':').map(|(_, port)| port)
+    }
 }
 
 fn redact_query(query: &str) -> String {

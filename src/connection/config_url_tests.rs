@@ -167,3 +167,83 @@ fn sentinel_credentials_are_options_of_sentinel_urls_only() {
     let shown = redact("redis+sentinel://s/lab?sentinel_password=top%23secret");
     assert!(!shown.contains("top"), "{shown}");
 }
+
+#[test]
+fn reads_cluster_urls() {
+    let p = ok("redis+cluster://:pw@n1:7000,n2,[::1]:7002/?socket_timeout=1");
+    assert_eq!(
+        (p.addr, p.db, p.password.as_deref(), p.tls),
+        (
+            Addr::Cluster(vec![
+                ("n1".into(), 7000),
+                ("n2".into(), 6379),
+                ("::1".into(), 7002)
+            ]),
+            0,
+            Some("pw"),
+            false
+        )
+    );
+    assert_eq!(
+        ok("valkey+cluster://n1:7000").addr,
+        ok("redis+cluster://n1:7000").addr
+    );
+    for tls in ["rediss+cluster://n:1", "valkeys+cluster://n:1"] {
+        assert!(ok(tls).tls, "{tls}");
+    }
+    assert!(!ok("valkey+cluster://n:1").tls);
+    for bad in ["redis+cluster://n1:x", "redis+cluster://n1:1,n2:99999"] {
+        assert!(parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_cluster_has_only_database_0() {
+    for url in [
+        "redis+cluster://n:1",
+        "redis+cluster://n:1/",
+        "redis+cluster://n:1/0",
+        "redis+cluster://n:1?db=0",
+    ] {
+        let cfg = Config::from_url(url).unwrap_or_else(|_| panic!("{url}"));
+        assert!(cfg.prepare().is_ok(), "{url}");
+    }
+    for url in ["redis+cluster://:pw@n:1/2", "redis+cluster://:pw@n:1?db=1"] {
+        let cfg = Config::from_url(url).unwrap_or_else(|_| panic!("{url}"));
+        let e = cfg.prepare().err().expect(url).to_string();
+        assert!(e.contains("only database 0") && !e.contains("pw"), "{e}");
+    }
+}
+
+#[test]
+fn cluster_urls_print_without_the_password() {
+    let cfg = Config::from_url("rediss+cluster://bob:s3cret@n1:1,[::1]:2")
+        .unwrap_or_else(|_| panic!("a cluster URL"));
+    assert_eq!(cfg.redacted_url(), "rediss+cluster://bob@n1:1,[::1]:2");
+    assert_eq!(cfg.address(), "cluster:n1:1,[::1]:2");
+    let cfg = Config::from_url("redis+cluster://:s3cret@n1:1")
+        .unwrap_or_else(|_| panic!("a cluster URL"));
+    assert_eq!(cfg.redacted_url(), "redis+cluster://***@n1:1");
+    for (url, shown) in [
+        (
+            "redis+cluster://:pw@n1:1,n2:2/?db=0",
+            "redis+cluster://***@n1:1,n2:2/?db=0",
+        ),
+        // A forgotten '@': "user:password" reads as a node.
+        ("redis+cluster://n1:1,bob:hunter2", "redis+cluster://***"),
+        ("redis+cluster://bob:hunter2,n1:1", "redis+cluster://***"),
+        (
+            "redis+sentinel://bob:hunter2,s:26379/lab",
+            "redis+sentinel://***",
+        ),
+    ] {
+        assert_eq!(redact(url), shown, "{url}");
+    }
+    for url in [
+        "redis+cluster://n1:1,bob:hunter2",
+        "redis+cluster://bob:hunter2,n1:1",
+    ] {
+        let e = Config::from_url(url).err().expect(url).to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+}

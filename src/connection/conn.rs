@@ -238,6 +238,19 @@ fn find_primary(cfg: &Config, sentinels: &Sentinels) -> Result<(String, u16), Op
     ))))
 }
 
+/// A stream to the first of a cluster's `seeds` that takes a connection:
+/// a lone connection (the lock listener's) may be on any node.
+fn first_reachable(cfg: &Config, seeds: &[(String, u16)]) -> io::Result<Stream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the cluster URL names no node");
+    for (host, port) in seeds {
+        match tcp_stream(cfg, host, *port) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 impl Conn {
     /// Connect and run the handshake (`handshake.rs`: AUTH, CLIENT SETNAME,
     /// SELECT, CLIENT SETINFO) in one round trip.
@@ -249,6 +262,7 @@ impl Conn {
                 let (host, port) = find_primary(cfg, sentinels)?;
                 tcp_stream(cfg, &host, port).map_err(OpenError::Io)?
             }
+            Addr::Cluster(seeds) => first_reachable(cfg, seeds).map_err(OpenError::Io)?,
         };
         let mut socket = Socket {
             stream,

@@ -2,10 +2,12 @@
 //!
 //! `Client` is lazy, pooled, fork-aware and never re-sends a command that
 //! may have reached the server (see `retry`). Structures only build `Cmd`s,
-//! read `Reply`s and hold a `dyn Transport`, so a Cluster or Sentinel
-//! transport (a later issue) takes `Client`'s place without changing them.
+//! read `Reply`s and hold a `dyn Transport`, so a Cluster (`ClusterClient`)
+//! takes `Client`'s place without changing them.
 
 pub mod client_cache;
+pub mod cluster;
+pub mod cluster_slots;
 pub mod config;
 pub mod conn;
 pub mod fork;
@@ -21,6 +23,7 @@ pub mod tls;
 pub mod tracking;
 pub mod transport;
 
+pub use cluster::ClusterClient;
 pub use config::Config;
 pub use pool::Client;
 pub use resp::{Cmd, Reply};

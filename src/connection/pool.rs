@@ -8,6 +8,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::cluster_slots::{redirect_in, Redirect};
 use super::config::Config;
 use super::conn::handshake::refuses_credentials;
 use super::conn::{Conn, OpenError};
@@ -26,11 +27,23 @@ use slots::Local;
 
 /// Why one attempt failed, and whether the next may follow.
 pub(super) struct Setback {
-    failure: Failure,
+    pub(super) failure: Failure,
     cause: String,
     /// The reply did not come in time (a `CacheTimeoutError` if the call
     /// gives up here); a connect that timed out is a connection error.
     reply_timed_out: bool,
+}
+
+impl Setback {
+    /// A "not now" that did not come as a server's error reply (a cluster
+    /// whose nodes keep redirecting to each other).
+    pub(super) fn refused(cause: String) -> Setback {
+        Setback {
+            failure: Failure::Refused,
+            cause,
+            reply_timed_out: false,
+        }
+    }
 }
 
 /// An attempt's end that no retry can mend: a refused password, a signal.
@@ -199,6 +212,9 @@ impl Client {
             let setback = match self.attempt(cmds, resend, what) {
                 Ok(replies) => {
                     self.back_up();
+                    if let Some(redirect) = redirect_in(&replies, "") {
+                        return Err(self.not_a_cluster_client(&redirect, what));
+                    }
                     return Ok(replies);
                 }
                 Err(Stop::Fatal(e)) => return Err(e),
@@ -210,7 +226,22 @@ impl Client {
         }
     }
 
-    fn attempt(
+    /// A `MOVED`/`ASK` met by a client of one server: the server is a
+    /// Cluster node, and this client cannot follow it there.
+    fn not_a_cluster_client(&self, redirect: &Redirect, what: Describe<'_>) -> CacheError {
+        let (host, port) = redirect.node();
+        CacheError::Response {
+            context: self.context(what),
+            detail: format!(
+                "the server is a Cluster node and sent the command to {host}:{port}; \
+                 connect with a redis+cluster:// URL (or a redis-py RedisCluster client) \
+                 to use a Cluster"
+            ),
+        }
+    }
+
+    /// One attempt, no waiting: `send`'s step, and a Cluster's per node.
+    pub(super) fn attempt(
         &self,
         cmds: &[Cmd],
         resend: Resend,

@@ -6,13 +6,14 @@
 
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyAttributeError, PyTypeError};
+use pyo3::exceptions::{PyAttributeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
 use super::options::config_from_redis_py;
+use crate::connection::config::Addr;
 use crate::connection::{
-    describe, CachingClient, Client, Cmd, Config, Reply, RetryPolicy, Transport,
+    describe, CachingClient, Client, ClusterClient, Cmd, Config, Reply, RetryPolicy, Transport,
 };
 use crate::errors::run_detached;
 
@@ -33,6 +34,23 @@ impl PyCacheHandler {
         let cfg = cfg.prepare()?;
         if let Some(window) = cfg.retry_window {
             policy.window = window;
+        }
+        if matches!(cfg.addr, Addr::Cluster(_)) {
+            // The client-side cache tracks one server's keys; per node it
+            // is not built yet. Asked for outright, that is an error; asked
+            // for by the environment (for every handler), a warning.
+            if cfg.client_cache == Some(true) {
+                return Err(PyValueError::new_err(
+                    "client_cache=True is not supported on a Cluster (redis+cluster://) yet: \
+                     leave it off for this handler",
+                ));
+            }
+            if cfg.wants_client_cache()? {
+                log::warn!(target: "madsci_cache_rs", "the client-side cache (MADSCI_CACHE_RS_CLIENT_CACHE) is not supported on a Cluster yet: {} runs without it", cfg.redacted_url());
+            }
+            return Ok(PyCacheHandler {
+                client: Arc::new(ClusterClient::new(cfg, policy)),
+            });
         }
         let cached = cfg.wants_client_cache()?;
         let pool = Client::new(cfg, policy);

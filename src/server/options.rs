@@ -187,8 +187,12 @@ fn sentinels_of(pool: &Bound<'_, PyAny>) -> PyResult<Option<Sentinels>> {
     Ok(Some(found))
 }
 
-/// A redis-py `Redis` client's settings, read from its connection pool.
+/// A redis-py client's settings: a `Redis` client's, read from its
+/// connection pool, or a `RedisCluster`'s, read from its nodes manager.
 pub fn config_from_redis_py(client: &Bound<'_, PyAny>) -> PyResult<Config> {
+    if let Ok(nodes) = client.getattr("nodes_manager") {
+        return config_from_redis_cluster(&nodes);
+    }
     let pool = client.getattr("connection_pool")?;
     let kwargs = pool.getattr("connection_kwargs")?;
     let kwargs = kwargs.cast::<PyDict>()?;
@@ -216,30 +220,87 @@ pub fn config_from_redis_py(client: &Bound<'_, PyAny>) -> PyResult<Config> {
         };
         Config::tcp(&host, port)
     };
+    if let Ok(max) = pool.getattr("max_connections") {
+        // Its default, 2**31, is as good as no bound.
+        cfg.max_connections = connection_count(&max)?.filter(|&n| n < 1 << 31);
+    }
+    apply_connection_kwargs(&mut cfg, kwargs, class_name.contains("SSL"))?;
+    Ok(cfg)
+}
+
+/// A redis-py `RedisCluster`'s nodes (all it has found, replicas too: any
+/// of them gives the slot map) and the connection settings it gives each.
+fn config_from_redis_cluster(nodes: &Bound<'_, PyAny>) -> PyResult<Config> {
+    let mut seeds = Vec::new();
+    for node in nodes
+        .getattr("startup_nodes")?
+        .call_method0("values")?
+        .try_iter()?
+    {
+        let node = node?;
+        let seed: (String, u16) = (
+            node.getattr("host")?.extract()?,
+            node.getattr("port")?.extract()?,
+        );
+        if !seeds.contains(&seed) {
+            seeds.push(seed);
+        }
+    }
+    if seeds.is_empty() {
+        return Err(PyValueError::new_err(
+            "the redis-py RedisCluster client names no nodes",
+        ));
+    }
+    let kwargs = nodes.getattr("connection_kwargs")?;
+    let kwargs = kwargs.cast::<PyDict>()?;
+    let mut cfg = Config::tcp("", 0);
+    cfg.addr = Addr::Cluster(seeds);
+    if let Some(max) = kwargs.get_item("max_connections")? {
+        cfg.max_connections = connection_count(&max)?.filter(|&n| n < 1 << 31);
+    }
+    // `ssl=True`, or a `rediss://` URL's connection class.
+    let tls = match kwargs.get_item("ssl")? {
+        Some(on) => on.is_truthy()?,
+        None => false,
+    } || match kwargs.get_item("connection_class")? {
+        Some(class) => class
+            .getattr("__name__")?
+            .extract::<String>()?
+            .contains("SSL"),
+        None => false,
+    };
+    apply_connection_kwargs(&mut cfg, kwargs, tls)?;
+    Ok(cfg)
+}
+
+/// The settings redis-py gives each connection: database, who we are,
+/// timeouts, and TLS when `tls`.
+fn apply_connection_kwargs(
+    cfg: &mut Config,
+    kwargs: &Bound<'_, PyDict>,
+    tls: bool,
+) -> PyResult<()> {
+    let get = |name: &str| kwargs.get_item(name);
     if let Some(db) = get("db")?.filter(|v| !v.is_none()) {
         cfg.db = db.extract()?;
     }
     cfg.username = get("username")?.and_then(|v| v.extract().ok());
     cfg.password = get("password")?.and_then(|v| v.extract().ok());
     cfg.client_name = get("client_name")?.and_then(|v| v.extract().ok());
-    if let Ok(max) = pool.getattr("max_connections") {
-        // Its default, 2**31, is as good as no bound.
-        cfg.max_connections = connection_count(&max)?.filter(|&n| n < 1 << 31);
-    }
     if let Some(t) = get("socket_timeout")? {
         cfg.command_timeout = seconds("socket_timeout", &t)?;
     }
     if let Some(t) = get("socket_connect_timeout")?.filter(|v| !v.is_none()) {
         cfg.connect_timeout = seconds("socket_connect_timeout", &t)?;
     }
-    if class_name.contains("SSL") {
+    if tls {
         let path = |name: &str| -> PyResult<Option<std::path::PathBuf>> {
             Ok(match get(name)? {
                 Some(v) if !v.is_none() => Some(v.extract()?),
                 _ => None,
             })
         };
-        let tls = tls_options(&mut cfg);
+        let tls = tls_options(cfg);
         tls.ca_certs = path("ssl_ca_certs")?;
         tls.certfile = path("ssl_certfile")?;
         tls.keyfile = path("ssl_keyfile")?;
@@ -250,5 +311,5 @@ pub fn config_from_redis_py(client: &Bound<'_, PyAny>) -> PyResult<Config> {
             tls.check_hostname = check.is_truthy()?;
         }
     }
-    Ok(cfg)
+    Ok(())
 }

@@ -1,0 +1,363 @@
+//! `ClusterClient`: a Valkey/Redis Cluster behind the same `Transport` the
+//! structures use on one server.
+//!
+//! Routing is ours, because the clients we could borrow re-send a write
+//! after an I/O error (the `redis` crate's sync cluster client applied one
+//! `INCRBY` three times; redis-py's `RedisCluster` twice), and the one knob
+//! that stops it also stops them from following `MOVED`. Here each node
+//! has its own pool (`Client`, made lazily from the URL's settings), and
+//! every call is `Client::send`'s loop spread over nodes: one attempt at a
+//! time on the node that serves the batch's slot, the same `Resend` rules
+//! and waits and the same errors when it gives up. What is new:
+//! * `MOVED` and `ASK` say the command did not run, so they are followed at
+//!   once, whatever the command: `MOVED` updates that slot in the map (and
+//!   the whole map is read again on the next call); `ASK` sends `ASKING`
+//!   and the batch, in one write, to the node named, once, map unchanged.
+//! * any failure (no connection, a lost reply, `CLUSTERDOWN` …) may mean
+//!   the slot has moved, e.g. to a replica promoted after its primary
+//!   died: the map is read again before the next attempt.
+//!
+//! Writes need nothing more: their once-form's record key lives on their
+//! key's slot (`once.rs`), so a write re-sent to a new primary is settled
+//! there as on one server.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::cluster_slots::{batch_slot, nothing_applied, redirect_in, Node, Redirect, SlotMap};
+use super::config::{node_list, Addr, Config};
+use super::fork::PerProcess;
+use super::pool::{batch_resend, Client, Setback, Stop};
+use super::resp::{Cmd, Reply};
+use super::retry::{Failure, RetryPolicy};
+use super::transport::{Describe, Transport};
+use crate::errors::CacheError;
+use crate::sync::Mutex;
+
+const LOG: &str = "madsci_cache_rs";
+
+/// Redirections followed in a row before a call waits (nodes that disagree
+/// about a slot during a failover), as after a "not now" answer.
+const MAX_REDIRECTS: u32 = 5;
+
+/// A node that failed this recently is asked for the map last.
+const SUSPECT_FOR: Duration = Duration::from_secs(30);
+
+pub struct ClusterClient {
+    /// The URL's settings; `addr` holds the seeds. Each node's pool gets
+    /// a copy with its own address.
+    template: Config,
+    seeds: Vec<Node>,
+    policy: RetryPolicy,
+    /// A forked child starts with no map and no pools of its parent's:
+    /// a lock a vanished thread held must not be inherited (`fork.rs`).
+    state: PerProcess<State>,
+}
+
+struct State {
+    routing: Mutex<Routing>,
+    /// The map may be out of date: read it again before the next call.
+    stale: AtomicBool,
+    /// One thread reads the map at a time; the others route meanwhile
+    /// by the map they have.
+    refreshing: Mutex<()>,
+    /// Spreads keyless commands, and map reads, over the nodes.
+    turn: AtomicUsize,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            routing: Mutex::default(),
+            // No map yet: read it before the first call.
+            stale: AtomicBool::new(true),
+            refreshing: Mutex::default(),
+            turn: AtomicUsize::new(0),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Routing {
+    map: SlotMap,
+    pools: HashMap<Node, Arc<Client>>,
+    /// Nodes that failed us lately, and when.
+    suspects: HashMap<Node, Instant>,
+}
+
+impl ClusterClient {
+    /// Lazy: nothing touches the network until the first command.
+    /// `cfg.addr` must be `Addr::Cluster` (`cfg` prepared).
+    pub fn new(cfg: Config, policy: RetryPolicy) -> ClusterClient {
+        let seeds = match &cfg.addr {
+            Addr::Cluster(seeds) => seeds.clone(),
+            _ => Vec::new(),
+        };
+        ClusterClient {
+            template: cfg,
+            seeds,
+            policy,
+            state: PerProcess::default(),
+        }
+    }
+
+    fn state(&self) -> &State {
+        self.state.current()
+    }
+
+    /// The pool for `node`, made on first use.
+    fn pool(&self, routing: &mut Routing, node: &Node) -> Arc<Client> {
+        if let Some(pool) = routing.pools.get(node) {
+            return pool.clone();
+        }
+        let mut cfg = self.template.clone();
+        cfg.addr = Addr::Tcp {
+            host: node.0.clone(),
+            port: node.1,
+        };
+        let pool = Arc::new(Client::new(cfg, self.policy));
+        routing.pools.insert(node.clone(), pool.clone());
+        pool
+    }
+
+    fn pool_for(&self, node: &Node) -> Arc<Client> {
+        let mut routing = self.state().routing.lock();
+        self.pool(&mut routing, node)
+    }
+
+    /// Every node we know of, the map's first, then the seeds; nodes that
+    /// failed lately last; starting at a rotating place, so that load and
+    /// map reads spread.
+    fn candidates(&self, routing: &Routing) -> Vec<Node> {
+        let mut nodes: Vec<Node> = routing.map.nodes().to_vec();
+        for seed in &self.seeds {
+            if !nodes.contains(seed) {
+                nodes.push(seed.clone());
+            }
+        }
+        if !nodes.is_empty() {
+            let start = self.state().turn.fetch_add(1, Ordering::Relaxed) % nodes.len();
+            nodes.rotate_left(start);
+        }
+        let now = Instant::now();
+        let suspect = |n: &Node| {
+            routing
+                .suspects
+                .get(n)
+                .is_some_and(|at| now.duration_since(*at) < SUSPECT_FOR)
+        };
+        nodes.sort_by_key(suspect);
+        nodes
+    }
+
+    /// The node for `slot` and its pool: the map's, or (no map yet, a
+    /// slot no node serves, a keyless batch) any node, which redirects.
+    fn route(&self, slot: Option<u16>) -> (Node, Arc<Client>) {
+        let mut routing = self.state().routing.lock();
+        let node = match slot.and_then(|s| routing.map.node(s)) {
+            Some(node) => node.clone(),
+            // A URL names at least one node.
+            None => self
+                .candidates(&routing)
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| ("localhost".to_owned(), 6379)),
+        };
+        let pool = self.pool(&mut routing, &node);
+        (node, pool)
+    }
+
+    fn suspect(&self, node: &Node) {
+        let mut routing = self.state().routing.lock();
+        routing.suspects.insert(node.clone(), Instant::now());
+    }
+
+    fn trusted(&self, node: &Node) {
+        let mut routing = self.state().routing.lock();
+        if !routing.suspects.is_empty() {
+            routing.suspects.remove(node);
+        }
+    }
+
+    /// Read the slot map again from the first node that gives it, unless
+    /// another thread is reading it now. One attempt per node.
+    fn refresh(&self) {
+        let state = self.state();
+        let Some(_reading) = state.refreshing.try_lock() else {
+            return;
+        };
+        // Cleared first: a `MOVED` that arrives while we read is kept.
+        state.stale.store(false, Ordering::Relaxed);
+        let candidates = self.candidates(&state.routing.lock());
+        let ask = [Cmd::new("CLUSTER")
+            .arg("SLOTS")
+            .with_resend(super::retry::Resend::Read)];
+        let what = || "CLUSTER SLOTS".to_owned();
+        let mut why = Vec::new();
+        for node in candidates {
+            let pool = self.pool_for(&node);
+            let reply = match pool.attempt(&ask, super::retry::Resend::Read, &what) {
+                Ok(mut replies) => replies.pop().unwrap_or(Reply::Nil),
+                Err(_) => {
+                    self.suspect(&node);
+                    why.push(format!("{}: no answer", pool.address()));
+                    continue;
+                }
+            };
+            match SlotMap::from_cluster_slots(&reply, &node.0) {
+                Ok(map) if !map.is_empty() => {
+                    let mut routing = state.routing.lock();
+                    routing.suspects.remove(&node);
+                    if routing.map != map {
+                        log::debug!(target: LOG, "cluster {}: slot map from {}: {} primaries, {} slots served", node_list(&self.seeds), pool.address(), map.nodes().len(), map.covered());
+                    }
+                    routing.map = map;
+                    return;
+                }
+                Ok(_) => why.push(format!("{}: no slots assigned", pool.address())),
+                Err(e) => why.push(format!("{}: {e}", pool.address())),
+            }
+        }
+        state.stale.store(true, Ordering::Relaxed);
+        log::debug!(target: LOG, "cluster {}: could not read the slot map ({})", node_list(&self.seeds), why.join("; "));
+    }
+
+    /// `Client::send`'s loop, spread over the cluster's nodes.
+    fn send(
+        &self,
+        cmds: &[Cmd],
+        policy: &RetryPolicy,
+        what: Describe<'_>,
+    ) -> Result<Vec<Reply>, CacheError> {
+        let resend = batch_resend(cmds);
+        let slot = batch_slot(cmds);
+        let state = self.state();
+        let started = Instant::now();
+        let mut failed = 0;
+        let mut maybe_ran = false;
+        let mut redirects = 0;
+        let mut ask: Option<Node> = None;
+        loop {
+            let (node, pool, asking) = match ask.take() {
+                Some(node) => {
+                    let pool = self.pool_for(&node);
+                    (node, pool, true)
+                }
+                None => {
+                    if state.stale.load(Ordering::Relaxed) {
+                        self.refresh();
+                    }
+                    let (node, pool) = self.route(slot);
+                    (node, pool, false)
+                }
+            };
+            let result = if asking {
+                let batch: Vec<Cmd> = std::iter::once(Cmd::new("ASKING"))
+                    .chain(cmds.iter().cloned())
+                    .collect();
+                pool.attempt(&batch, resend, what).map(|mut replies| {
+                    replies.remove(0);
+                    replies
+                })
+            } else {
+                pool.attempt(cmds, resend, what)
+            };
+            let setback = match result {
+                Ok(replies) => {
+                    pool.back_up();
+                    match redirect_in(&replies, &node.0) {
+                        Some(redirect) if nothing_applied(cmds, &replies) => {
+                            redirects += 1;
+                            if redirects <= MAX_REDIRECTS {
+                                match redirect {
+                                    Redirect::Moved { slot, node } => {
+                                        state.routing.lock().map.assign(slot, &node);
+                                        state.stale.store(true, Ordering::Relaxed);
+                                    }
+                                    Redirect::Ask { node, .. } => ask = Some(node),
+                                }
+                                continue;
+                            }
+                            redirects = 0;
+                            Setback::refused(format!(
+                                "the nodes kept redirecting the command (last to {}:{})",
+                                redirect.node().0,
+                                redirect.node().1
+                            ))
+                        }
+                        _ => {
+                            self.trusted(&node);
+                            return Ok(replies);
+                        }
+                    }
+                }
+                Err(Stop::Fatal(e)) => return Err(e),
+                Err(Stop::Retry(setback)) => setback,
+            };
+            if setback.failure != Failure::Refused {
+                self.suspect(&node);
+            }
+            maybe_ran |= setback.failure == Failure::Lost;
+            failed += 1;
+            // The slot may have moved (a replica promoted, a reshard):
+            // the map is read again before the next attempt.
+            state.stale.store(true, Ordering::Relaxed);
+            pool.wait_or_give_up(policy, setback, resend, maybe_ran, failed, started, what)?;
+        }
+    }
+}
+
+impl Transport for ClusterClient {
+    fn pipeline(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
+        self.send(cmds, &self.policy, what)
+    }
+
+    /// Whether some node answers `PING`: one connection attempt per node,
+    /// no waiting.
+    fn probe(&self) -> bool {
+        let candidates = self.candidates(&self.state().routing.lock());
+        let ping = [Cmd::new("PING")];
+        candidates.iter().any(|node| {
+            matches!(
+                self.pool_for(node)
+                    .attempt(&ping, super::retry::Resend::Read, &|| "PING".to_owned())
+                    .as_deref(),
+                Ok([Reply::Status(_)])
+            )
+        })
+    }
+
+    fn close(&self) {
+        let pools: Vec<Arc<Client>> = self
+            .state()
+            .routing
+            .lock()
+            .pools
+            .values()
+            .cloned()
+            .collect();
+        for pool in pools {
+            pool.close();
+        }
+    }
+
+    fn redacted_url(&self) -> String {
+        self.template.redacted_url()
+    }
+
+    fn address(&self) -> String {
+        self.template.address()
+    }
+
+    fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// The cluster's settings: the lock listener subscribes on the first
+    /// seed that answers (classic Pub/Sub reaches every node).
+    fn server_config(&self) -> Option<&Config> {
+        Some(&self.template)
+    }
+}
