@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -34,17 +35,26 @@ def round_trips(raw: redis.Redis, action) -> dict[str, int]:
     """Run ``action`` and return the commands it sent, with counts. A write
     goes out as one EVALSHA (its once-form) that runs the write plus a GET
     and a SET of its record; that bookkeeping is left out of the counts."""
-    before = len(list(raw.scan_iter(match=ONCE_RECORDS)))
-    raw.config_resetstat()
+    return round_trips_over([raw], action)
+
+
+def round_trips_over(raws: list[redis.Redis], action) -> dict[str, int]:
+    """``round_trips`` summed over several servers (a cluster's primaries)."""
+
+    def records() -> int:
+        return sum(len(list(raw.scan_iter(match=ONCE_RECORDS))) for raw in raws)
+
+    before = records()
+    for raw in raws:
+        raw.config_resetstat()
     action()
-    calls = command_calls(raw)
-    records = len(list(raw.scan_iter(match=ONCE_RECORDS))) - before
+    calls: Counter[str] = Counter()
+    for raw in raws:
+        calls.update(command_calls(raw))
+    created = records() - before
     for own in ("get", "set"):
-        if own in calls:
-            calls[own] -= records
-            if calls[own] <= 0:
-                del calls[own]
-    return calls
+        calls[own] -= created
+    return {name: n for name, n in calls.items() if n > 0}
 
 
 def in_threads(work: Callable[[int], None], count: int) -> list[BaseException]:
