@@ -8,6 +8,7 @@
 pub mod client_cache;
 pub mod config;
 pub mod conn;
+pub mod failover_watch;
 pub mod fork;
 pub mod interrupt;
 pub mod once;
