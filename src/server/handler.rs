@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyAttributeError, PyTypeError};
+use pyo3::exceptions::{PyAttributeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
@@ -35,6 +35,9 @@ impl PyCacheHandler {
             policy.window = window;
         }
         let cached = cfg.wants_client_cache()?;
+        if let Some(problem) = cfg.wait_problem(cached) {
+            return Err(PyValueError::new_err(problem));
+        }
         let pool = Client::new(cfg, policy);
         let client: Arc<dyn Transport> = if cached {
             Arc::new(CachingClient::new(pool))
