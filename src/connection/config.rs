@@ -216,6 +216,20 @@ impl Config {
         }
     }
 
+    /// How to reach the sentinel at `host:port` of this Sentinel
+    /// deployment: its TLS and connect timeout, the sentinels' credentials,
+    /// no database, and the connect timeout for replies too (a sentinel
+    /// answers at once or not at all).
+    pub fn sentinel_node(&self, sentinels: &Sentinels, host: &str, port: u16) -> Config {
+        let mut ask = Config::tcp(host, port);
+        ask.tls_config.clone_from(&self.tls_config);
+        ask.connect_timeout = self.connect_timeout;
+        ask.command_timeout = self.connect_timeout.or(self.command_timeout);
+        ask.username.clone_from(&sentinels.username);
+        ask.password.clone_from(&sentinels.password);
+        ask
+    }
+
     /// Who we log in as, for messages: the user name, never the password.
     pub fn user(&self) -> &str {
         self.username.as_deref().unwrap_or("default")

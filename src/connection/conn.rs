@@ -208,7 +208,7 @@ fn find_primary(cfg: &Config, sentinels: &Sentinels) -> Result<(String, u16), Op
     let mut why = Vec::new();
     let mut refused = None;
     for (host, port) in &sentinels.nodes {
-        let ask = sentinels.node_config(cfg, host, *port);
+        let ask = cfg.sentinel_node(sentinels, host, *port);
         let answer = Conn::open(&ask).and_then(|mut conn| {
             let reply = conn.request(&sentinels.query()).map_err(OpenError::Io)?;
             Ok(sentinel::primary_from(&reply))

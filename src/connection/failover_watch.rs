@@ -105,7 +105,7 @@ pub fn switched(reply: &Reply, service: &str) -> Option<(String, u16)> {
 }
 
 fn subscribe(cfg: &Config, sentinels: &Sentinels, node: &(String, u16)) -> Option<Conn> {
-    let ask = sentinels.node_config(cfg, &node.0, node.1);
+    let ask = cfg.sentinel_node(sentinels, &node.0, node.1);
     let mut conn = Conn::open(&ask).ok()?;
     let reply = conn.request(&Cmd::new("SUBSCRIBE").arg(CHANNEL)).ok()?;
     (!matches!(reply, Reply::Error(_))).then_some(conn)

@@ -10,7 +10,6 @@
 //! The rules here are pure; the socket work is `Conn::open`'s, and
 //! `failover_watch.rs` follows the sentinels' announcements.
 
-use super::config::Config;
 use super::resp::{Cmd, Reply};
 
 /// Sentinel's own port, when a URL names none.
@@ -42,20 +41,6 @@ impl Sentinels {
             })
             .collect();
         format!("sentinel:{}@{}", self.service, nodes.join(","))
-    }
-
-    /// How to reach the sentinel at `host:port` for a deployment configured
-    /// as `cfg`: its TLS and connect timeout, the sentinels' credentials, no
-    /// database, and the connect timeout for replies too (a sentinel answers
-    /// at once or not at all).
-    pub fn node_config(&self, cfg: &Config, host: &str, port: u16) -> Config {
-        let mut ask = Config::tcp(host, port);
-        ask.tls_config.clone_from(&cfg.tls_config);
-        ask.connect_timeout = cfg.connect_timeout;
-        ask.command_timeout = cfg.connect_timeout.or(cfg.command_timeout);
-        ask.username.clone_from(&self.username);
-        ask.password.clone_from(&self.password);
-        ask
     }
 
     /// The question asked of each sentinel.
