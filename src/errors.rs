@@ -26,6 +26,10 @@ pub enum CacheError {
     /// A write may have been applied or not, and the retry window ran out
     /// before the server could say which.
     OutcomeUnknown { context: String, detail: String },
+    /// A write the primary applied but fewer replicas than `wait_replicas`
+    /// confirmed in time: a failover now could lose it. Python sees a
+    /// `CacheOutcomeUnknownError`; the lock tells it apart (`lock.rs`).
+    NotReplicated { context: String, detail: String },
     /// A Python signal handler asked a wait to stop; the Python layer
     /// raises what the handler raised (see `interrupt.rs`).
     Interrupted,
@@ -51,6 +55,7 @@ impl fmt::Display for CacheError {
             | CacheError::Timeout { context, detail }
             | CacheError::Response { context, detail }
             | CacheError::OutcomeUnknown { context, detail }
+            | CacheError::NotReplicated { context, detail }
             | CacheError::WrongType { context, detail }
             | CacheError::InvalidValue { context, detail } => write!(f, "{context}: {detail}"),
             CacheError::QuorumNotAchieved { key } => write!(f, "could not acquire lock {key:?}"),
@@ -239,7 +244,9 @@ impl From<CacheError> for PyErr {
                 CacheError::Authentication { .. } => &t.authentication,
                 CacheError::Timeout { .. } => &t.timeout,
                 CacheError::Response { .. } => &t.response,
-                CacheError::OutcomeUnknown { .. } => &t.outcome_unknown,
+                CacheError::OutcomeUnknown { .. } | CacheError::NotReplicated { .. } => {
+                    &t.outcome_unknown
+                }
                 CacheError::Interrupted => return crate::gil::take_interruption(py),
                 CacheError::QuorumNotAchieved { .. } => &t.quorum,
                 CacheError::ReleaseUnlockedLock { .. } => &t.release,

@@ -306,7 +306,7 @@ def test_cluster_mode_is_dangerous(server: PrivateServer) -> None:
         server.kind,
         appendonly=True,
         # The bus port defaults to port + 10000, which may be taken or past 65535.
-        extra_args=("--cluster-enabled", "yes", "--cluster-port", str(free_port())),
+        extra_config=["cluster-enabled yes", f"cluster-port {free_port()}"],
     ) as node:
         status, data = report(node.url)
     assert status == 1

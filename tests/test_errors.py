@@ -7,6 +7,7 @@ import time
 
 import pytest
 import redis
+from hostile_server import HostileServer
 
 import madsci_cache_rs as m
 from madsci_cache_rs.testing import PrivateServer, ServerUnavailable
@@ -178,3 +179,15 @@ def test_a_refused_write_carries_the_servers_error_verbatim(handler, raw):
     wrongtype = "WRONGTYPE Operation against a key holding the wrong kind of value"
     assert [r.endswith(f": {wrongtype}") for r in refusals[1:]] == [True, True], refusals
     assert raw.get("text") == b"abc"
+
+
+def test_credentials_refused_on_an_ordinary_command_are_an_authentication_error():
+    # A server that stops accepting who we are after the connect (its
+    # password set or changed meanwhile): as at connect time.
+    with HostileServer(b"-NOAUTH Authentication required.\r\n") as server:
+        h = m.PyCacheHandler.from_settings("127.0.0.1", server.port, retry_window=0)
+        try:
+            with pytest.raises(m.CacheAuthenticationError, match="NOAUTH"):
+                h.get("a")
+        finally:
+            h.close()

@@ -145,7 +145,7 @@ def _serve_node(record: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
-    # Run by path, this file's directory is sys.path[0]; its siblings (testing.py,
+    # Run by path, this file's directory is sys.path[0]; its siblings (testing/,
     # cache_handler.py ...) must not shadow anything madsci imports.
     here = str(Path(__file__).resolve().parent)
     sys.path[:] = [p for p in sys.path if p and str(Path(p).resolve()) != here]

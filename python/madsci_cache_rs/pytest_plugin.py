@@ -22,7 +22,9 @@ Fixtures: ``madsci_cache_handler`` / ``madsci_strict_cache_handler`` (in-memory
 handlers), and for a madsci user's own tests on a real server
 ``madsci_cache_server`` (a private Valkey for the session) with
 ``madsci_server_cache_handler`` (a ``PyCacheHandler`` on it, with an empty
-database for each test).
+database for each test); for scale-out tests ``madsci_cache_cluster`` (a private
+3-master, 3-replica cluster) and ``madsci_cache_sentinel`` (a primary, a replica
+and 3 sentinels), one per module, of the kind ``madsci_cache_kind`` gives.
 """
 
 from __future__ import annotations
@@ -35,7 +37,12 @@ import pytest
 
 from madsci_cache_rs import InMemoryCacheHandler, PyCacheHandler, install, uninstall
 from madsci_cache_rs.handler_modes import StrictInMemoryCacheHandler, server_backed
-from madsci_cache_rs.testing import PrivateServer, ServerUnavailable
+from madsci_cache_rs.testing import (
+    PrivateCluster,
+    PrivateSentinelGroup,
+    PrivateServer,
+    ServerUnavailable,
+)
 
 PLUGIN_NAME = "madsci_cache_rs.pytest_plugin"
 ENV_FLAG = "MADSCI_CACHE_RS"
@@ -187,3 +194,47 @@ def madsci_server_cache_handler(madsci_cache_server: PrivateServer) -> Iterator[
     handler = PyCacheHandler.from_url(madsci_cache_server.url)
     yield handler
     handler.close()
+
+
+@pytest.fixture(scope="module")
+def madsci_cache_kind() -> str:
+    """The server the topology fixtures run: ``valkey``. Override it (module
+    scope) with ``params=["valkey", "redis"]`` to run a module on both."""
+    return "valkey"
+
+
+def _topology_options(request: pytest.FixtureRequest, kind: str) -> dict[str, Any]:
+    # Indirect parametrization gives the kind, or the constructor's options.
+    param = getattr(request, "param", kind)
+    return dict(param) if isinstance(param, dict) else {"kind": param}
+
+
+@pytest.fixture(scope="module")
+def madsci_cache_cluster(
+    request: pytest.FixtureRequest, madsci_cache_kind: str
+) -> Iterator[PrivateCluster]:
+    """A converged private cluster (``madsci_cache_rs.testing.PrivateCluster``:
+    ``.seeds``, ``.url``, ``.master_for_slot()`` ...) shared by the module's
+    tests; a test that kills or moves nodes should build its own. Skips when the
+    server binary is missing."""
+    try:
+        cluster = PrivateCluster(**_topology_options(request, madsci_cache_kind))
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+    with cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def madsci_cache_sentinel(
+    request: pytest.FixtureRequest, madsci_cache_kind: str
+) -> Iterator[PrivateSentinelGroup]:
+    """A converged private Sentinel group
+    (``madsci_cache_rs.testing.PrivateSentinelGroup``: ``.sentinels``, ``.url``,
+    ``.primary()`` ...) shared by the module's tests, as ``madsci_cache_cluster``."""
+    try:
+        group = PrivateSentinelGroup(**_topology_options(request, madsci_cache_kind))
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+    with group:
+        yield group

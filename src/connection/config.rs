@@ -70,8 +70,16 @@ pub struct Config {
     /// password we lack. Off for a bare `Config` (a test server scripted
     /// reply by reply); every handler turns it on.
     pub greet: bool,
+    /// Writes and lock acquires wait (server `WAIT`, in the same round
+    /// trip) until this many replicas have them, so that a failover keeps
+    /// them; fewer within `wait_timeout` is an error. `None`: no wait.
+    pub wait_replicas: Option<u32>,
+    pub wait_timeout: Duration,
 }
 
+/// How long a write waits for `wait_replicas` confirmations, as Redisson's
+/// `syncTimeout`.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -93,6 +101,8 @@ impl Config {
             spin_wait: None,
             retry_window: None,
             max_connections: None,
+            wait_replicas: None,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
             client_name: None,
             greet: false,
         }
@@ -203,6 +213,38 @@ impl Config {
             },
             other => other,
         })
+    }
+
+    /// Why `wait_replicas` cannot work as configured, if it cannot: the
+    /// client-side cache writes on its own connection, without the `WAIT`;
+    /// and a `WAIT` longer than the reply timeout would read as a lost reply.
+    pub fn wait_problem(&self, client_cache: bool) -> Option<String> {
+        self.wait_replicas?;
+        if client_cache {
+            return Some("wait_replicas cannot be combined with client_cache yet".into());
+        }
+        match self.command_timeout {
+            Some(t) if t <= self.wait_timeout => Some(format!(
+                "wait_timeout ({:.2} s) must be shorter than socket_timeout ({:.2} s)",
+                self.wait_timeout.as_secs_f64(),
+                t.as_secs_f64()
+            )),
+            _ => None,
+        }
+    }
+
+    /// How to reach the sentinel at `host:port` of this Sentinel
+    /// deployment: its TLS and connect timeout, the sentinels' credentials,
+    /// no database, and the connect timeout for replies too (a sentinel
+    /// answers at once or not at all).
+    pub fn sentinel_node(&self, sentinels: &Sentinels, host: &str, port: u16) -> Config {
+        let mut ask = Config::tcp(host, port);
+        ask.tls_config.clone_from(&self.tls_config);
+        ask.connect_timeout = self.connect_timeout;
+        ask.command_timeout = self.connect_timeout.or(self.command_timeout);
+        ask.username.clone_from(&sentinels.username);
+        ask.password.clone_from(&sentinels.password);
+        ask
     }
 
     /// Who we log in as, for messages: the user name, never the password.

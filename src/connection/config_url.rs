@@ -342,6 +342,19 @@ impl Config {
             "spin_wait" => self.spin_wait = Some(seconds(false)?),
             "client_cache" => self.client_cache = Some(on_off()?),
             "client_name" => self.client_name = Some(value.to_owned()),
+            "wait_replicas" => {
+                self.wait_replicas = Some(
+                    value
+                        .trim()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|&n| n >= 1)
+                        .ok_or_else(|| {
+                            format!("wait_replicas must be a positive whole number, not {value:?}")
+                        })?,
+                )
+            }
+            "wait_timeout" => self.wait_timeout = seconds(true)?,
             "sentinel_username" | "sentinel_password" => {
                 let Addr::Sentinel(sentinels) = &mut self.addr else {
                     return Err(format!("{name} is for redis+sentinel:// URLs"));
@@ -403,7 +416,7 @@ impl Config {
                     "unknown option {name:?} in the query: expected db, username, password, \
                      socket_timeout, socket_connect_timeout, client_name, max_connections, \
                      health_check_interval, retry_window, spin_wait, client_cache, \
-                     sentinel_username, sentinel_password, \
+                     sentinel_username, sentinel_password, wait_replicas, wait_timeout, \
                      ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile or ssl_check_hostname"
                 ))
             }

@@ -208,12 +208,7 @@ fn find_primary(cfg: &Config, sentinels: &Sentinels) -> Result<(String, u16), Op
     let mut why = Vec::new();
     let mut refused = None;
     for (host, port) in &sentinels.nodes {
-        let mut ask = Config::tcp(host, *port);
-        ask.tls_config.clone_from(&cfg.tls_config);
-        ask.connect_timeout = cfg.connect_timeout;
-        ask.command_timeout = cfg.connect_timeout.or(cfg.command_timeout);
-        ask.username.clone_from(&sentinels.username);
-        ask.password.clone_from(&sentinels.password);
+        let ask = cfg.sentinel_node(sentinels, host, *port);
         let answer = Conn::open(&ask).and_then(|mut conn| {
             let reply = conn.request(&sentinels.query()).map_err(OpenError::Io)?;
             Ok(sentinel::primary_from(&reply))

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod cluster_slots;
 pub mod config;
 pub mod conn;
+pub mod failover_watch;
 pub mod fork;
 pub mod interrupt;
 pub mod once;

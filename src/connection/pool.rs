@@ -15,7 +15,7 @@ use super::conn::{Conn, OpenError};
 use super::fork::PerProcess;
 use super::interrupt;
 use super::resp::{Cmd, Reply};
-use super::retry::{demoted, not_run, Failure, Resend, RetryPolicy};
+use super::retry::{demoted, is_read, not_run, Failure, Resend, RetryPolicy};
 use super::transport::{Describe, Transport};
 use crate::errors::CacheError;
 
@@ -73,6 +73,11 @@ pub(super) fn batch_resend(cmds: &[Cmd]) -> Resend {
         }
     }
     class
+}
+
+/// Whether `cmd` may change data (what `wait_replicas` waits for).
+fn writes(cmd: &Cmd) -> bool {
+    !cmd.is_read_only() && !is_read(cmd.name())
 }
 
 /// A socket timeout (`SO_RCVTIMEO` reports `WouldBlock`).
@@ -196,8 +201,55 @@ impl Client {
 
     /// Send `cmds` in one write and return their replies, riding out an
     /// outage within the window; server errors are returned as
-    /// `Reply::Error`, not raised.
+    /// `Reply::Error`, not raised. With `wait_replicas`, a batch that writes
+    /// carries a `WAIT` in the same round trip.
     fn send(
+        &self,
+        cmds: &[Cmd],
+        policy: &RetryPolicy,
+        what: Describe<'_>,
+    ) -> Result<Vec<Reply>, CacheError> {
+        match self.cfg.wait_replicas {
+            Some(replicas) if cmds.iter().any(writes) => {
+                self.send_replicated(cmds, replicas, policy, what)
+            }
+            _ => self.send_batch(cmds, policy, what),
+        }
+    }
+
+    fn send_replicated(
+        &self,
+        cmds: &[Cmd],
+        replicas: u32,
+        policy: &RetryPolicy,
+        what: Describe<'_>,
+    ) -> Result<Vec<Reply>, CacheError> {
+        let timeout = self.cfg.wait_timeout;
+        let wait = Cmd::new("WAIT")
+            .arg(replicas.to_string())
+            .arg(timeout.as_millis().max(1).to_string())
+            // Asking again changes nothing: the batch keeps its own class.
+            .with_resend(Resend::Read);
+        let batch: Vec<Cmd> = cmds.iter().cloned().chain([wait]).collect();
+        let mut replies = self.send_batch(&batch, policy, what)?;
+        match replies.pop() {
+            Some(Reply::Int(confirmed)) if confirmed >= i64::from(replicas) => Ok(replies),
+            other => Err(CacheError::NotReplicated {
+                context: self.context(what),
+                detail: format!(
+                    "applied on the primary, but {} of the {replicas} replica(s) wait_replicas \
+                     asks for confirmed it within {:.2} s: a failover now could lose it",
+                    match other {
+                        Some(Reply::Int(n)) => n.to_string(),
+                        _ => "none".into(),
+                    },
+                    timeout.as_secs_f64()
+                ),
+            }),
+        }
+    }
+
+    fn send_batch(
         &self,
         cmds: &[Cmd],
         policy: &RetryPolicy,

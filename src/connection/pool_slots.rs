@@ -2,10 +2,12 @@
 //! wait for one to come back under `max_connections`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::super::conn::Conn;
+use super::super::failover_watch::{self, Watch};
 use super::super::interrupt;
 use super::super::transport::Describe;
 use super::{Client, Stop, LOG};
@@ -28,6 +30,10 @@ pub(super) struct Local {
     /// logged once when it starts and once when it ends.
     pub(super) outage: Mutex<Option<Instant>>,
     pub(super) in_outage: AtomicBool,
+    /// Behind Sentinel: the primary switches heard (`failover_watch.rs`).
+    watch: OnceLock<Option<Arc<Watch>>>,
+    /// The switch count the idle connections were opened under.
+    seen_epoch: AtomicU64,
 }
 
 #[derive(Default)]
@@ -52,6 +58,9 @@ struct Idle {
 pub(super) struct Lease<'a> {
     conn: Option<Conn>,
     local: &'a Local,
+    /// The primary switch count when it was lent: a connection that comes
+    /// back after a switch may be to the old primary, and is closed.
+    epoch: u64,
 }
 
 impl Lease<'_> {
@@ -109,6 +118,7 @@ impl Client {
     /// waiting for one to come back when `max_connections` are open.
     pub(super) fn checkout(&self, what: Describe<'_>) -> Result<Lease<'_>, Stop> {
         let local = self.local.current();
+        let epoch = self.primary_epoch(local);
         loop {
             let mut slots = local.slots.lock();
             let popped = match slots.idle.pop_back() {
@@ -126,6 +136,7 @@ impl Client {
                     let lease = Lease {
                         conn: Some(conn),
                         local,
+                        epoch,
                     };
                     if lease.conn.as_ref().is_some_and(Conn::is_reusable) {
                         return Ok(lease);
@@ -142,6 +153,7 @@ impl Client {
                         Ok(conn) => Ok(Lease {
                             conn: Some(conn),
                             local,
+                            epoch,
                         }),
                         Err(stop) => {
                             local.forget(1);
@@ -151,6 +163,21 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// The primary switch count now (0 but behind Sentinel); the idle
+    /// connections opened before a switch are closed first.
+    fn primary_epoch(&self, local: &Local) -> u64 {
+        let watch = local.watch.get_or_init(|| failover_watch::watch(&self.cfg));
+        let Some(watch) = watch else {
+            return 0;
+        };
+        let now = watch.epoch();
+        if local.seen_epoch.swap(now, Ordering::AcqRel) != now {
+            log::debug!(target: LOG, "closing the idle connections to {}'s former primary", self.cfg.address());
+            self.close_idle();
+        }
+        now
     }
 
     fn max_open(&self) -> usize {
@@ -213,7 +240,13 @@ impl Client {
         let Some(conn) = lease.conn.take() else {
             return;
         };
-        if conn.generation != super::super::fork::generation() {
+        let switched = lease
+            .local
+            .watch
+            .get()
+            .and_then(Option::as_ref)
+            .is_some_and(|w| w.epoch() != lease.epoch);
+        if conn.generation != super::super::fork::generation() || switched {
             lease.local.forget(1);
             return;
         }

@@ -7,7 +7,8 @@
 //! A pooled connection stays with its node until the node answers
 //! `READONLY` (it was demoted: `pool.rs` then drops every idle connection,
 //! and the retry connects afresh, so asks again) or the connection breaks.
-//! The rules here are pure; the socket work is `Conn::open`'s.
+//! The rules here are pure; the socket work is `Conn::open`'s, and
+//! `failover_watch.rs` follows the sentinels' announcements.
 
 use super::resp::{Cmd, Reply};
 

@@ -13,6 +13,7 @@
 
 use std::sync::{LazyLock, OnceLock};
 
+use super::conn::handshake::refuses_credentials;
 use super::once;
 use super::resp::{Cmd, Reply};
 use super::retry::{is_keyed_write, Resend};
@@ -229,6 +230,12 @@ fn checked<T: Transport + ?Sized>(
     what: Describe<'_>,
 ) -> Result<Reply, CacheError> {
     match reply {
+        // The server stopped accepting who we are (a password set or
+        // changed while connected): as at connect time, and never retried.
+        Reply::Error(detail) if refuses_credentials(&detail) => Err(CacheError::Authentication {
+            context: format!("{} on {}", what(), transport.address()),
+            detail,
+        }),
         Reply::Error(detail) => Err(CacheError::Response {
             context: format!("{} on {}", what(), transport.address()),
             detail,

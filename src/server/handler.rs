@@ -53,6 +53,9 @@ impl PyCacheHandler {
             });
         }
         let cached = cfg.wants_client_cache()?;
+        if let Some(problem) = cfg.wait_problem(cached) {
+            return Err(PyValueError::new_err(problem));
+        }
         let pool = Client::new(cfg, policy);
         let client: Arc<dyn Transport> = if cached {
             Arc::new(CachingClient::new(pool))

@@ -152,6 +152,22 @@ impl Contender for Try<'_> {
                 detail: format!("unexpected reply {other:?}"),
             }
             .into()),
+            // With `wait_replicas`: taken on the primary alone, where a
+            // failover could give it to another holder as well. Given back
+            // (best effort: it expires anyway) and tried again later, so an
+            // acquire without enough replicas ends as not acquired.
+            Err(CacheError::NotReplicated { detail, .. }) => {
+                let msg = subscriber::message(self.lock.id.db, key);
+                let args: [&[u8]; 3] = [self.token, CHANNEL.as_bytes(), &msg];
+                let _ = self
+                    .lock
+                    .client
+                    .eval(&RELEASE, &[key], &args, &|| describe("release lock", key));
+                if !std::mem::replace(&mut self.unreachable_logged, true) {
+                    log::warn!(target: LOG, "waiting for lock {}: {detail}; given back, trying again", self.lock.key_text());
+                }
+                Ok(Attempt::Held { ttl: None })
+            }
             // A waiter rides over a server restart: the try is idempotent
             // (our token), so repeating it after a lost reply is safe. The
             // first try reports the error, like every other operation.

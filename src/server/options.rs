@@ -113,6 +113,23 @@ pub fn apply_options(
             "spin_wait" => cfg.spin_wait = Some(zero_or_seconds(&name, &value)?),
             "retry_window" => cfg.retry_window = Some(zero_or_seconds(&name, &value)?),
             "max_connections" => cfg.max_connections = connection_count(&value)?,
+            "wait_replicas" => {
+                cfg.wait_replicas = match value.extract::<Option<i64>>() {
+                    Ok(None) => None,
+                    Ok(Some(n)) if n >= 1 => Some(u32::try_from(n).unwrap_or(u32::MAX)),
+                    _ => {
+                        return Err(PyValueError::new_err(format!(
+                            "wait_replicas must be a positive whole number or None, not {}",
+                            value.repr()?
+                        )))
+                    }
+                }
+            }
+            "wait_timeout" => {
+                cfg.wait_timeout = seconds(&name, &value)?.ok_or_else(|| {
+                    PyValueError::new_err("wait_timeout must be a positive number of seconds")
+                })?
+            }
             "sentinel_username" | "sentinel_password" => {
                 let Addr::Sentinel(sentinels) = &mut cfg.addr else {
                     return Err(PyValueError::new_err(format!(
@@ -137,6 +154,7 @@ pub fn apply_options(
                      socket_timeout, socket_connect_timeout, connect_attempts, client_cache, client_name, \
                      spin_wait, retry_window, \
                      max_connections, ssl, sentinel_username, sentinel_password, \
+                     wait_replicas, wait_timeout, \
                      ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs or ssl_check_hostname"
                 )))
             }

