@@ -185,6 +185,22 @@ def test_cluster_only_settings_are_checked(fresh, monkeypatch, caplog):
     assert h.get("k") == "v" and h.client_cache is False
 
 
+def test_wait_replicas_waits_for_the_replicas_of_the_primary_written(fresh, observer):
+    tags = list(tags_on_each_master(fresh, "wait").values())
+    safe = PyCacheHandler.from_url(fresh.url, wait_replicas=1, wait_timeout=2)
+    for tag in tags:
+        master = fresh.master_for_slot(key_slot(tag))
+        waits = _calls(master, "wait")
+        assert safe.incr(f"{{{tag}}}:n") == 1
+        safe.create_list(f"{{{tag}}}:l").append("x")
+        assert safe.get(f"{{{tag}}}:n") == "1"
+        assert _calls(master, "wait") == waits + 2, "one WAIT per write, none for a read"
+    too_many = PyCacheHandler.from_url(fresh.url, wait_replicas=2, wait_timeout=0.05)
+    with pytest.raises(CacheOutcomeUnknownError, match="1 of the 2 replica"):
+        too_many.incr(f"{{{tags[0]}}}:n")
+    assert observer.get(f"{{{tags[0]}}}:n") == b"2", "applied on the primary all the same"
+
+
 def test_moved_on_a_standalone_url_says_to_use_a_cluster_url(fresh):
     node = fresh.masters()[0]
     standalone = PyCacheHandler.from_url(f"redis://{node.host}:{node.port}")

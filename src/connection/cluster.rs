@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use super::cluster_slots::{batch_slot, nothing_applied, redirect_in, Node, Redirect, SlotMap};
 use super::config::{node_list, Addr, Config};
 use super::fork::PerProcess;
-use super::pool::{batch_resend, Client, Setback, Stop};
+use super::pool::{batch_resend, waited, with_wait, Client, Setback, Stop};
 use super::resp::{Cmd, Reply};
 use super::retry::{Failure, RetryPolicy};
 use super::transport::{Describe, Transport};
@@ -310,8 +310,18 @@ impl ClusterClient {
 }
 
 impl Transport for ClusterClient {
+    /// With `wait_replicas`, a batch that writes carries a `WAIT` for the
+    /// replicas of the primary it lands on, in the same round trip.
     fn pipeline(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
-        self.send(cmds, &self.policy, what)
+        match with_wait(&self.template, cmds) {
+            Some(batch) => {
+                let replies = self.send(&batch, &self.policy, what)?;
+                waited(&self.template, replies, || {
+                    format!("{} on {}", what(), self.address())
+                })
+            }
+            None => self.send(cmds, &self.policy, what),
+        }
     }
 
     /// Whether some node answers `PING`: one connection attempt per node,

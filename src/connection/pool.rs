@@ -80,6 +80,51 @@ fn writes(cmd: &Cmd) -> bool {
     !cmd.is_read_only() && !is_read(cmd.name())
 }
 
+/// `cmds` and the `WAIT` that `wait_replicas` asks for, when they write.
+pub(super) fn with_wait(cfg: &Config, cmds: &[Cmd]) -> Option<Vec<Cmd>> {
+    let replicas = cfg.wait_replicas?;
+    if !cmds.iter().any(writes) {
+        return None;
+    }
+    let wait = Cmd::new("WAIT")
+        .arg(replicas.to_string())
+        .arg(cfg.wait_timeout.as_millis().max(1).to_string())
+        // Asking again changes nothing: the batch keeps its own class.
+        .with_resend(Resend::Read);
+    Some(cmds.iter().cloned().chain([wait]).collect())
+}
+
+/// The replies of a `with_wait` batch without the `WAIT`'s, or the error
+/// saying too few replicas confirmed the write in time. A batch whose
+/// commands were all refused wrote nothing: its answers are returned as
+/// they are (a `NOSCRIPT` must reach the fallback to `EVAL`).
+pub(super) fn waited(
+    cfg: &Config,
+    mut replies: Vec<Reply>,
+    context: impl FnOnce() -> String,
+) -> Result<Vec<Reply>, CacheError> {
+    let replicas = cfg.wait_replicas.unwrap_or(0);
+    let wait = replies.pop();
+    if replies.iter().all(|r| matches!(r, Reply::Error(_))) {
+        return Ok(replies);
+    }
+    match wait {
+        Some(Reply::Int(confirmed)) if confirmed >= i64::from(replicas) => Ok(replies),
+        other => Err(CacheError::NotReplicated {
+            context: context(),
+            detail: format!(
+                "applied on the primary, but {} of the {replicas} replica(s) wait_replicas \
+                 asks for confirmed it within {:.2} s: a failover now could lose it",
+                match other {
+                    Some(Reply::Int(n)) => n.to_string(),
+                    _ => "none".into(),
+                },
+                cfg.wait_timeout.as_secs_f64()
+            ),
+        }),
+    }
+}
+
 /// A socket timeout (`SO_RCVTIMEO` reports `WouldBlock`).
 fn timed_out(e: &io::Error) -> bool {
     matches!(
@@ -209,43 +254,12 @@ impl Client {
         policy: &RetryPolicy,
         what: Describe<'_>,
     ) -> Result<Vec<Reply>, CacheError> {
-        match self.cfg.wait_replicas {
-            Some(replicas) if cmds.iter().any(writes) => {
-                self.send_replicated(cmds, replicas, policy, what)
+        match with_wait(&self.cfg, cmds) {
+            Some(batch) => {
+                let replies = self.send_batch(&batch, policy, what)?;
+                waited(&self.cfg, replies, || self.context(what))
             }
-            _ => self.send_batch(cmds, policy, what),
-        }
-    }
-
-    fn send_replicated(
-        &self,
-        cmds: &[Cmd],
-        replicas: u32,
-        policy: &RetryPolicy,
-        what: Describe<'_>,
-    ) -> Result<Vec<Reply>, CacheError> {
-        let timeout = self.cfg.wait_timeout;
-        let wait = Cmd::new("WAIT")
-            .arg(replicas.to_string())
-            .arg(timeout.as_millis().max(1).to_string())
-            // Asking again changes nothing: the batch keeps its own class.
-            .with_resend(Resend::Read);
-        let batch: Vec<Cmd> = cmds.iter().cloned().chain([wait]).collect();
-        let mut replies = self.send_batch(&batch, policy, what)?;
-        match replies.pop() {
-            Some(Reply::Int(confirmed)) if confirmed >= i64::from(replicas) => Ok(replies),
-            other => Err(CacheError::NotReplicated {
-                context: self.context(what),
-                detail: format!(
-                    "applied on the primary, but {} of the {replicas} replica(s) wait_replicas \
-                     asks for confirmed it within {:.2} s: a failover now could lose it",
-                    match other {
-                        Some(Reply::Int(n)) => n.to_string(),
-                        _ => "none".into(),
-                    },
-                    timeout.as_secs_f64()
-                ),
-            }),
+            None => self.send_batch(cmds, policy, what),
         }
     }
 

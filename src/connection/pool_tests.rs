@@ -362,3 +362,49 @@ fn a_signal_ends_the_wait_for_a_connection() {
     drop(held);
     assert_eq!(c.local.current().slots.lock().waiting, 0);
 }
+
+#[test]
+fn with_wait_replicas_a_noscript_still_falls_back_to_eval() {
+    // Too few replicas: the WAIT after the refused EVALSHA must not turn
+    // "did not run" into "not replicated".
+    let (port, seen) = fake_server(Serving::OneAtATime, |_, r, seen| {
+        while let Some(name) = read_command(r) {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let reply: &[u8] = match name.as_str() {
+                "EVALSHA" => b"-NOSCRIPT No matching script\r\n",
+                "WAIT" => b":0\r\n",
+                _ => b"$2\r\nok\r\n",
+            };
+            r.get_mut().write_all(reply).unwrap();
+        }
+    });
+    let mut cfg = Config::tcp("127.0.0.1", port);
+    cfg.wait_replicas = Some(1);
+    let c = Client::new(cfg, RetryPolicy::default());
+    let script = Script::new("return 'ok'");
+    let err = c
+        .eval(&script, &[b"k"], &[], &|| "script".into())
+        .unwrap_err();
+    assert!(matches!(err, CacheError::NotReplicated { .. }), "{err}");
+    // EVALSHA + WAIT, then EVAL + WAIT: the fallback ran, and only its
+    // WAIT counted.
+    assert_eq!(seen.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn a_standalone_client_meeting_moved_says_to_use_a_cluster_url() {
+    let (port, _) = fake_server(Serving::OneAtATime, |_, r, _| {
+        while read_command(r).is_some() {
+            r.get_mut()
+                .write_all(b"-MOVED 3999 10.0.0.2:7001\r\n")
+                .unwrap();
+        }
+    });
+    let err = client(port)
+        .call(Cmd::new("GET").arg("k"), &|| "GET \"k\"".into())
+        .unwrap_err();
+    assert!(matches!(err, CacheError::Response { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("redis+cluster://"), "{text}");
+    assert!(text.contains("10.0.0.2:7001"), "{text}");
+}

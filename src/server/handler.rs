@@ -45,6 +45,9 @@ impl PyCacheHandler {
                      leave it off for this handler",
                 ));
             }
+            if let Some(problem) = cfg.wait_problem(false) {
+                return Err(PyValueError::new_err(problem));
+            }
             if cfg.wants_client_cache()? {
                 log::warn!(target: "madsci_cache_rs", "the client-side cache (MADSCI_CACHE_RS_CLIENT_CACHE) is not supported on a Cluster yet: {} runs without it", cfg.redacted_url());
             }
