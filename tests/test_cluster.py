@@ -517,6 +517,34 @@ def test_a_slot_migrated_under_load_applies_every_write_once(fresh, handler, obs
     assert outcome["lost_items"] == 0 and outcome["not_run"] == 0, outcome
 
 
+def test_an_atomic_slot_migration_under_load_applies_every_write_once(
+    fresh, handler, observer, capsys
+):
+    """Valkey 9's CLUSTER MIGRATESLOTS moves the keys and the ownership in
+    one operation: clients see MOVED only (or wait while the slot is handed
+    over)."""
+    reason = fresh.atomic_migration_unsupported()
+    if reason is not None:
+        pytest.skip(reason)
+    _reset_stats(fresh)
+    started = time.monotonic()
+    tag = "atomic"
+    slot = key_slot(tag)
+    target = next(m for m in fresh.masters() if m is not fresh.master_for_slot(slot))
+    for i in range(200):
+        handler.set(f"{{{tag}}}:f{i}", "x")
+    with Load(handler, tag) as load:
+        load.progress(20)
+        fresh.migrate_slot_atomic(slot, target)
+        load.progress(20)
+    assert fresh.master_for_slot(slot) is target
+    outcome = load.outcome(observer)
+    _report(fresh, "atomic slot migration under load", outcome, time.monotonic() - started)
+    _never_twice(outcome)
+    assert outcome["stored"] == outcome["acked"] and outcome["unknown"] == 0, outcome
+    assert outcome["lost_items"] == 0 and outcome["not_run"] == 0, outcome
+
+
 def _calls(node: ClusterNode, command: str) -> int:
     stats = redis.Redis(host=node.host, port=node.port).info("commandstats")
     return stats.get(f"cmdstat_{command}", {}).get("calls", 0)
