@@ -300,7 +300,7 @@ def test_one_round_trip_per_operation_once_the_map_is_warm(fresh, handler):
         _operations(alone, tags)
         raw = redis.Redis(host=one.host, port=one.port)
         on_one = round_trips_over([raw], lambda: _operations(alone, tags))
-    assert on_cluster == on_one
+    assert sorted(on_cluster.items()) == sorted(on_one.items())
     assert "cluster|slots" not in on_cluster and "asking" not in on_cluster
 
 

@@ -3,8 +3,9 @@
 //!
 //! Routing is ours, because the clients we could borrow re-send a write
 //! after an I/O error (the `redis` crate's sync cluster client applied one
-//! `INCRBY` three times; redis-py's `RedisCluster` twice), and the one knob
-//! that stops it also stops them from following `MOVED`. Here each node
+//! `INCRBY` three times; redis-py's `RedisCluster` twice), and the crate's
+//! one knob that stops it (`retries(0)`) also stops it from following
+//! `MOVED`, while its slot map is private. Here each node
 //! has its own pool (`Client`, made lazily from the URL's settings), and
 //! every call is `Client::send`'s loop spread over nodes: one attempt at a
 //! time on the node that serves the batch's slot, the same `Resend` rules
@@ -239,13 +240,20 @@ impl ClusterClient {
         let mut maybe_ran = false;
         let mut redirects = 0;
         let mut ask: Option<Node> = None;
+        // Where the last MOVED said to go: straight there, before any map
+        // read (a node that has not heard of the move yet could undo it).
+        let mut moved: Option<Node> = None;
         loop {
-            let (node, pool, asking) = match ask.take() {
-                Some(node) => {
+            let (node, pool, asking) = match (ask.take(), moved.take()) {
+                (Some(node), _) => {
                     let pool = self.pool_for(&node);
                     (node, pool, true)
                 }
-                None => {
+                (None, Some(node)) => {
+                    let pool = self.pool_for(&node);
+                    (node, pool, false)
+                }
+                (None, None) => {
                     if state.stale.load(Ordering::Relaxed) {
                         self.refresh();
                     }
@@ -275,12 +283,12 @@ impl ClusterClient {
                                     Redirect::Moved { slot, node } => {
                                         state.routing.lock().map.assign(slot, &node);
                                         state.stale.store(true, Ordering::Relaxed);
+                                        moved = Some(node);
                                     }
                                     Redirect::Ask { node, .. } => ask = Some(node),
                                 }
                                 continue;
                             }
-                            redirects = 0;
                             Setback::refused(format!(
                                 "the nodes kept redirecting the command (last to {}:{})",
                                 redirect.node().0,
@@ -301,6 +309,8 @@ impl ClusterClient {
             }
             maybe_ran |= setback.failure == Failure::Lost;
             failed += 1;
+            // Redirections are counted between waits only.
+            redirects = 0;
             // The slot may have moved (a replica promoted, a reshard):
             // the map is read again before the next attempt.
             state.stale.store(true, Ordering::Relaxed);
@@ -371,3 +381,7 @@ impl Transport for ClusterClient {
         Some(&self.template)
     }
 }
+
+#[cfg(test)]
+#[path = "cluster_tests.rs"]
+mod tests;
