@@ -28,8 +28,8 @@ fn bytes_to_str<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyStr
 
 #[pymethods]
 impl PyCacheHandler {
-    /// `client`: a redis-py `Redis` object (its settings are copied; it is
-    /// not used) or a URL string.
+    /// `client`: a redis-py `Redis` or `RedisCluster` object (its settings
+    /// are copied; it is not used) or a URL string.
     #[new]
     fn new(client: &Bound<'_, PyAny>) -> PyResult<Self> {
         Self::new_from(client)
@@ -82,7 +82,9 @@ impl PyCacheHandler {
         Self::from_config(cfg, policy)
     }
 
-    /// `redis://[[user]:password@]host[:port][/db]` or `unix:///path?db=N`.
+    /// `redis://[[user]:password@]host[:port][/db]`, `unix:///path?db=N`,
+    /// `redis+sentinel://s1:26379,s2:26379/service[/db]` or
+    /// `redis+cluster://h1:p1,h2:p2` (TLS: `rediss`; also `valkey`, `valkeys`).
     #[classmethod]
     #[pyo3(signature = (url, **options))]
     fn from_url(
