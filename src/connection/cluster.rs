@@ -128,19 +128,19 @@ impl ClusterClient {
         self.pool(&mut routing, node)
     }
 
-    /// Every node we know of, the map's first, then the seeds; nodes that
-    /// failed lately last; starting at a rotating place, so that load and
-    /// map reads spread.
+    /// Every node we know of: the map's primaries first, from a rotating
+    /// place (so that keyless commands and map reads spread), then the
+    /// seeds (which may be replicas); nodes that failed lately last.
     fn candidates(&self, routing: &Routing) -> Vec<Node> {
         let mut nodes: Vec<Node> = routing.map.nodes().to_vec();
+        if !nodes.is_empty() {
+            let start = self.state().turn.fetch_add(1, Ordering::Relaxed) % nodes.len();
+            nodes.rotate_left(start);
+        }
         for seed in &self.seeds {
             if !nodes.contains(seed) {
                 nodes.push(seed.clone());
             }
-        }
-        if !nodes.is_empty() {
-            let start = self.state().turn.fetch_add(1, Ordering::Relaxed) % nodes.len();
-            nodes.rotate_left(start);
         }
         let now = Instant::now();
         let suspect = |n: &Node| {
