@@ -219,7 +219,13 @@ impl Client {
             .with_resend(Resend::Read);
         let batch: Vec<Cmd> = cmds.iter().cloned().chain([wait]).collect();
         let mut replies = self.send_batch(&batch, policy, what)?;
-        match replies.pop() {
+        let confirmed = replies.pop();
+        if replies.iter().any(|r| matches!(r, Reply::Error(_))) {
+            // Refused (NOSCRIPT: not run at all; WRONGTYPE): the caller
+            // handles the refusal, and a re-send carries its own WAIT.
+            return Ok(replies);
+        }
+        match confirmed {
             Some(Reply::Int(confirmed)) if confirmed >= i64::from(replicas) => Ok(replies),
             other => Err(CacheError::NotReplicated {
                 context: self.context(what),
