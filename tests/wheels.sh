@@ -132,7 +132,7 @@ quick_suites() {
         "$venv_v/bin/python" -m pip install -q --no-deps --force-reinstall "${WHEEL_FILE[$v]}"
         MADSCI_CACHE_RS_TEST_WHEEL=$PWD/${WHEEL_FILE[$v]} MADSCI_CACHE_RS_TEST_EXAMPLES=$QUICK_EXAMPLES \
             timeout --signal=INT --kill-after=30 "$QUICK_TIMEOUT" \
-            "$venv_v/bin/python" -m pytest -q -p no:cacheprovider "${QUICK_TESTS[@]/#/tests/}" || {
+            "$venv_v/bin/python" -m pytest -q -rs -p no:cacheprovider "${QUICK_TESTS[@]/#/tests/}" || {
             rc=$?
             [ "$rc" = 124 ] && echo "!! the quick suite on Python $v hung: stopped after $QUICK_TIMEOUT s"
             return "$rc"
