@@ -10,20 +10,21 @@
 
 # Override with MADSCI_CACHE_RS_PYTHONS="3.11 3.13" (say) to build and test fewer.
 WHEEL_PYTHONS=${MADSCI_CACHE_RS_PYTHONS:-"3.10 3.11 3.12 3.13"}
-# Pinned: a new zig has broken maturin's --zig builds before (0.14 brought a
-# UBSan runtime that C dependencies then failed to link).
+# Pinned: a new zig has broken maturin's --zig builds before (ziglang 0.14.0's
+# UBSan runtime left C dependencies with undefined symbols).
 ZIGLANG=ziglang==0.15.2
 
 # The quick suites: what every Python besides .venv's runs (.venv's runs all).
-# Chosen by per-file duration (pytest --durations on 3.10, 3.12 and 3.13, each
-# file here under ~35 s on the shared 2-core machine) and by what can differ
-# between Pythons: the codec against the running `json` (its messages changed in
-# 3.13; generated examples capped below, the hand-picked corpora whole), the C-API
-# paths of the server, in-memory and strict classes, settings from the
-# environment, the start-up switch (.pth) and the wheel as installed. Left to
-# .venv's run: fault riding, lock timing, TLS, hostile servers, the miniature lab,
-# auth refusals and the madsci suites under the pytest plugin (minutes of
-# restarts, waits and child pytest runs that exercise no version-specific code).
+# Picked by what can differ between Pythons and by pytest --durations per file
+# (on 3.10, 3.12, 3.13): the codec against the running `json` (its messages
+# changed in 3.13; generated examples capped at QUICK_EXAMPLES, the hand-picked
+# corpora whole), the C-API paths of the server, in-memory and strict classes,
+# settings from the environment, the start-up switch (.pth) and the wheel as
+# installed: 45-55 s per Python in a trial, about 1.7 min with set-up. Left to
+# .venv's run: fault riding, locks, TLS, hostile servers, the miniature lab,
+# refused credentials and madsci's suites under the plugin (test_errors 40 s,
+# test_install 30 s, test_pytest_plugin 65 s: restarts, waits and child pytest
+# runs through code that does not depend on the Python version).
 QUICK_TESTS=(
     test_wheels.py
     test_codec.py
@@ -46,7 +47,7 @@ QUICK_SKIP_REQUIREMENTS='^(maturin|mypy|ruff|pyright|matplotlib|fakeredis|lupa)\
 declare -A WHEEL_PYTHON=() WHEEL_FILE=()
 MISSING_PYTHONS=""
 
-# A CPython X.Y that runs: python3.X.Y on PATH (a pyenv shim counts only when
+# A CPython X.Y that runs: pythonX.Y on PATH (a pyenv shim counts only when
 # it runs), else the newest $PYENV_ROOT/versions/X.Y.*.
 find_python() {
     local v=$1 p
