@@ -36,8 +36,11 @@ fn is_main_thread() -> bool {
     MAIN.with(|m| match m.get() {
         Some((g, main)) if g == generation => main,
         _ => {
+            // gettid through syscall(2): glibc's own gettid() wrapper is from
+            // 2.30, newer than the manylinux2014 wheels' glibc 2.17.
             // SAFETY: plain syscalls without arguments.
-            let main = unsafe { libc::gettid() == libc::getpid() };
+            let main =
+                unsafe { libc::syscall(libc::SYS_gettid) == libc::c_long::from(libc::getpid()) };
             m.set(Some((generation, main)));
             main
         }

@@ -3,7 +3,8 @@
 #   bash tests/run.sh test    set up, then run every check (Rust, Python, lints, stubs)
 #   bash tests/run.sh bench   set up, then run the side-by-side benchmark
 # Set-up is idempotent: a venv in .venv, pinned test dependencies, and a release
-# build of the extension installed into it.
+# build of the extension installed into it (`test`: one wheel per supported
+# Python, see tests/wheels.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-test}
@@ -16,13 +17,18 @@ fi
 py="$PWD/$venv/bin/python"
 "$py" -m pip install -q --upgrade pip
 "$py" -m pip install -q -r tests/requirements.txt
-"$venv/bin/maturin" develop --release -q
+# Wheels for every supported Python and the quick suites on the others (issue 13).
+source tests/wheels.sh
 
 case "$mode" in
 bench)
+    "$venv/bin/maturin" develop --release -q
     exec "$py" -m madsci_cache_rs.bench "$@"
     ;;
 test)
+    # Release wheels, .venv's installed into .venv (the wheel as users install it:
+    # its start-up .pth is what test_switch checks; an editable install has none).
+    build_wheels
     echo "== cargo fmt / clippy"
     cargo fmt --all -- --check
     cargo clippy --all-targets -q -- -D warnings
@@ -37,17 +43,11 @@ test)
     "$py" -m mypy.stubtest madsci_cache_rs --mypy-config-file pyproject.toml --allowlist tests/stubtest-allowlist.txt
     # Typing as a user sees it (mypy --strict and pyright on tests/typing/) is
     # tests/test_typing.py, in the pytest step below.
-    echo "== wheel"
-    # The wheel as users install it: its start-up .pth is what test_switch checks
-    # (an editable install has none). Same profile as above, so only packaging is new.
-    rm -rf target/wheels
-    "$venv/bin/maturin" build --release -q -o target/wheels
-    MADSCI_CACHE_RS_TEST_WHEEL=$(ls target/wheels/madsci_cache_rs-*.whl)
-    export MADSCI_CACHE_RS_TEST_WHEEL
     echo "== pytest"
     "$py" -m pytest -q -p no:cacheprovider tests "$@"
     # madsci 0.8.1's own suites, on madsci's classes and then on ours (issue 3).
     echo "== madsci suites" && "$py" tests/madsci_suites.py --workdir target/madsci-suites
+    quick_suites
     ;;
 *)
     echo "usage: $0 test|bench [pytest or bench args]" >&2

@@ -129,37 +129,27 @@ class Load:
     def _work(self, t: int) -> None:
         items = self.handler.create_list("items")
         i = 0
-        while not self._stop.is_set():
-            item = f"{t}:{i}"
-            i += 1
-            for write, ok, unsure in (
-                (lambda: self.handler.incr("n"), self._ack, self._unsure),
-                (lambda: items.append(item), self._ack_item, self._unsure_item),
-            ):
-                try:
-                    write()
-                    ok(item)
-                except CacheOutcomeUnknownError:
-                    unsure(item)
-                except BaseException as exc:  # reported at the end
-                    self.errors.append(exc)
-                    return
+        try:
+            while not self._stop.is_set():
+                item = f"{t}:{i}"
+                i += 1
+                counted = self._attempt(lambda: self.handler.incr("n"))
+                with self._lock:
+                    self.acked += counted == "acked"
+                    self.unknown += counted == "unknown"
+                counted = self._attempt(lambda: items.append(item))  # noqa: B023 - called at once
+                with self._lock:
+                    {"acked": self.acked_items, "unknown": self.unknown_items}[counted].add(item)
+        except BaseException as exc:  # reported at the end
+            self.errors.append(exc)
 
-    def _ack(self, _item: str) -> None:
-        with self._lock:
-            self.acked += 1
-
-    def _unsure(self, _item: str) -> None:
-        with self._lock:
-            self.unknown += 1
-
-    def _ack_item(self, item: str) -> None:
-        with self._lock:
-            self.acked_items.add(item)
-
-    def _unsure_item(self, item: str) -> None:
-        with self._lock:
-            self.unknown_items.add(item)
+    @staticmethod
+    def _attempt(write) -> str:
+        try:
+            write()
+            return "acked"
+        except CacheOutcomeUnknownError:
+            return "unknown"
 
     def run(self, fault, threads: int = 4, before: float = 1.0, after: float = 4.0) -> None:
         workers = [threading.Thread(target=self._work, args=(t,)) for t in range(threads)]

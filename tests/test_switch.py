@@ -167,16 +167,19 @@ print("status", state.get_workcell_status().initializing)
 
 
 def test_madsci_already_imported_is_patched_at_once():
+    # The flag is set only after start-up: where the wheel is installed (as in
+    # tests/run.sh's venvs) its .pth would otherwise switch on before madsci loads.
     code = """
 import madsci.common.db_handlers.cache_handler as ch
 import madsci_cache_rs_switch
 before = ch.PyCacheHandler.__module__
+os.environ["MADSCI_CACHE_RS"] = "1"
 madsci_cache_rs_switch.start()
 madsci_cache_rs_switch.start()  # the .pth line and the .start entry point both ran
 finders = [f for f in sys.meta_path if isinstance(f, madsci_cache_rs_switch._PatchOnImport)]
 print(before, ch.PyCacheHandler.__module__, len(finders))
 """
-    out = ok(run("import sys\n" + code, "1"))
+    out = ok(run("import os, sys\n" + code, None))
     assert "madsci.common.db_handlers.cache_handler madsci_cache_rs 1" in out
 
 

@@ -206,7 +206,7 @@ def madsci_cache_kind() -> str:
 def _topology_options(request: pytest.FixtureRequest, kind: str) -> dict[str, Any]:
     # Indirect parametrization gives the kind, or the constructor's options.
     param = getattr(request, "param", kind)
-    return dict(param) if isinstance(param, dict) else {"kind": param}
+    return {"kind": kind, **param} if isinstance(param, dict) else {"kind": param}
 
 
 @pytest.fixture(scope="module")
@@ -215,8 +215,10 @@ def madsci_cache_cluster(
 ) -> Iterator[PrivateCluster]:
     """A converged private cluster (``madsci_cache_rs.testing.PrivateCluster``:
     ``.seeds``, ``.url``, ``.master_for_slot()`` ...) shared by the module's
-    tests; a test that kills or moves nodes should build its own. Skips when the
-    server binary is missing."""
+    tests; a test that kills nodes should build its own. Indirect
+    parametrization may give the kind or the constructor's options
+    (``{"masters": 1, "replicas_per_master": 0}``). Skips when the server binary
+    is missing."""
     try:
         cluster = PrivateCluster(**_topology_options(request, madsci_cache_kind))
     except ServerUnavailable as exc:

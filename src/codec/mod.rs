@@ -12,6 +12,7 @@ mod parse;
 mod size;
 mod stack;
 pub mod text;
+mod wording;
 
 pub use copy::{DictTemplate, Template};
 pub use decode::{decode_json, decode_json_bytes, decode_json_bytes_with};

@@ -14,6 +14,7 @@ use pyo3::types::{PyString, PyType};
 use super::encode::new_ascii_str;
 use super::stack::grow;
 use super::text::push_wtf8;
+use super::wording::{trailing_comma, Container};
 
 /// Nesting beyond which we stop even if `sys.getrecursionlimit()` allows
 /// more: deeper documents are no JSON a lab stores, and the stack segments
@@ -213,7 +214,7 @@ impl<'a, 'c, 'py> Parser<'a, 'c, 'py> {
                 at = self.skip_ws(end);
                 match self.byte(at) {
                     Some(b'}') => break,
-                    Some(b',') => at = self.skip_ws(at + 1),
+                    Some(b',') => at = self.after_comma(at, b'}', Container::Object)?,
                     _ => return Err(Failure::Syntax("Expecting ',' delimiter", at)),
                 }
             }
@@ -231,7 +232,7 @@ impl<'a, 'c, 'py> Parser<'a, 'c, 'py> {
                 at = self.skip_ws(end);
                 match self.byte(at) {
                     Some(b']') => break,
-                    Some(b',') => at = self.skip_ws(at + 1),
+                    Some(b',') => at = self.after_comma(at, b']', Container::Array)?,
                     _ => return Err(Failure::Syntax("Expecting ',' delimiter", at)),
                 }
             }
@@ -249,6 +250,24 @@ impl<'a, 'c, 'py> Parser<'a, 'c, 'py> {
             list
         };
         Ok((list, at + 1))
+    }
+
+    /// The offset of what follows the comma at `comma`, unless it is the
+    /// container's closer: that error's wording is the running Python's.
+    #[inline]
+    fn after_comma(
+        &self,
+        comma: usize,
+        closer: u8,
+        container: Container,
+    ) -> Result<usize, Failure> {
+        let at = self.skip_ws(comma + 1);
+        if self.byte(at) != Some(closer) {
+            return Ok(at);
+        }
+        let version = self.py.version_info();
+        let (msg, pos) = trailing_comma((version.major, version.minor), container, comma, at);
+        Err(Failure::Syntax(msg, pos))
     }
 
     /// An object key: a string, reused from the cache when it is short ASCII

@@ -95,9 +95,7 @@ pub(super) fn with_wait(cfg: &Config, cmds: &[Cmd]) -> Option<Vec<Cmd>> {
 }
 
 /// The replies of a `with_wait` batch without the `WAIT`'s, or the error
-/// saying too few replicas confirmed the write in time. A batch whose
-/// commands were all refused wrote nothing: its answers are returned as
-/// they are (a `NOSCRIPT` must reach the fallback to `EVAL`).
+/// saying too few replicas confirmed the write in time.
 pub(super) fn waited(
     cfg: &Config,
     mut replies: Vec<Reply>,
@@ -105,7 +103,9 @@ pub(super) fn waited(
 ) -> Result<Vec<Reply>, CacheError> {
     let replicas = cfg.wait_replicas.unwrap_or(0);
     let wait = replies.pop();
-    if replies.iter().all(|r| matches!(r, Reply::Error(_))) {
+    if replies.iter().any(|r| matches!(r, Reply::Error(_))) {
+        // Refused (NOSCRIPT: not run at all; WRONGTYPE): the caller
+        // handles the refusal, and a re-send carries its own WAIT.
         return Ok(replies);
     }
     match wait {

@@ -198,13 +198,16 @@ impl Waiters {
                 let mut q = self.queue();
                 loop {
                     let now = Instant::now();
+                    // First: releases that keep coming (others taking the
+                    // lock in turn, or our own give-back) must not keep a
+                    // waiter trying past its deadline.
+                    if deadline.is_some_and(|d| now >= d) {
+                        return Ok(false);
+                    }
                     let head = q.tickets.front() == Some(&ticket.number);
                     if head && (q.releases != seen || now >= retry_at) {
                         seen = q.releases;
                         break;
-                    }
-                    if deadline.is_some_and(|d| now >= d) {
-                        return Ok(false);
                     }
                     if now >= checked + CHECK_EVERY {
                         drop(q);
@@ -379,6 +382,25 @@ mod tests {
         let mut zero = flag(&held);
         assert_eq!(w.acquire(Wait::For(Duration::ZERO), &mut zero), Ok(false));
         assert_eq!(zero.tries, 1);
+    }
+
+    #[test]
+    fn releases_that_keep_coming_do_not_keep_a_waiter_past_its_deadline() {
+        // Every failed try is followed by a release (another process taking
+        // the lock in turn, or a try that gives the lock back at once).
+        struct Churn<'a>(&'a Waiters);
+        impl Contender for Churn<'_> {
+            type Error = ();
+            fn attempt(&mut self) -> Result<Attempt, ()> {
+                self.0.released();
+                Ok(Attempt::Held { ttl: None })
+            }
+        }
+        let w = Waiters::default();
+        let t = Instant::now();
+        let got = w.acquire(Wait::For(Duration::from_millis(50)), &mut Churn(&w));
+        assert_eq!(got, Ok(false));
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 
     #[test]

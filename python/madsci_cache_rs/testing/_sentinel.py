@@ -228,7 +228,10 @@ class PrivateSentinelGroup:
 
     def coordinated_failover_unsupported(self) -> str | None:
         """Why ``failover(coordinated=True)`` cannot run here, or ``None``."""
-        docs = self._live_sentinels()[0].call("COMMAND", "DOCS", "SENTINEL|FAILOVER")
+        try:
+            docs = self._live_sentinels()[0].call("COMMAND", "DOCS", "SENTINEL|FAILOVER")
+        except ReplyError:  # no COMMAND DOCS before Redis 7: no COORDINATED either
+            docs = []
         if _mentions(docs, b"COORDINATED"):
             return None
         return f"{self.kind} sentinel has no SENTINEL FAILOVER COORDINATED (Valkey 9)"
