@@ -51,15 +51,28 @@ struct Caller<'py> {
     validator: Bound<'py, PyAny>,
 }
 
-/// The innermost Python frame, when it is pydantic's validation entry point.
-fn pydantic_caller(py: Python<'_>) -> Option<Caller<'_>> {
-    // SAFETY: attached to the interpreter; the frame is borrowed and we
-    // take our own reference for the length of this call.
-    let frame = unsafe {
-        let ptr = ffi::PyEval_GetFrame();
-        Bound::from_borrowed_ptr_or_opt(py, ptr.cast())?
-    };
-    let code = frame.getattr("f_code").ok()?;
+/// What a code object was found to be: pydantic's validation entry point
+/// (with the name of its first argument) or not.
+struct CodeVerdict {
+    /// Held, so that its address cannot be reused by another code object
+    /// while the verdict is kept.
+    code: Py<PyAny>,
+    first_arg: Option<Py<PyString>>,
+}
+
+/// Verdicts on the code objects `get` was last called from: every field of
+/// one validation, and every `get` from one user function, asks about the
+/// same code, and the attribute reads that decide it cost more than the rest
+/// of the check.
+const VERDICTS_KEPT: usize = 8;
+
+thread_local! {
+    static VERDICTS: RefCell<Vec<CodeVerdict>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The first argument's name when `code` is pydantic's validation entry
+/// point (`model_validate` or `validate_python` in a file of pydantic's).
+fn judge<'py>(code: &Bound<'py, PyAny>) -> Option<Bound<'py, PyString>> {
     let name = code.getattr("co_name").ok()?;
     if !matches!(
         name.extract::<&str>().ok()?,
@@ -72,12 +85,92 @@ fn pydantic_caller(py: Python<'_>) -> Option<Caller<'_>> {
     if !(file.contains("/pydantic/") || file.contains("\\pydantic\\")) {
         return None;
     }
-    let first = code.getattr("co_varnames").ok()?;
-    let first = first.cast::<PyTuple>().ok()?.get_item(0).ok()?;
-    let validator = frame.getattr("f_locals").ok()?.get_item(first).ok()?;
+    let names = code.getattr("co_varnames").ok()?;
+    let first = names.cast::<PyTuple>().ok()?.get_item(0).ok()?;
+    first.cast_into::<PyString>().ok()
+}
+
+/// `judge`, remembered per code object.
+fn entry_point_arg<'py>(code: &Bound<'py, PyAny>) -> Option<Bound<'py, PyString>> {
+    let py = code.py();
+    let known = VERDICTS.with(|v| {
+        v.borrow()
+            .iter()
+            .find(|seen| seen.code.is(code))
+            .map(|seen| seen.first_arg.as_ref().map(|a| a.clone_ref(py)))
+    });
+    if let Some(verdict) = known {
+        return verdict.map(|a| a.into_bound(py));
+    }
+    let first_arg = judge(code);
+    let evicted = VERDICTS.with(|v| {
+        let mut v = v.borrow_mut();
+        let evicted = (v.len() >= VERDICTS_KEPT).then(|| v.remove(0));
+        v.push(CodeVerdict {
+            code: code.clone().unbind(),
+            first_arg: first_arg.as_ref().map(|a| a.clone().unbind()),
+        });
+        evicted
+    });
+    // Dropped outside the borrow: its release may run Python code.
+    drop(evicted);
+    first_arg
+}
+
+/// The frame's local `name` (its first argument, at the entry point).
+#[cfg(Py_3_12)]
+fn frame_local<'py>(
+    frame: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+) -> Option<Bound<'py, PyAny>> {
+    // SAFETY: attached to the interpreter; `frame` is a frame object and
+    // `name` a str, both alive for the call; the result is a new reference
+    // or NULL with an exception set, which is cleared.
+    unsafe {
+        let ptr = ffi::PyFrame_GetVar(frame.as_ptr().cast(), name.as_ptr());
+        Bound::from_owned_ptr_or_err(frame.py(), ptr).ok()
+    }
+}
+
+/// The frame's local `name` (its first argument, at the entry point).
+/// Before 3.12 only through `f_locals`, which copies every local.
+#[cfg(not(Py_3_12))]
+fn frame_local<'py>(
+    frame: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+) -> Option<Bound<'py, PyAny>> {
+    frame.getattr("f_locals").ok()?.get_item(name).ok()
+}
+
+#[cfg(Py_3_11)]
+fn frame_lasti(frame: &Bound<'_, PyAny>) -> Option<i64> {
+    // SAFETY: attached to the interpreter; `frame` is a live frame object.
+    Some(unsafe { ffi::PyFrame_GetLasti(frame.as_ptr().cast()) }.into())
+}
+
+#[cfg(not(Py_3_11))]
+fn frame_lasti(frame: &Bound<'_, PyAny>) -> Option<i64> {
+    frame.getattr("f_lasti").ok()?.extract().ok()
+}
+
+/// The innermost Python frame, when it is pydantic's validation entry point.
+fn pydantic_caller(py: Python<'_>) -> Option<Caller<'_>> {
+    // SAFETY: attached to the interpreter; the frame is borrowed and we
+    // take our own reference for the length of this call.
+    let frame = unsafe {
+        let ptr = ffi::PyEval_GetFrame();
+        Bound::from_borrowed_ptr_or_opt(py, ptr.cast())?
+    };
+    // SAFETY: attached; `frame` is a live frame object; PyFrame_GetCode
+    // returns a new reference to its code object (never NULL).
+    let code = unsafe {
+        Bound::from_owned_ptr_or_opt(py, ffi::PyFrame_GetCode(frame.as_ptr().cast()).cast())?
+    };
+    let first_arg = entry_point_arg(&code)?;
+    let validator = frame_local(&frame, &first_arg)?;
     Some(Caller {
         frame: frame.as_ptr() as usize,
-        lasti: frame.getattr("f_lasti").ok()?.extract().ok()?,
+        lasti: frame_lasti(&frame)?,
         validator,
     })
 }
