@@ -233,6 +233,23 @@ impl Config {
         }
     }
 
+    /// `sentinel_username` or `sentinel_password`: only a Sentinel address
+    /// has sentinels to log in to.
+    pub fn set_sentinel_credential(
+        &mut self,
+        name: &str,
+        value: Option<String>,
+    ) -> Result<(), String> {
+        let Addr::Sentinel(sentinels) = &mut self.addr else {
+            return Err(format!("{name} is for redis+sentinel:// URLs"));
+        };
+        match name {
+            "sentinel_username" => sentinels.username = value,
+            _ => sentinels.password = value,
+        }
+        Ok(())
+    }
+
     /// How to reach the sentinel at `host:port` of this Sentinel
     /// deployment: its TLS and connect timeout, the sentinels' credentials,
     /// no database, and the connect timeout for replies too (a sentinel
@@ -316,6 +333,14 @@ pub fn node_list(nodes: &[(String, u16)]) -> String {
         })
         .collect();
     nodes.join(",")
+}
+
+/// `wait_replicas` and `max_connections`: whole numbers from 1; the error
+/// is the rule, for the caller to add what it was given.
+pub fn positive_count(name: &str, n: Option<i64>) -> Result<u64, String> {
+    n.and_then(|n| u64::try_from(n).ok())
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| format!("{name} must be a positive whole number"))
 }
 
 /// A name the server takes for `CLIENT SETNAME`: printable ASCII without

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Addr, Config, TlsOptions};
+use super::{positive_count, Addr, Config, TlsOptions};
 use crate::connection::sentinel::{self, Sentinels};
 
 pub const DEFAULT_PORT: u16 = 6379;
@@ -343,41 +343,18 @@ impl Config {
             "client_cache" => self.client_cache = Some(on_off()?),
             "client_name" => self.client_name = Some(value.to_owned()),
             "wait_replicas" => {
-                self.wait_replicas = Some(
-                    value
-                        .trim()
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|&n| n >= 1)
-                        .ok_or_else(|| {
-                            format!("wait_replicas must be a positive whole number, not {value:?}")
-                        })?,
-                )
+                let n = positive_count(name, value.trim().parse().ok())
+                    .map_err(|rule| format!("{rule}, not {value:?}"))?;
+                self.wait_replicas = Some(u32::try_from(n).unwrap_or(u32::MAX))
             }
             "wait_timeout" => self.wait_timeout = seconds(true)?,
             "sentinel_username" | "sentinel_password" => {
-                let Addr::Sentinel(sentinels) = &mut self.addr else {
-                    return Err(format!("{name} is for redis+sentinel:// URLs"));
-                };
-                let value = Some(value.to_owned());
-                match name {
-                    "sentinel_username" => sentinels.username = value,
-                    _ => sentinels.password = value,
-                }
+                self.set_sentinel_credential(name, Some(value.to_owned()))?
             }
             "max_connections" => {
-                self.max_connections = Some(
-                    value
-                        .trim()
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|&n| n >= 1)
-                        .ok_or_else(|| {
-                            format!(
-                                "max_connections must be a positive whole number, not {value:?}"
-                            )
-                        })?,
-                )
+                let n = positive_count(name, value.trim().parse().ok())
+                    .map_err(|rule| format!("{rule}, not {value:?}"))?;
+                self.max_connections = Some(usize::try_from(n).unwrap_or(usize::MAX))
             }
             // Every pooled connection is checked before each use already.
             "health_check_interval" => {

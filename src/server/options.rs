@@ -7,7 +7,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::connection::config::Addr;
+use crate::connection::config::{positive_count, Addr};
 use crate::connection::sentinel::{self, Sentinels};
 use crate::connection::tls::TlsOptions;
 use crate::connection::{Config, RetryPolicy};
@@ -62,18 +62,24 @@ fn tls_options(cfg: &mut Config) -> &mut TlsOptions {
     cfg.tls.get_or_insert_with(TlsOptions::verified)
 }
 
-/// `max_connections`: a positive count, or `None` for no bound.
-fn connection_count(value: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+/// `max_connections` or `wait_replicas`: a positive count, or `None` for
+/// no bound (no waiting).
+fn optional_count(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
     if value.is_none() {
         return Ok(None);
     }
-    match value.extract::<i64>() {
-        Ok(n) if n >= 1 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
-        _ => Err(PyValueError::new_err(format!(
-            "max_connections must be a positive whole number or None, not {}",
+    match positive_count(name, value.extract().ok()) {
+        Ok(n) => Ok(Some(n)),
+        Err(rule) => Err(PyValueError::new_err(format!(
+            "{rule} or None, not {}",
             value.repr()?
         ))),
     }
+}
+
+/// `max_connections`: a positive count, or `None` for no bound.
+fn connection_count(value: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+    Ok(optional_count("max_connections", value)?.map(|n| usize::try_from(n).unwrap_or(usize::MAX)))
 }
 
 /// Apply `db`, `username`, `password`, `socket_timeout`,
@@ -114,34 +120,17 @@ pub fn apply_options(
             "retry_window" => cfg.retry_window = Some(zero_or_seconds(&name, &value)?),
             "max_connections" => cfg.max_connections = connection_count(&value)?,
             "wait_replicas" => {
-                cfg.wait_replicas = match value.extract::<Option<i64>>() {
-                    Ok(None) => None,
-                    Ok(Some(n)) if n >= 1 => Some(u32::try_from(n).unwrap_or(u32::MAX)),
-                    _ => {
-                        return Err(PyValueError::new_err(format!(
-                            "wait_replicas must be a positive whole number or None, not {}",
-                            value.repr()?
-                        )))
-                    }
-                }
+                cfg.wait_replicas = optional_count(&name, &value)?
+                    .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
             }
             "wait_timeout" => {
                 cfg.wait_timeout = seconds(&name, &value)?.ok_or_else(|| {
                     PyValueError::new_err("wait_timeout must be a positive number of seconds")
                 })?
             }
-            "sentinel_username" | "sentinel_password" => {
-                let Addr::Sentinel(sentinels) = &mut cfg.addr else {
-                    return Err(PyValueError::new_err(format!(
-                        "{name} is for redis+sentinel:// URLs"
-                    )));
-                };
-                let value: Option<String> = value.extract()?;
-                match name.as_str() {
-                    "sentinel_username" => sentinels.username = value,
-                    _ => sentinels.password = value,
-                }
-            }
+            "sentinel_username" | "sentinel_password" => cfg
+                .set_sentinel_credential(&name, value.extract()?)
+                .map_err(PyValueError::new_err)?,
             "connect_attempts" => {
                 policy.connect_attempts = value.extract()?;
                 if policy.connect_attempts == 0 {
