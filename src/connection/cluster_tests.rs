@@ -1,36 +1,19 @@
 //! The cluster transport against scripted fake nodes: no interpreter, no
 //! real server.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufReader, Write};
+use std::net::TcpListener;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::thread;
 use std::time::Duration;
 
 use super::*;
 use crate::connection::cluster_slots::slot;
+use crate::connection::fake_server_tests::read_command;
 use crate::connection::retry::DEFAULT_WINDOW;
 
 /// What a fake node received, command by command (name and arguments).
 type Log = Arc<StdMutex<Vec<Vec<String>>>>;
-
-fn read_command(reader: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let n: usize = line.trim_start_matches('*').trim().parse().ok()?;
-    let mut args = Vec::new();
-    for _ in 0..n {
-        line.clear();
-        reader.read_line(&mut line).ok()?;
-        let len: usize = line.trim_start_matches('$').trim().parse().ok()?;
-        let mut buf = vec![0; len + 2];
-        reader.read_exact(&mut buf).ok()?;
-        args.push(String::from_utf8_lossy(&buf[..len]).into_owned());
-    }
-    Some(args)
-}
 
 /// A node on a free port; `answer(command)` gives each command's reply
 /// bytes, or `None` to hang up without answering.

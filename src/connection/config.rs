@@ -365,6 +365,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn counts_start_at_one() {
+        assert_eq!(positive_count("n", Some(1)), Ok(1));
+        for bad in [None, Some(0), Some(-3)] {
+            assert_eq!(
+                positive_count("n", bad),
+                Err("n must be a positive whole number".to_owned())
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_sentinel_address_takes_sentinel_credentials() {
+        let mut plain = Config::from_url("redis://h").unwrap();
+        let err = plain.set_sentinel_credential("sentinel_password", Some("pw".into()));
+        assert_eq!(
+            err,
+            Err("sentinel_password is for redis+sentinel:// URLs".into())
+        );
+        let mut watched = Config::from_url("redis+sentinel://s1:26379/svc").unwrap();
+        watched
+            .set_sentinel_credential("sentinel_password", Some("pw".into()))
+            .unwrap();
+        let Addr::Sentinel(sentinels) = &watched.addr else {
+            panic!("not a sentinel address")
+        };
+        assert_eq!(sentinels.password.as_deref(), Some("pw"));
+    }
+
+    #[test]
     fn parses_tcp_urls() {
         let c = Config::from_url("redis://bob:s3cret@example.org:7000/3").unwrap();
         assert!(

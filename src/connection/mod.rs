@@ -11,6 +11,8 @@ pub mod cluster_slots;
 pub mod config;
 pub mod conn;
 pub mod failover_watch;
+#[cfg(test)]
+mod fake_server_tests;
 pub mod fork;
 pub mod interrupt;
 pub mod once;

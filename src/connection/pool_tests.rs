@@ -1,6 +1,6 @@
 //! The pool against scripted fake servers: no interpreter, no real server.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,26 +10,8 @@ use std::time::{Duration, Instant};
 use super::slots::{pool_wait_limit, stale};
 use super::*;
 use crate::connection::config::Config;
+use crate::connection::fake_server_tests::read_command_name;
 use crate::connection::Script;
-
-/// Read one RESP command (array of bulk strings) and return its name.
-fn read_command(reader: &mut BufReader<TcpStream>) -> Option<String> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let n: usize = line.trim_start_matches('*').trim().parse().ok()?;
-    let mut args = Vec::new();
-    for _ in 0..n {
-        line.clear();
-        reader.read_line(&mut line).ok()?;
-        let len: usize = line.trim_start_matches('$').trim().parse().ok()?;
-        let mut buf = vec![0; len + 2];
-        reader.read_exact(&mut buf).ok()?;
-        args.push(String::from_utf8_lossy(&buf[..len]).into_owned());
-    }
-    args.into_iter().next()
-}
 
 /// A server that handles each connection with `script`, counting commands.
 /// How a fake server takes its connections.
@@ -78,7 +60,7 @@ fn incr(c: &Client) -> Result<Reply, CacheError> {
 
 /// Every connection: read one command, then hang up without answering.
 fn hang_up_after_one(_: usize, r: &mut BufReader<TcpStream>, seen: &AtomicUsize) {
-    if read_command(r).is_some() {
+    if read_command_name(r).is_some() {
         seen.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -123,7 +105,7 @@ fn a_write_goes_out_in_its_once_form_and_is_resent_with_the_same_bytes() {
 fn a_lost_reply_to_a_read_is_sent_again() {
     // Connection 0 hangs up on its command; later ones answer.
     let (port, seen) = fake_server(Serving::OneAtATime, |i, r, seen| {
-        while read_command(r).is_some() {
+        while read_command_name(r).is_some() {
             seen.fetch_add(1, Ordering::SeqCst);
             if i == 0 {
                 return;
@@ -140,7 +122,7 @@ fn a_lost_reply_to_a_read_is_sent_again() {
 #[test]
 fn a_loading_server_is_asked_again() {
     let (port, seen) = fake_server(Serving::OneAtATime, |_, r, seen| {
-        while read_command(r).is_some() {
+        while read_command_name(r).is_some() {
             let reply: &[u8] = match seen.fetch_add(1, Ordering::SeqCst) {
                 0 | 1 => b"-LOADING Valkey is loading the dataset in memory\r\n",
                 _ => b":7\r\n",
@@ -157,7 +139,7 @@ fn a_loading_server_is_asked_again() {
 fn a_connection_the_server_closed_while_idle_is_replaced_before_sending() {
     // Connection 0 answers once and closes; later ones answer everything.
     let (port, seen) = fake_server(Serving::OneAtATime, |i, r, seen| {
-        while read_command(r).is_some() {
+        while read_command_name(r).is_some() {
             seen.fetch_add(1, Ordering::SeqCst);
             r.get_mut().write_all(b":1\r\n").unwrap();
             if i == 0 {
@@ -176,7 +158,7 @@ fn a_connection_the_server_closed_while_idle_is_replaced_before_sending() {
 #[test]
 fn server_errors_keep_the_connection() {
     let (port, seen) = fake_server(Serving::OneAtATime, |_, r, seen| {
-        while read_command(r).is_some() {
+        while read_command_name(r).is_some() {
             seen.fetch_add(1, Ordering::SeqCst);
             r.get_mut().write_all(b"-ERR nope\r\n").unwrap();
         }
@@ -211,7 +193,7 @@ fn refused_connections_are_retried_within_the_window_then_reported() {
 #[test]
 fn a_noscript_reply_falls_back_to_eval_once() {
     let (port, seen) = fake_server(Serving::OneAtATime, |_, r, seen| {
-        while let Some(name) = read_command(r) {
+        while let Some(name) = read_command_name(r) {
             seen.fetch_add(1, Ordering::SeqCst);
             let reply: &[u8] = match name.as_str() {
                 "EVALSHA" => b"-NOSCRIPT No matching script\r\n",
@@ -253,7 +235,7 @@ fn a_full_pool_waits_as_long_as_a_holder_may_keep_a_connection() {
 /// Every connection: answer every command with `:1`, counting connections.
 fn answer_all(_: usize, r: &mut BufReader<TcpStream>, seen: &AtomicUsize) {
     seen.fetch_add(1, Ordering::SeqCst);
-    while read_command(r).is_some() {
+    while read_command_name(r).is_some() {
         if r.get_mut().write_all(b":1\r\n").is_err() {
             return;
         }
@@ -368,7 +350,7 @@ fn with_wait_replicas_a_noscript_still_falls_back_to_eval() {
     // Too few replicas: the WAIT after the refused EVALSHA must not turn
     // "did not run" into "not replicated".
     let (port, seen) = fake_server(Serving::OneAtATime, |_, r, seen| {
-        while let Some(name) = read_command(r) {
+        while let Some(name) = read_command_name(r) {
             seen.fetch_add(1, Ordering::SeqCst);
             let reply: &[u8] = match name.as_str() {
                 "EVALSHA" => b"-NOSCRIPT No matching script\r\n",
@@ -394,7 +376,7 @@ fn with_wait_replicas_a_noscript_still_falls_back_to_eval() {
 #[test]
 fn a_standalone_client_meeting_moved_says_to_use_a_cluster_url() {
     let (port, _) = fake_server(Serving::OneAtATime, |_, r, _| {
-        while read_command(r).is_some() {
+        while read_command_name(r).is_some() {
             r.get_mut()
                 .write_all(b"-MOVED 3999 10.0.0.2:7001\r\n")
                 .unwrap();
