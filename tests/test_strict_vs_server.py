@@ -186,3 +186,19 @@ def test_strict_memory_behaves_like_the_server(server):
         SameAsServer.TestCase().runTest()
     finally:
         reference.close()
+
+
+def test_clear_deletes_a_key_of_the_other_kind_as_the_server_does(server):
+    """``clear()`` is a ``DEL``: on a key holding the other structure it deletes
+    it (strict mode raised WRONGTYPE for a dict's clear before)."""
+    reference = REFERENCE.from_settings(host=server.host, port=server.port)
+    reference._client.flushdb()
+    seen = {}
+    for name, handler in {"server": reference, "strict": InMemoryCacheHandler(strict=True)}.items():
+        handler.create_list("as-list").append(1)
+        handler.create_dict("as-dict")["a"] = 1
+        cleared_dict = observe(lambda h=handler: h.create_dict("as-list").clear())
+        cleared_list = observe(lambda h=handler: h.create_list("as-dict").clear())
+        left = (len(handler.create_list("as-list")), len(handler.create_dict("as-dict")))
+        seen[name] = (cleared_dict, cleared_list, left)
+    assert seen["strict"] == seen["server"] == (("ok", "None"), ("ok", "None"), (0, 0)), seen

@@ -236,8 +236,12 @@ impl StrictRedisDict {
         })?)
     }
 
-    fn clear(&self, py: Python<'_>) -> PyResult<()> {
-        Ok(self.write(py, |h| *h = Hash::default())?)
+    /// Deletes the key whatever it holds, as the server's `DEL` does (and
+    /// as the list's `clear` does).
+    fn clear(&self, py: Python<'_>) {
+        let mut state = self.db.lock(py);
+        state.version += 1;
+        state.map.remove(&self.key);
     }
 
     /// `pop(key[, default])`: an explicit `None` default is a default.
