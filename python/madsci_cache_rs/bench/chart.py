@@ -95,6 +95,13 @@ def _bars(
         )
 
 
+def _speedup(row: Row) -> float:
+    """A drawn row's speed-up (the charts draw only rows with a reference)."""
+    if row.speedup is None:
+        raise ValueError(f"{row.operation!r} has no reference to draw a speed-up from")
+    return row.speedup
+
+
 def _madsci_version() -> str:
     try:
         return importlib.metadata.version("madsci-common")
@@ -119,7 +126,7 @@ def headline_figure(rows: list[Row], env: str) -> Any:
             previous = kind
         y.append(position)
         position += 1.0
-    speedups = [r.speedup for _, _, r in picked]
+    speedups = [_speedup(r) for _, _, r in picked]
 
     fig = Figure(figsize=(9, 0.34 * len(picked) + 2.6), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
@@ -151,6 +158,7 @@ def headline_figure(rows: list[Row], env: str) -> Any:
 
 def _headline_detail(row: Row) -> str:
     """Times, and round trips where counted: ours first."""
+    assert row.reference_s is not None  # headline() picks only rows with a reference
     lines = [f"{format_time(row.ours_s)} vs {format_time(row.reference_s)}"]
     if row.ours_round_trips is not None:
         what = "server commands" if row.group == LAB_GROUP else "round trips"
@@ -162,9 +170,13 @@ def _headline_detail(row: Row) -> str:
 
 
 def detail_figure(rows: list[Row], env: str) -> Any:
-    """Every row: one panel per group, panels in two columns balanced by height."""
+    """Every row with a reference: one panel per group, panels in two columns
+    balanced by height (a row the reference cannot do has no speed-up to draw:
+    the tables show it)."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
+
+    rows = [r for r in rows if r.reference_s is not None]
 
     views = group_views(rows)
     by_group: dict[str, list[Row]] = {}
@@ -193,7 +205,7 @@ def detail_figure(rows: list[Row], env: str) -> Any:
         axes = sub.subplots(len(column), 1, height_ratios=ratios, squeeze=False)[:, 0]
         for ax, view in zip(axes, column, strict=True):
             members = by_group[view.name]
-            speedups = [r.speedup for r in members]
+            speedups = [_speedup(r) for r in members]
             # Each panel its own range (at least 0.5x to 20x): shared, the in-memory
             # rows' few-x bars would be slivers beside the list rows' thousand-x.
             _axis(ax, _limits(speedups, right=20.0), 8)
@@ -230,7 +242,7 @@ def write_charts(rows: list[Row], out: Path, env: str) -> list[Path]:
     none of its rows ran)."""
     written = []
     for name, build in ((HEADLINE_PNG, headline_figure), (DETAIL_PNG, detail_figure)):
-        fig = build(rows, env) if rows else None
+        fig = build(rows, env) if any(r.reference_s is not None for r in rows) else None
         target = out / name
         if fig is None:
             target.unlink(missing_ok=True)  # not a stale chart from an earlier run

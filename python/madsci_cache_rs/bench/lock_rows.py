@@ -44,6 +44,20 @@ def _handler(kind: str, url: str) -> Any:
     )
 
 
+#: The uncontended cycle's row name.
+CYCLE = "with lock: pass (uncontended)"
+
+
+def lock_cycle(lock: Any) -> Callable[[], None]:
+    """One uncontended ``with lock: pass`` (acquire and release: 2 round trips)."""
+
+    def op() -> None:
+        with lock:
+            pass
+
+    return op
+
+
 def _percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
@@ -142,16 +156,8 @@ def rows(url: str, rounds: int = 15) -> list[Row]:
     out: list[Row] = []
 
     lock_ours, lock_ref = ours.create_lock(PREFIX + "cycle"), ref.create_lock(PREFIX + "cycle")
-
-    def cycle(lock: Any) -> Callable[[], None]:
-        def op() -> None:
-            with lock:
-                pass
-
-        return op
-
-    ours_s, ref_s = compare(cycle(lock_ours), cycle(lock_ref), rounds=rounds)
-    out.append(Row("lock", "with lock: pass (uncontended)", ours_s, ref_s, REFERENCE, 2, 2))
+    ours_s, ref_s = compare(lock_cycle(lock_ours), lock_cycle(lock_ref), rounds=rounds)
+    out.append(Row("lock", CYCLE, ours_s, ref_s, REFERENCE, 2, 2))
 
     # pottery sleeps up to 200 ms per try: fewer samples of it.
     n_ours, n_ref = 20 * rounds, 2 * rounds

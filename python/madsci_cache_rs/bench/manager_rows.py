@@ -26,14 +26,14 @@ QUEUED_WORKFLOWS = 3
 Op = Callable[[Any], object]
 
 
-def _new_id() -> str:
+def new_id() -> str:
     """A fresh manager id (madsci requires ULIDs), so runs never share keys."""
     from madsci.common.utils import new_ulid_str  # type: ignore[import-untyped]
 
     return str(new_ulid_str())
 
 
-def _workcell(cache_handler: Any, workcell_id: str) -> Any:
+def workcell(cache_handler: Any, workcell_id: str) -> Any:
     from madsci.common.db_handlers.document_storage_handler import (  # type: ignore[import-untyped]
         InMemoryDocumentStorageHandler,
     )
@@ -57,7 +57,7 @@ def _workcell(cache_handler: Any, workcell_id: str) -> Any:
     )
 
 
-def _prepare_workcell(wc: Any) -> None:
+def prepare_workcell(wc: Any) -> None:
     from madsci.common.types.workflow_types import Workflow  # type: ignore[import-untyped]
 
     wc.initialize_workcell_state()
@@ -101,6 +101,16 @@ def engine_tick(wc: Any) -> None:
     wc.get_workcell_status()
 
 
+ENGINE_TICK = f"engine tick ({QUEUED_WORKFLOWS} queued)"
+
+
+def engine_tick_on(cache_handler: Any) -> Callable[[], None]:
+    """The engine tick on a fresh, prepared workcell of its own on ``cache_handler``."""
+    wc = workcell(cache_handler, new_id())
+    prepare_workcell(wc)
+    return partial(engine_tick, wc)
+
+
 def _set_node(wc: Any) -> None:
     from madsci.common.types.node_types import Node  # type: ignore[import-untyped]
 
@@ -123,7 +133,7 @@ WORKCELL_OPS: list[tuple[str, Op]] = [
     ("has_state_changed", lambda wc: wc.has_state_changed()),
     (f"get_workflow_queue ({QUEUED_WORKFLOWS})", lambda wc: wc.get_workflow_queue()),
     ("get_workcell_state", lambda wc: wc.get_workcell_state()),
-    (f"engine tick ({QUEUED_WORKFLOWS} queued)", engine_tick),
+    (ENGINE_TICK, engine_tick),
 ]
 
 
@@ -185,12 +195,12 @@ def server_rows(url: str, rounds: int = 15) -> list[Row]:
     name = "madsci PyCacheHandler (redis-py + pottery)"
     out: list[Row] = []
     for group, build, prepare, ops in (
-        ("workcell", _workcell, _prepare_workcell, WORKCELL_OPS),
+        ("workcell", workcell, prepare_workcell, WORKCELL_OPS),
         ("location", _location, None, LOCATION_OPS),
     ):
         managers = {}
         for side, (timed, counted) in handlers.items():
-            manager_id = _new_id()
+            manager_id = new_id()
             managers[side] = (build(timed, manager_id), build(counted, manager_id))
             if prepare is not None:
                 prepare(managers[side][0])
@@ -228,11 +238,11 @@ def inmemory_rows(rounds: int = 15) -> list[Row]:
     out: list[Row] = []
     ours_handler, ref_handler = InMemoryCacheHandler(), Reference()
     for group, build, prepare, ops in (
-        ("workcell", _workcell, _prepare_workcell, WORKCELL_OPS),
+        ("workcell", workcell, prepare_workcell, WORKCELL_OPS),
         ("location", _location, None, LOCATION_OPS),
     ):
-        ours = build(ours_handler, _new_id())
-        ref = build(ref_handler, _new_id())
+        ours = build(ours_handler, new_id())
+        ref = build(ref_handler, new_id())
         if prepare is not None:
             prepare(ours)
             prepare(ref)

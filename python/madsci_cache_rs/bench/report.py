@@ -45,6 +45,10 @@ def format_ratio(ratio: float) -> str:
     return f"{ratio:.1f}x" if ratio >= 0.995 else f"{ratio:.2g}x"
 
 
+#: The reference's cells in a row it cannot do (its footnote says why).
+NO_REFERENCE = "-"
+
+
 def _trips(row: Row) -> str:
     if row.ours_round_trips is None and row.reference_round_trips is None:
         return ""
@@ -52,7 +56,8 @@ def _trips(row: Row) -> str:
     def one(value: float | None) -> str:
         return "?" if value is None else f"{value:g}"
 
-    return f"{one(row.ours_round_trips)} / {one(row.reference_round_trips)}"
+    theirs = NO_REFERENCE if row.reference_s is None else one(row.reference_round_trips)
+    return f"{one(row.ours_round_trips)} / {theirs}"
 
 
 @dataclass
@@ -104,8 +109,8 @@ def group_views(rows: Iterable[Row]) -> list[GroupView]:
                 (
                     operation,
                     format_time(row.ours_s),
-                    format_time(row.reference_s),
-                    format_ratio(row.speedup),
+                    NO_REFERENCE if row.reference_s is None else format_time(row.reference_s),
+                    NO_REFERENCE if row.speedup is None else format_ratio(row.speedup),
                     _trips(row),
                 )
             )
@@ -204,7 +209,10 @@ def headline(rows: Iterable[Row]) -> list[Pick]:
     """(category, label, row) for each headline row present, in the headline's order."""
     rows = list(rows)
     return [
-        (category, label(r), r) for category, wanted, label in _HEADLINE for r in rows if wanted(r)
+        (category, label(r), r)
+        for category, wanted, label in _HEADLINE
+        for r in rows
+        if wanted(r) and r.reference_s is not None
     ]
 
 

@@ -45,3 +45,43 @@ class WriteCounter(LoopbackProxy):
         op()
         with self._lock:
             return self.writes
+
+
+class ReadCounter:
+    """Round trips counted on the servers' side, for clients a proxy cannot sit
+    in front of (a cluster client follows the slot map, a Sentinel client the
+    address the sentinels give): the read events (``INFO stats``,
+    ``total_reads_processed``) of the given primaries. A client that waits for
+    each reply makes one read event per write, so this agrees with
+    ``WriteCounter`` on one server. The primaries' other clients (replicas,
+    sentinels) add a few reads a second: the least of three counts is kept."""
+
+    TRIES = 3
+
+    def __init__(self, nodes: list[tuple[str, int]]) -> None:
+        from madsci_cache_rs.testing import RespConnection
+
+        self._conns = [RespConnection(host, port) for host, port in nodes]
+
+    def _reads(self) -> list[int]:
+        out = []
+        for conn in self._conns:
+            info = conn.call("INFO", "stats")
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            out.append(int(text.split("total_reads_processed:", 1)[1].split()[0]))
+        return out
+
+    def count(self, op: Callable[[], object]) -> int:
+        op()  # warm: connections open, scripts loaded, slot map known
+        counts = []
+        for _ in range(self.TRIES):
+            before = self._reads()
+            op()
+            after = self._reads()
+            # Each node's second INFO is itself one read, counted in its own reply.
+            counts.append(sum(b - a - 1 for a, b in zip(before, after, strict=True)))
+        return min(counts)
+
+    def close(self) -> None:
+        for conn in self._conns:
+            conn.close()

@@ -75,45 +75,37 @@ def _polling(host: str, port: int, request: bytes = b"PING\r\n") -> Callable[[],
     return send
 
 
-def rows(url: str, repeat: int = 15) -> list[dict[str, object]]:
-    from madsci.common.db_handlers.cache_handler import (  # type: ignore[import-untyped]
-        PyCacheHandler as Reference,
-    )
+#: (group, operation, build the timed call from a handler)
+Case = tuple[str, str, Callable[[Any], Callable[[], object]]]
 
-    warnings.filterwarnings("ignore", module="pottery")
-    parsed = urlparse(url)
-    host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
-    ours = PyCacheHandler.from_url(url)
-    ref = Reference.from_settings(host=host, port=port, password=parsed.password)
-    counter = WriteCounter(host, port)
-    ours_counted = PyCacheHandler.from_settings("127.0.0.1", counter.port)
-    ref_counted = Reference.from_settings(host="127.0.0.1", port=counter.port)
-    raw_ping = _raw_ping(host, port)
-    polling_ping = _polling(host, port)
 
-    ours.set("bench:k", "value")
-    ours.set("bench:n", 0)
-    for h in (ours, ref):
-        d = h.create_dict("bench:dict")
-        d.clear()
-        h.create_list("bench:list").clear()
-    ours.create_dict("bench:dict").update({f"key_{i}": _record(i) for i in range(ENTRIES)})
-    ours.create_dict("bench:status").update(STATUS)
+def seed(handler: Any) -> None:
+    """Write the keys the cases read, through ``handler`` (ours)."""
+    handler.set("bench:k", "value")
+    handler.set("bench:n", 0)
+    handler.create_dict("bench:dict").clear()
+    handler.create_list("bench:list").clear()
+    handler.create_dict("bench:dict").update({f"key_{i}": _record(i) for i in range(ENTRIES)})
+    handler.create_dict("bench:status").update(STATUS)
+    handler.create_list("bench:list").extend(_record(i) for i in range(ENTRIES))
+
+
+def _absent_remove(lst: Any) -> Callable[[], object]:
+    def op() -> None:
+        try:
+            lst.remove("absent")
+        except ValueError:
+            pass
+
+    return op
+
+
+def cases() -> list[Case]:
+    """The single operations and the dict and list reads and writes, as
+    builders that work on ours and on madsci's handler alike."""
     status = _status_model()
-    ours.create_list("bench:list").extend(_record(i) for i in range(ENTRIES))
     last = _record(ENTRIES - 1)
-
-    def absent_remove(lst: Any) -> Callable[[], object]:
-        def op() -> None:
-            try:
-                lst.remove("absent")
-            except ValueError:
-                pass
-
-        return op
-
-    # (group, operation, build op from a handler)
-    cases: list[tuple[str, str, Callable[[Any], Callable[[], object]]]] = [
+    return [
         ("server", "get", lambda h: lambda: h.get("bench:k")),
         ("server", "set", lambda h: lambda: h.set("bench:k", "value")),
         ("server", "incr", lambda h: lambda: h.incr("bench:n")),
@@ -151,9 +143,27 @@ def rows(url: str, repeat: int = 15) -> list[dict[str, object]]:
         (
             "list",
             f"remove, absent value ({ENTRIES} items)",
-            lambda h: absent_remove(h.create_list("bench:list")),
+            lambda h: _absent_remove(h.create_list("bench:list")),
         ),
     ]
+
+
+def rows(url: str, repeat: int = 15) -> list[dict[str, object]]:
+    from madsci.common.db_handlers.cache_handler import (  # type: ignore[import-untyped]
+        PyCacheHandler as Reference,
+    )
+
+    warnings.filterwarnings("ignore", module="pottery")
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
+    ours = PyCacheHandler.from_url(url)
+    ref = Reference.from_settings(host=host, port=port, password=parsed.password)
+    counter = WriteCounter(host, port)
+    ours_counted = PyCacheHandler.from_settings("127.0.0.1", counter.port)
+    ref_counted = Reference.from_settings(host="127.0.0.1", port=counter.port)
+    raw_ping = _raw_ping(host, port)
+    polling_ping = _polling(host, port)
+    seed(ours)
 
     out: list[dict[str, object]] = []
     ping_ours, ping_ref = compare(raw_ping, lambda: ref._client.ping(), rounds=repeat)
@@ -214,7 +224,7 @@ def rows(url: str, repeat: int = 15) -> list[dict[str, object]]:
                 "notes": f"the once-form costs {(ours_s - ref_s) * 1e6:.1f} us more",
             }
         )
-    for group, name, build in cases:
+    for group, name, build in cases():
         op_ours, op_ref = build(ours), build(ref)
         ours_s, ref_s = compare(op_ours, op_ref, rounds=repeat)
         notes = ""

@@ -17,12 +17,13 @@ class Skipped(Exception):
 
 @dataclass
 class Row:
-    """One benchmark row: seconds per operation for ours and the reference."""
+    """One benchmark row: seconds per operation for ours and the reference
+    (None: the reference cannot do this operation here; ``notes`` says why)."""
 
     group: str
     operation: str
     ours_s: float
-    reference_s: float
+    reference_s: float | None
     reference_name: str
     ours_round_trips: float | None = None
     reference_round_trips: float | None = None
@@ -30,7 +31,9 @@ class Row:
     extra: dict[str, float] = field(default_factory=dict)
 
     @property
-    def speedup(self) -> float:
+    def speedup(self) -> float | None:
+        if self.reference_s is None:
+            return None
         return self.reference_s / self.ours_s if self.ours_s > 0 else float("inf")
 
     def to_json(self) -> dict[str, object]:
@@ -75,3 +78,11 @@ def compare(
             ours_times.append(per_call(ours, n_ours))
             ref_times.append(per_call(reference, n_ref))
     return statistics.median(ours_times), statistics.median(ref_times)
+
+
+def alone(func: Callable[[], object], *, rounds: int = 15, target_s: float = 0.02) -> float:
+    """Median seconds per call of ``func`` on its own, for a row without a
+    reference (rounds as long as ``compare``'s)."""
+    target_s *= TARGET_SCALE
+    number = calibrate(func, target_s)
+    return statistics.median(per_call(func, number) for _ in range(rounds))
