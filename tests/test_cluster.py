@@ -22,7 +22,7 @@ import pottery
 import pytest
 import redis
 import redis.cluster
-from helpers import SpawnedWaiter, round_trips_over
+from helpers import SpawnedWaiter, private_cluster, round_trips_over, tags_on_each_master
 
 from madsci_cache_rs import (
     CacheConnectionError,
@@ -35,7 +35,6 @@ from madsci_cache_rs.testing import (
     ClusterNode,
     PrivateCluster,
     PrivateServer,
-    ServerUnavailable,
     free_port,
     key_slot,
 )
@@ -45,12 +44,7 @@ KINDS = ("valkey", "redis")
 
 @pytest.fixture(scope="module", params=KINDS)
 def cluster(request: pytest.FixtureRequest) -> Iterator[PrivateCluster]:
-    try:
-        topology = PrivateCluster(request.param, masters=3, replicas_per_master=1)
-    except ServerUnavailable as exc:
-        pytest.skip(f"no {request.param} server on this machine: {exc}")
-    with topology:
-        yield topology
+    yield from private_cluster(request.param)
 
 
 @pytest.fixture
@@ -74,21 +68,6 @@ def observer(fresh: PrivateCluster) -> Iterator[redis.cluster.RedisCluster]:
     client = redis.cluster.RedisCluster(host=host, port=port)
     yield client
     client.close()
-
-
-def tags_on_each_master(cluster: PrivateCluster, prefix: str) -> dict[int, str]:
-    """A hash tag per primary (by port) whose slot that primary serves."""
-    ranges = cluster.slot_map()
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < len(ranges) and i < 10_000:
-        tag = f"{prefix}{i}"
-        slot = key_slot(tag)
-        owner = next(m for lo, hi, m in ranges if lo <= slot <= hi)
-        found.setdefault(owner.port, tag)
-        i += 1
-    assert len(found) == len({m.port for _, _, m in ranges})
-    return found
 
 
 def test_the_handler_works_on_keys_spread_over_every_master(fresh, handler, observer):
@@ -168,21 +147,18 @@ def test_a_redis_py_cluster_client_and_the_settings_url(fresh, observer, monkeyp
         assert PyCacheHandler.from_url(url).get("from-client") == "1"
 
 
-def test_cluster_only_settings_are_checked(fresh, monkeypatch, caplog):
+def test_cluster_only_settings_are_checked(fresh, monkeypatch):
     with pytest.raises(ValueError, match="only database 0"):
         PyCacheHandler.from_url(fresh.url + "/1")
     with pytest.raises(ValueError, match="only database 0"):
         PyCacheHandler.from_url(fresh.url, db=2)
-    with pytest.raises(ValueError, match="not supported on a Cluster"):
-        PyCacheHandler.from_url(fresh.url, client_cache=True)
-    # Switched on for every handler by the environment: a warning, and the
-    # handler works without it.
+    with pytest.raises(ValueError, match="client_cache"):
+        PyCacheHandler.from_url(fresh.url, client_cache=True, wait_replicas=1)
+    # The client-side cache is on there too (tests/test_cluster_client_cache.py).
     monkeypatch.setenv("MADSCI_CACHE_RS_CLIENT_CACHE", "1")
-    with caplog.at_level(logging.WARNING, logger="madsci_cache_rs"):
-        h = PyCacheHandler.from_url(fresh.url)
-    assert "not supported on a Cluster" in caplog.text
+    h = PyCacheHandler.from_url(fresh.url)
     h.set("k", "v")
-    assert h.get("k") == "v" and h.client_cache is False
+    assert h.get("k") == "v" and h.client_cache is True
 
 
 def test_wait_replicas_waits_for_the_replicas_of_the_primary_written(fresh, observer):
@@ -288,15 +264,19 @@ def _operations(h: PyCacheHandler, tags: list[str]) -> None:
         lock.release()
 
 
-def test_one_round_trip_per_operation_once_the_map_is_warm(fresh, handler):
+@pytest.mark.parametrize("client_cache", [False, True], ids=["pool", "client-cache"])
+def test_one_round_trip_per_operation_once_the_map_is_warm(fresh, client_cache):
     """The same operations send the same commands to a cluster's primaries,
-    summed, as to one server: no CLUSTER SLOTS, no ASKING, no redirection."""
+    summed, as to one server: no CLUSTER SLOTS, no ASKING, no redirection
+    (with the client-side cache: the same reads answered from memory)."""
+    handler = PyCacheHandler.from_url(fresh.url, client_cache=client_cache)
     tags = list(tags_on_each_master(fresh, "trips").values())
     _operations(handler, tags)  # the map and every node's scripts warm
     masters = [redis.Redis(host=m.host, port=m.port) for m in fresh.masters()]
     on_cluster = round_trips_over(masters, lambda: _operations(handler, tags))
+    handler.close()
     with PrivateServer(fresh.kind) as one:
-        alone = PyCacheHandler.from_url(one.url)
+        alone = PyCacheHandler.from_url(one.url, client_cache=client_cache)
         _operations(alone, tags)
         raw = redis.Redis(host=one.host, port=one.port)
         on_one = round_trips_over([raw], lambda: _operations(alone, tags))

@@ -227,3 +227,34 @@ def test_a_coordinated_failover_under_load_loses_nothing(kind, capsys):
         load.run(lambda: g.failover(coordinated=True))
         h.close()
         assert check_after(g, load, capsys, "coordinated SENTINEL FAILOVER") == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_client_cache_follows_the_primary_through_a_failover(kind):
+    """The tracking connection is dropped (and the cache emptied) when the
+    sentinels switch the primary, or when the demoted primary answers
+    READONLY: writes land on the new primary, and reads see its data."""
+    with start_group(kind) as g:
+        h = PyCacheHandler.from_url(g.url, client_cache=True)
+        try:
+            d = h.create_dict("d")
+            d["a"] = 1
+            h.set("s", "1")
+            assert d.to_dict() == {"a": 1} and h.get("s") == "1"
+            hits = h.client_cache_hits
+            assert d.to_dict() == {"a": 1} and h.client_cache_hits == hits + 1, "held"
+            old = g.primary()
+            new = g.failover()
+            assert new.port != old.port
+            # Written on the new primary by another client after the switch.
+            other = redis.Redis(host=new.host, port=new.port)
+            other.hset("d", '"a"', "2")
+            other.close()
+            h.set("s", "2")  # a write: never to the demoted primary
+            assert d.to_dict() == {"a": 2} and h.get("s") == "2"
+            d["b"] = 3
+            assert new.call("HGET", "d", '"b"') == b"3"
+            assert new.call("GET", "s") == b"2"
+            assert d.to_dict() == {"a": 2, "b": 3}
+        finally:
+            h.close()
