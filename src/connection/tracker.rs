@@ -329,3 +329,33 @@ pub fn invalidate(store: &Mutex<Store>, requests: &[Request<'_>]) {
     let mut store = store.lock();
     requests.iter().for_each(|r| store.before_write(r));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::retry::Resend;
+
+    #[test]
+    fn a_not_now_answer_is_a_refusal_unless_something_else_may_have_run() {
+        let get = Cmd::new("GET").arg("k");
+        let readonly = Reply::Error("READONLY You can't write against a read only replica.".into());
+        assert_eq!(
+            refusal(std::slice::from_ref(&get), std::slice::from_ref(&readonly)).as_deref(),
+            Some("READONLY You can't write against a read only replica.")
+        );
+        let loading = Reply::Error("LOADING loading the dataset".into());
+        let once = Cmd::new("EVALSHA").arg("sha").with_resend(Resend::Once);
+        let reads = [get.clone(), once];
+        assert!(refusal(&reads, &[Reply::Nil, loading.clone()]).is_some());
+        // A write that may not be repeated, answered before a refusal: the
+        // caller sees the replies as they are.
+        let never = Cmd::new("RPUSH")
+            .arg("l")
+            .arg("x")
+            .with_resend(Resend::Never);
+        assert!(refusal(&[never, get.clone()], &[Reply::Int(1), loading]).is_none());
+        // Other errors are answers.
+        let wrong = Reply::Error("WRONGTYPE Operation against a key".into());
+        assert!(refusal(std::slice::from_ref(&get), &[wrong]).is_none());
+    }
+}

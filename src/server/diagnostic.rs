@@ -77,7 +77,10 @@ pub fn diagnostic_cmd(args: &[Vec<u8>]) -> Result<(Cmd, String), String> {
         Some(key) if keyed => crate::connection::describe(name, key),
         Some(_) if name == "CONFIG" => "CONFIG GET".into(),
         Some(sub) if name == "CLUSTER" => {
-            format!("CLUSTER {}", String::from_utf8_lossy(sub).to_ascii_uppercase())
+            format!(
+                "CLUSTER {}",
+                String::from_utf8_lossy(sub).to_ascii_uppercase()
+            )
         }
         _ => name.into(),
     };
