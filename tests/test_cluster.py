@@ -61,6 +61,16 @@ def handler(fresh: PrivateCluster) -> Iterator[PyCacheHandler]:
     h.close()
 
 
+@pytest.fixture(params=[False, True], ids=["pool", "client-cache"])
+def loaded(fresh: PrivateCluster, request: pytest.FixtureRequest) -> Iterator[PyCacheHandler]:
+    """The handler the load tests fault: without and with the client-side
+    cache (whose writes go out on each primary's tracking connection when
+    it is free)."""
+    h = PyCacheHandler.from_url(fresh.url, client_cache=request.param)
+    yield h
+    h.close()
+
+
 @pytest.fixture
 def observer(fresh: PrivateCluster) -> Iterator[redis.cluster.RedisCluster]:
     """redis-py's cluster client: the independent observer (and pottery's)."""
@@ -455,7 +465,7 @@ def _never_twice(outcome: dict[str, int]) -> None:
     assert outcome["unacked_stored_items"] == 0, outcome
 
 
-def test_a_slot_migrated_under_load_applies_every_write_once(fresh, handler, observer, capsys):
+def test_a_slot_migrated_under_load_applies_every_write_once(fresh, loaded, observer, capsys):
     """The classic reshard: IMPORTING on the target, MIGRATING on the
     source, MIGRATE in batches, SETSLOT NODE. Reads follow ASK meanwhile;
     writes (a once-form script whose record key does not exist yet) are
@@ -468,8 +478,8 @@ def test_a_slot_migrated_under_load_applies_every_write_once(fresh, handler, obs
     target = next(m for m in fresh.masters() if m is not source)
     fillers = [f"{{{tag}}}:f{i}" for i in range(200)]
     for key in fillers:
-        handler.set(key, "x")
-    with Load(handler, tag) as load:
+        loaded.set(key, "x")
+    with Load(loaded, tag) as load:
         load.progress(20)
         target.call("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
         source.call("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
@@ -479,9 +489,9 @@ def test_a_slot_migrated_under_load_applies_every_write_once(fresh, handler, obs
             "MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", load.counter, load.items
         )
         asking_before = _calls(target, "asking")
-        assert int(handler.get(load.counter)) >= sum(load.acked)
-        assert handler.get(fillers[-1]) == "x"
-        assert len(handler.create_list(load.items)) >= 1
+        assert int(loaded.get(load.counter)) >= sum(load.acked)
+        assert loaded.get(fillers[-1]) == "x"
+        assert len(loaded.create_list(load.items)) >= 1
         assert _calls(target, "asking") > asking_before, "the reads followed ASK"
         while keys := source.call("CLUSTER", "GETKEYSINSLOT", slot, 20):
             source.call("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys)
@@ -530,13 +540,13 @@ def _calls(node: ClusterNode, command: str) -> int:
     return stats.get(f"cmdstat_{command}", {}).get("calls", 0)
 
 
-def test_a_manual_failover_under_load_loses_nothing(fresh, handler, observer, capsys):
+def test_a_manual_failover_under_load_loses_nothing(fresh, loaded, observer, capsys):
     _reset_stats(fresh)
     started = time.monotonic()
     tag = "failover"
     master = fresh.master_for_slot(key_slot(tag))
     replica = fresh.replicas(master)[0]
-    with Load(handler, tag) as load:
+    with Load(loaded, tag) as load:
         load.progress(20)
         fresh.failover(replica)
         load.progress(20)
@@ -548,18 +558,18 @@ def test_a_manual_failover_under_load_loses_nothing(fresh, handler, observer, ca
     assert outcome["lost_items"] == 0 and outcome["not_run"] == 0, outcome
 
 
-def test_a_master_killed_under_load_never_applies_a_write_twice(fresh, handler, observer, capsys):
+def test_a_master_killed_under_load_never_applies_a_write_twice(fresh, loaded, observer, capsys):
     """SIGKILL a primary; its replica takes over. Replication is
     asynchronous, so writes acknowledged just before the crash may be lost:
     they are counted and reported, not hidden. What must hold: nothing is
-    applied twice, and the handler carries on."""
+    applied twice, and the loaded carries on."""
     _reset_stats(fresh)
     started = time.monotonic()
     tag = "crash"
     master = fresh.master_for_slot(key_slot(tag))
     replica = fresh.replicas(master)[0]
     try:
-        with Load(handler, tag) as load:
+        with Load(loaded, tag) as load:
             load.progress(20)
             fresh.kill(master)
             fresh.wait_converged()
@@ -570,4 +580,4 @@ def test_a_master_killed_under_load_never_applies_a_write_twice(fresh, handler, 
         _never_twice(outcome)
     finally:
         fresh.restart(master)
-    assert handler.incr(load.counter) == outcome["stored"] + 1
+    assert loaded.incr(load.counter) == outcome["stored"] + 1
