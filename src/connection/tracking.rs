@@ -11,6 +11,11 @@
 //! asking the server each time: a write another client makes while we
 //! answer from memory is seen on our next round trip, not before. Our own
 //! writes are always seen at once (see `client_cache.rs`).
+//!
+//! The connection's own rules are `tracker.rs`'s (a Cluster has one per
+//! primary: `cluster_cache.rs`). Behind Sentinel it follows the primary:
+//! it is closed when the `+switch-master` watch hears of a switch, and a
+//! `READONLY` (or any "not now") answer on it is waited out by the pool.
 
 use super::client_cache::{Effect, Request, Store};
 use super::fork::PerProcess;
