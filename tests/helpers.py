@@ -1,16 +1,19 @@
 """What several test files share (imported as ``helpers``; fixtures stay in
 ``conftest.py``): counting what reached the server, running work on threads
-and in a spawned process."""
+and in a spawned process, a private cluster and keys on each of its primaries."""
 
 from __future__ import annotations
 
 import multiprocessing
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 import redis
+
+from madsci_cache_rs.testing import PrivateCluster, ServerUnavailable, key_slot
 
 
 def command_calls(raw: redis.Redis) -> dict[str, int]:
@@ -110,3 +113,29 @@ class SpawnedWaiter:
         if self._child.is_alive():
             self._child.kill()
             self._child.join(10)
+
+
+def private_cluster(kind: str) -> Iterator[PrivateCluster]:
+    """A 3-primary cluster, 1 replica each, for a module-scoped fixture
+    (``yield from``); the test is skipped where ``kind`` is not installed."""
+    try:
+        topology = PrivateCluster(kind, masters=3, replicas_per_master=1)
+    except ServerUnavailable as exc:
+        pytest.skip(f"no {kind} server on this machine: {exc}")
+    with topology:
+        yield topology
+
+
+def tags_on_each_master(cluster: PrivateCluster, prefix: str) -> dict[int, str]:
+    """A hash tag per primary (by port) whose slot that primary serves."""
+    ranges = cluster.slot_map()
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < len(ranges) and i < 10_000:
+        tag = f"{prefix}{i}"
+        slot = key_slot(tag)
+        owner = next(m for lo, hi, m in ranges if lo <= slot <= hi)
+        found.setdefault(owner.port, tag)
+        i += 1
+    assert len(found) == len({m.port for _, _, m in ranges})
+    return found

@@ -407,3 +407,23 @@ def test_a_server_without_tracking_is_used_without_the_cache(server, raw, caplog
     finally:
         h.close()
         proxy.close()
+
+
+def test_a_demoted_server_is_waited_out_as_without_the_cache():
+    """A server turned into a replica answers READONLY on the tracking
+    connection too: the cache starts over and the write waits, as it does
+    through the pool, until the server takes writes again."""
+    with PrivateServer("valkey") as primary, PrivateServer("valkey") as other:
+        h = PyCacheHandler.from_url(primary.url, client_cache=True, retry_window=20)
+        try:
+            h.set("s", "1")
+            assert h.get("s") == "1" and h.get("s") == "1"
+            assert h.client_cache_usage > 0
+            primary.call("REPLICAOF", other.host, other.port)
+            promote = threading.Timer(0.5, lambda: primary.call("REPLICAOF", "NO", "ONE"))
+            promote.start()
+            h.set("t", "2")  # READONLY until promoted again
+            promote.join()
+            assert h.get("t") == "2" and primary.call("GET", "t") == b"2"
+        finally:
+            h.close()

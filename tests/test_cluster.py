@@ -22,7 +22,7 @@ import pottery
 import pytest
 import redis
 import redis.cluster
-from helpers import SpawnedWaiter, round_trips_over
+from helpers import SpawnedWaiter, private_cluster, round_trips_over, tags_on_each_master
 
 from madsci_cache_rs import (
     CacheConnectionError,
@@ -35,7 +35,6 @@ from madsci_cache_rs.testing import (
     ClusterNode,
     PrivateCluster,
     PrivateServer,
-    ServerUnavailable,
     free_port,
     key_slot,
 )
@@ -45,12 +44,7 @@ KINDS = ("valkey", "redis")
 
 @pytest.fixture(scope="module", params=KINDS)
 def cluster(request: pytest.FixtureRequest) -> Iterator[PrivateCluster]:
-    try:
-        topology = PrivateCluster(request.param, masters=3, replicas_per_master=1)
-    except ServerUnavailable as exc:
-        pytest.skip(f"no {request.param} server on this machine: {exc}")
-    with topology:
-        yield topology
+    yield from private_cluster(request.param)
 
 
 @pytest.fixture
@@ -67,6 +61,16 @@ def handler(fresh: PrivateCluster) -> Iterator[PyCacheHandler]:
     h.close()
 
 
+@pytest.fixture(params=[False, True], ids=["pool", "client-cache"])
+def loaded(fresh: PrivateCluster, request: pytest.FixtureRequest) -> Iterator[PyCacheHandler]:
+    """The handler the load tests fault: without and with the client-side
+    cache (whose writes go out on each primary's tracking connection when
+    it is free)."""
+    h = PyCacheHandler.from_url(fresh.url, client_cache=request.param)
+    yield h
+    h.close()
+
+
 @pytest.fixture
 def observer(fresh: PrivateCluster) -> Iterator[redis.cluster.RedisCluster]:
     """redis-py's cluster client: the independent observer (and pottery's)."""
@@ -74,21 +78,6 @@ def observer(fresh: PrivateCluster) -> Iterator[redis.cluster.RedisCluster]:
     client = redis.cluster.RedisCluster(host=host, port=port)
     yield client
     client.close()
-
-
-def tags_on_each_master(cluster: PrivateCluster, prefix: str) -> dict[int, str]:
-    """A hash tag per primary (by port) whose slot that primary serves."""
-    ranges = cluster.slot_map()
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < len(ranges) and i < 10_000:
-        tag = f"{prefix}{i}"
-        slot = key_slot(tag)
-        owner = next(m for lo, hi, m in ranges if lo <= slot <= hi)
-        found.setdefault(owner.port, tag)
-        i += 1
-    assert len(found) == len({m.port for _, _, m in ranges})
-    return found
 
 
 def test_the_handler_works_on_keys_spread_over_every_master(fresh, handler, observer):
@@ -168,21 +157,18 @@ def test_a_redis_py_cluster_client_and_the_settings_url(fresh, observer, monkeyp
         assert PyCacheHandler.from_url(url).get("from-client") == "1"
 
 
-def test_cluster_only_settings_are_checked(fresh, monkeypatch, caplog):
+def test_cluster_only_settings_are_checked(fresh, monkeypatch):
     with pytest.raises(ValueError, match="only database 0"):
         PyCacheHandler.from_url(fresh.url + "/1")
     with pytest.raises(ValueError, match="only database 0"):
         PyCacheHandler.from_url(fresh.url, db=2)
-    with pytest.raises(ValueError, match="not supported on a Cluster"):
-        PyCacheHandler.from_url(fresh.url, client_cache=True)
-    # Switched on for every handler by the environment: a warning, and the
-    # handler works without it.
+    with pytest.raises(ValueError, match="client_cache"):
+        PyCacheHandler.from_url(fresh.url, client_cache=True, wait_replicas=1)
+    # The client-side cache is on there too (tests/test_cluster_client_cache.py).
     monkeypatch.setenv("MADSCI_CACHE_RS_CLIENT_CACHE", "1")
-    with caplog.at_level(logging.WARNING, logger="madsci_cache_rs"):
-        h = PyCacheHandler.from_url(fresh.url)
-    assert "not supported on a Cluster" in caplog.text
+    h = PyCacheHandler.from_url(fresh.url)
     h.set("k", "v")
-    assert h.get("k") == "v" and h.client_cache is False
+    assert h.get("k") == "v" and h.client_cache is True
 
 
 def test_wait_replicas_waits_for_the_replicas_of_the_primary_written(fresh, observer):
@@ -288,15 +274,19 @@ def _operations(h: PyCacheHandler, tags: list[str]) -> None:
         lock.release()
 
 
-def test_one_round_trip_per_operation_once_the_map_is_warm(fresh, handler):
+@pytest.mark.parametrize("client_cache", [False, True], ids=["pool", "client-cache"])
+def test_one_round_trip_per_operation_once_the_map_is_warm(fresh, client_cache):
     """The same operations send the same commands to a cluster's primaries,
-    summed, as to one server: no CLUSTER SLOTS, no ASKING, no redirection."""
+    summed, as to one server: no CLUSTER SLOTS, no ASKING, no redirection
+    (with the client-side cache: the same reads answered from memory)."""
+    handler = PyCacheHandler.from_url(fresh.url, client_cache=client_cache)
     tags = list(tags_on_each_master(fresh, "trips").values())
     _operations(handler, tags)  # the map and every node's scripts warm
     masters = [redis.Redis(host=m.host, port=m.port) for m in fresh.masters()]
     on_cluster = round_trips_over(masters, lambda: _operations(handler, tags))
+    handler.close()
     with PrivateServer(fresh.kind) as one:
-        alone = PyCacheHandler.from_url(one.url)
+        alone = PyCacheHandler.from_url(one.url, client_cache=client_cache)
         _operations(alone, tags)
         raw = redis.Redis(host=one.host, port=one.port)
         on_one = round_trips_over([raw], lambda: _operations(alone, tags))
@@ -475,7 +465,7 @@ def _never_twice(outcome: dict[str, int]) -> None:
     assert outcome["unacked_stored_items"] == 0, outcome
 
 
-def test_a_slot_migrated_under_load_applies_every_write_once(fresh, handler, observer, capsys):
+def test_a_slot_migrated_under_load_applies_every_write_once(fresh, loaded, observer, capsys):
     """The classic reshard: IMPORTING on the target, MIGRATING on the
     source, MIGRATE in batches, SETSLOT NODE. Reads follow ASK meanwhile;
     writes (a once-form script whose record key does not exist yet) are
@@ -488,8 +478,8 @@ def test_a_slot_migrated_under_load_applies_every_write_once(fresh, handler, obs
     target = next(m for m in fresh.masters() if m is not source)
     fillers = [f"{{{tag}}}:f{i}" for i in range(200)]
     for key in fillers:
-        handler.set(key, "x")
-    with Load(handler, tag) as load:
+        loaded.set(key, "x")
+    with Load(loaded, tag) as load:
         load.progress(20)
         target.call("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
         source.call("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
@@ -499,9 +489,9 @@ def test_a_slot_migrated_under_load_applies_every_write_once(fresh, handler, obs
             "MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", load.counter, load.items
         )
         asking_before = _calls(target, "asking")
-        assert int(handler.get(load.counter)) >= sum(load.acked)
-        assert handler.get(fillers[-1]) == "x"
-        assert len(handler.create_list(load.items)) >= 1
+        assert int(loaded.get(load.counter)) >= sum(load.acked)
+        assert loaded.get(fillers[-1]) == "x"
+        assert len(loaded.create_list(load.items)) >= 1
         assert _calls(target, "asking") > asking_before, "the reads followed ASK"
         while keys := source.call("CLUSTER", "GETKEYSINSLOT", slot, 20):
             source.call("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys)
@@ -550,13 +540,13 @@ def _calls(node: ClusterNode, command: str) -> int:
     return stats.get(f"cmdstat_{command}", {}).get("calls", 0)
 
 
-def test_a_manual_failover_under_load_loses_nothing(fresh, handler, observer, capsys):
+def test_a_manual_failover_under_load_loses_nothing(fresh, loaded, observer, capsys):
     _reset_stats(fresh)
     started = time.monotonic()
     tag = "failover"
     master = fresh.master_for_slot(key_slot(tag))
     replica = fresh.replicas(master)[0]
-    with Load(handler, tag) as load:
+    with Load(loaded, tag) as load:
         load.progress(20)
         fresh.failover(replica)
         load.progress(20)
@@ -568,18 +558,18 @@ def test_a_manual_failover_under_load_loses_nothing(fresh, handler, observer, ca
     assert outcome["lost_items"] == 0 and outcome["not_run"] == 0, outcome
 
 
-def test_a_master_killed_under_load_never_applies_a_write_twice(fresh, handler, observer, capsys):
+def test_a_master_killed_under_load_never_applies_a_write_twice(fresh, loaded, observer, capsys):
     """SIGKILL a primary; its replica takes over. Replication is
     asynchronous, so writes acknowledged just before the crash may be lost:
     they are counted and reported, not hidden. What must hold: nothing is
-    applied twice, and the handler carries on."""
+    applied twice, and the loaded carries on."""
     _reset_stats(fresh)
     started = time.monotonic()
     tag = "crash"
     master = fresh.master_for_slot(key_slot(tag))
     replica = fresh.replicas(master)[0]
     try:
-        with Load(handler, tag) as load:
+        with Load(loaded, tag) as load:
             load.progress(20)
             fresh.kill(master)
             fresh.wait_converged()
@@ -590,4 +580,4 @@ def test_a_master_killed_under_load_never_applies_a_write_twice(fresh, handler, 
         _never_twice(outcome)
     finally:
         fresh.restart(master)
-    assert handler.incr(load.counter) == outcome["stored"] + 1
+    assert loaded.incr(load.counter) == outcome["stored"] + 1

@@ -5,6 +5,7 @@ and cross-checks what the doctor reports."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ from typing import Any
 import pottery
 import pytest
 import redis
+from helpers import private_cluster, tags_on_each_master
 from madsci.common.db_handlers import cache_handler as madsci_cache_handler
 from madsci.common.db_handlers.document_storage_handler import InMemoryDocumentStorageHandler
 from madsci.common.types.workflow_types import Workflow
@@ -24,7 +26,7 @@ from madsci.workcell_manager.state_handler import WorkcellStateHandler
 import madsci_cache_rs
 from madsci_cache_rs import PyCacheHandler, _install
 from madsci_cache_rs.doctor import judge_eviction, judge_persistence
-from madsci_cache_rs.testing import PrivateServer, free_port
+from madsci_cache_rs.testing import PrivateSentinelGroup, PrivateServer, free_port
 
 PASSWORD = "doctor-s3cret-pw"
 PACKAGE_ROOT = str(Path(madsci_cache_rs.__file__).resolve().parent.parent)
@@ -312,6 +314,7 @@ def test_cluster_mode_is_dangerous(server: PrivateServer) -> None:
     assert status == 1
     assert data["replication"]["cluster"] is True
     assert any("Cluster mode is on" in f["text"] for f in data["findings"])
+    assert any("redis+cluster://" in f["text"] for f in data["findings"])
 
 
 def test_the_report_reads_latency(durable: PrivateServer) -> None:
@@ -338,3 +341,41 @@ def test_command_only_reads(handler: PyCacheHandler, raw: redis.Redis) -> None:
     assert raw.get("k") == b"v"
     with pytest.raises(madsci_cache_rs.CacheResponseError, match="wrong number"):
         handler._command("GET")
+
+
+def test_a_cluster_url_examines_every_primary() -> None:
+    with contextlib.ExitStack() as stack:
+        cluster = stack.enter_context(contextlib.contextmanager(private_cluster)("valkey"))
+        h = PyCacheHandler.from_url(cluster.url)
+        tags = tags_on_each_master(cluster, "doctor")
+        for tag in tags.values():
+            assert h.create_lock(f"{{{tag}}}:arm").acquire()
+        h.close()
+        status, data = report(cluster.url)
+        # The private nodes keep no data on disk: a danger on each primary.
+        assert status == 1
+        assert data["slots_covered"] == 16384 and len(data["primaries"]) == 3
+        assert {int(p.rsplit(":", 1)[1]) for p in data["primaries"]} == set(tags)
+        locks = sorted(lock["key"] for node in data["nodes"] for lock in node["locks"])
+        assert locks == sorted(f"redlock:{{{tag}}}:arm" for tag in tags.values())
+        texts = [f["text"] for node in data["nodes"] for f in node["findings"]]
+        assert not any("Cluster mode is on" in t for t in texts)
+        assert all(node["replication"]["cluster"] for node in data["nodes"])
+        out = doctor(cluster.url)
+        assert out.returncode == 1 and "3 primaries" in out.stdout
+    dead = f"redis+cluster://:{PASSWORD}@127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    out = doctor(dead, "--wait", "0")
+    assert out.returncode == 3 and "cannot reach the server" in out.stdout
+    assert PASSWORD not in out.stdout + out.stderr
+
+
+def test_a_sentinel_url_examines_the_primary() -> None:
+    with PrivateSentinelGroup("valkey").start() as group:
+        status, data = report(group.url)
+        assert status == 1  # no persistence on the private nodes
+        assert data["replication"]["role"] == "master"
+        assert len(data["replication"]["replicas"]) == 1
+        assert data["url"].startswith("redis+sentinel://")
+    dead = f"redis+sentinel://127.0.0.1:{free_port()}/mymaster"
+    out = doctor(dead, "--wait", "0")
+    assert out.returncode == 3 and "cannot reach the server" in out.stdout

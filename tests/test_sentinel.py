@@ -6,6 +6,7 @@ acknowledged may be lost."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,10 +14,11 @@ from dataclasses import dataclass, field
 
 import pytest
 import redis
+from hostile_server import HANDSHAKE, read_command
 from redis.sentinel import Sentinel
 
 from madsci_cache_rs import CacheOutcomeUnknownError, PyCacheHandler, Redlock
-from madsci_cache_rs.testing import PrivateSentinelGroup, ServerUnavailable
+from madsci_cache_rs.testing import PrivateSentinelGroup, PrivateServer, ServerUnavailable
 
 KINDS = ("valkey", "redis")
 
@@ -227,3 +229,118 @@ def test_a_coordinated_failover_under_load_loses_nothing(kind, capsys):
         load.run(lambda: g.failover(coordinated=True))
         h.close()
         assert check_after(g, load, capsys, "coordinated SENTINEL FAILOVER") == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_client_cache_follows_the_primary_through_a_failover(kind):
+    """The tracking connection is dropped (and the cache emptied) when the
+    sentinels switch the primary, or when the demoted primary answers
+    READONLY: writes land on the new primary, and reads see its data."""
+    with start_group(kind) as g:
+        h = PyCacheHandler.from_url(g.url, client_cache=True)
+        try:
+            d = h.create_dict("d")
+            d["a"] = 1
+            h.set("s", "1")
+            assert d.to_dict() == {"a": 1} and h.get("s") == "1"
+            hits = h.client_cache_hits
+            assert d.to_dict() == {"a": 1} and h.client_cache_hits == hits + 1, "held"
+            old = g.primary()
+            new = g.failover()
+            assert new.port != old.port
+            # Written on the new primary by another client after the switch.
+            other = redis.Redis(host=new.host, port=new.port)
+            other.hset("d", '"a"', "2")
+            other.close()
+            h.set("s", "2")  # a write: never to the demoted primary
+            assert d.to_dict() == {"a": 2} and h.get("s") == "2"
+            d["b"] = 3
+            assert new.call("HGET", "d", '"b"') == b"3"
+            assert new.call("GET", "s") == b"2"
+            assert d.to_dict() == {"a": 2, "b": 3}
+        finally:
+            h.close()
+
+
+class FakeSentinel:
+    """A sentinel that names ``primary`` for the service ``lab`` and, on
+    ``switch``, names another and announces it on ``+switch-master``, while
+    the old primary stays a primary: only the announcement says it changed
+    (a real failover also demotes the old primary and kills its clients)."""
+
+    def __init__(self, primary: PrivateServer) -> None:
+        self.primary = primary
+        self.subscribers: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _bulks(*items: bytes) -> bytes:
+        return b"*%d\r\n" % len(items) + b"".join(b"$%d\r\n%s\r\n" % (len(i), i) for i in items)
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as f:
+            try:
+                while (cmd := read_command(f)) is not None:
+                    name = cmd[0].upper()
+                    if name == b"SENTINEL":
+                        p = self.primary
+                        conn.sendall(self._bulks(p.host.encode(), str(p.port).encode()))
+                    elif name == b"SUBSCRIBE":
+                        conn.sendall(
+                            b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:1\r\n" % (len(cmd[1]), cmd[1])
+                        )
+                        self.subscribers.append(conn)
+                    else:
+                        conn.sendall(HANDSHAKE.get(name, b"+OK\r\n"))
+            except OSError:
+                return
+
+    def switch(self, to: PrivateServer) -> None:
+        old, self.primary = self.primary, to
+        text = f"lab {old.host} {old.port} {to.host} {to.port}".encode()
+        for conn in self.subscribers:
+            conn.sendall(self._bulks(b"message", b"+switch-master", text))
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_the_client_cache_leaves_the_old_primary_when_the_sentinels_announce_a_switch():
+    """Heard on +switch-master, a switch closes the tracking connection and
+    empties the cache at once: nothing more is read from or written to the
+    old primary, even while it still takes writes."""
+    with PrivateServer("valkey") as old, PrivateServer("valkey") as new:
+        fake = FakeSentinel(old)
+        h = PyCacheHandler.from_url(
+            f"redis+sentinel://127.0.0.1:{fake.port}/lab", client_cache=True
+        )
+        try:
+            new.call("SET", "where", "new")
+            old.call("SET", "where", "old")
+            assert h.get("where") == "old" and h.get("where") == "old"
+            hits = h.client_cache_hits
+            assert h.get("where") == "old" and h.client_cache_hits == hits + 1, "held"
+            deadline = time.monotonic() + 10
+            while not fake.subscribers:  # the failover watch has subscribed
+                assert time.monotonic() < deadline, "no failover watch"
+                time.sleep(0.01)
+            fake.switch(new)
+            while h.get("where") != "new":
+                assert time.monotonic() < deadline, "still reading the old primary"
+                time.sleep(0.01)
+            h.set("written", "after the switch")
+            assert new.call("GET", "written") == b"after the switch"
+            assert old.call("GET", "written") is None
+        finally:
+            h.close()
+            fake.close()

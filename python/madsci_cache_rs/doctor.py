@@ -254,9 +254,16 @@ class _Server:
             return None
 
 
-def examine(handler: PyCacheHandler, *, pings: int = PINGS, max_keys: int = MAX_KEYS) -> Report:
-    """Everything ``doctor`` reports on, read from the server. Raises our
-    connection errors when the server cannot be reached or refuses us."""
+def examine(
+    handler: PyCacheHandler,
+    *,
+    pings: int = PINGS,
+    max_keys: int = MAX_KEYS,
+    in_cluster: bool = False,
+) -> Report:
+    """Everything ``doctor`` reports on, read from the server (with
+    ``in_cluster``, a primary examined as part of a ``redis+cluster://`` URL).
+    Raises our connection errors when the server cannot be reached or refuses us."""
     s = _Server(handler, max_keys)
     report = Report(url=handler.url, key_limit=max_keys)
     info = s.info("server")
@@ -282,7 +289,7 @@ def examine(handler: PyCacheHandler, *, pings: int = PINGS, max_keys: int = MAX_
         return report
     _persistence(s, report)
     _memory(s, report)
-    _replication(s, report)
+    _replication(s, report, in_cluster)
     _keyspace(s, report)
     _madsci_keys(s, report)
     return report
@@ -347,7 +354,7 @@ def _memory(s: _Server, report: Report) -> None:
         )
 
 
-def _replication(s: _Server, report: Report) -> None:
+def _replication(s: _Server, report: Report, in_cluster: bool) -> None:
     info = s.info("replication")
     role = info.get("role", "?")
     replicas = [
@@ -364,11 +371,11 @@ def _replication(s: _Server, report: Report) -> None:
         )
     cluster = s.info("cluster").get("cluster_enabled") == "1"
     rep["cluster"] = cluster
-    if cluster:
+    if cluster and not in_cluster:
         report.add(
             DANGER,
-            "Cluster mode is on: madsci-cache-rs talks to one server, and keys served by "
-            "other nodes answer MOVED. Use a standalone primary.",
+            "Cluster mode is on, and this URL names one node: keys served by other nodes "
+            "answer MOVED. Use a redis+cluster:// URL naming the cluster's nodes.",
         )
     report.replication = rep
 
@@ -602,8 +609,20 @@ def run(
     takes every ``PyCacheHandler.from_url`` option; ``ValueError`` for a bad one."""
     # A diagnostic reads the server itself, never a client-side copy, and
     # answers promptly rather than waiting out an outage for 30 s.
+    from madsci_cache_rs import doctor_cluster
+
     handler = PyCacheHandler.from_url(url, client_cache=False, retry_window=wait)
     try:
+        if doctor_cluster.is_cluster_url(url):
+            whole = doctor_cluster.examine_cluster(
+                url, handler, pings=pings, max_keys=max_keys, wait=wait
+            )
+            text = (
+                doctor_cluster.cluster_json(whole)
+                if as_json
+                else doctor_cluster.render_cluster(whole)
+            )
+            return whole.exit_status, text
         report = examine(handler, pings=pings, max_keys=max_keys)
     except CacheError as exc:
         status, what = _classify(exc)

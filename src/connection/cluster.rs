@@ -21,12 +21,18 @@
 //! Writes need nothing more: their once-form's record key lives on their
 //! key's slot (`once.rs`), so a write re-sent to a new primary is settled
 //! there as on one server.
+//!
+//! With `client_cache`, each attempt on a node goes through that node's
+//! tracking connection when it is free, and every topology change this
+//! file hears of empties the cache (`cluster_cache.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::client_cache::Request;
+use super::cluster_cache::ClusterCache;
 use super::cluster_slots::{batch_slot, nothing_applied, redirect_in, Node, Redirect, SlotMap};
 use super::config::{node_list, Addr, Config};
 use super::fork::PerProcess;
@@ -52,6 +58,8 @@ pub struct ClusterClient {
     template: Config,
     seeds: Vec<Node>,
     policy: RetryPolicy,
+    /// The client-side cache is on (`cluster_cache.rs`).
+    cached: bool,
     /// A forked child starts with no map and no pools of its parent's:
     /// a lock a vanished thread held must not be inherited (`fork.rs`).
     state: PerProcess<State>,
@@ -66,6 +74,8 @@ struct State {
     refreshing: Mutex<()>,
     /// Spreads keyless commands, and map reads, over the nodes.
     turn: AtomicUsize,
+    /// The client-side cache, when it is on.
+    cache: ClusterCache,
 }
 
 impl Default for State {
@@ -76,6 +86,7 @@ impl Default for State {
             stale: AtomicBool::new(true),
             refreshing: Mutex::default(),
             turn: AtomicUsize::new(0),
+            cache: ClusterCache::default(),
         }
     }
 }
@@ -100,8 +111,27 @@ impl ClusterClient {
             template: cfg,
             seeds,
             policy,
+            cached: false,
             state: PerProcess::default(),
         }
+    }
+
+    /// With the client-side cache on (`cluster_cache.rs`).
+    pub fn with_client_cache(self, on: bool) -> ClusterClient {
+        ClusterClient { cached: on, ..self }
+    }
+
+    /// The cache, when it is on.
+    fn cache(&self) -> Option<&ClusterCache> {
+        self.cached.then(|| &self.state().cache)
+    }
+
+    /// The primary of `slot` as the map says, and its pool.
+    fn owner(&self, slot: u16) -> Option<(Node, Arc<Client>)> {
+        let mut routing = self.state().routing.lock();
+        let node = routing.map.node(slot)?.clone();
+        let pool = self.pool(&mut routing, &node);
+        Some((node, pool))
     }
 
     fn state(&self) -> &State {
@@ -213,6 +243,9 @@ impl ClusterClient {
                     routing.suspects.remove(&node);
                     if routing.map != map {
                         log::debug!(target: LOG, "cluster {}: slot map from {}: {} primaries, {} slots served", node_list(&self.seeds), pool.address(), map.nodes().len(), map.covered());
+                        if let Some(cache) = self.cache() {
+                            cache.topology_changed("the slot map changed");
+                        }
                     }
                     routing.map = map;
                     return;
@@ -232,6 +265,11 @@ impl ClusterClient {
         policy: &RetryPolicy,
         what: Describe<'_>,
     ) -> Result<Vec<Reply>, CacheError> {
+        // The batch as the client-side cache reads it, when it is on.
+        let requests: Vec<Request<'_>> = match self.cached {
+            true => cmds.iter().map(Request::parse).collect(),
+            false => Vec::new(),
+        };
         let resend = batch_resend(cmds);
         let slot = batch_slot(cmds);
         let state = self.state();
@@ -261,22 +299,31 @@ impl ClusterClient {
                     (node, pool, false)
                 }
             };
+            let attempt = |batch: &[Cmd]| match self.cache() {
+                // After ASK the node does not serve the slot yet: what it
+                // answers is not kept.
+                Some(cache) => cache.attempt(&node, &pool, batch, &requests, resend, !asking, what),
+                None => pool.attempt(batch, resend, what),
+            };
             let result = if asking {
                 let batch: Vec<Cmd> = std::iter::once(Cmd::new("ASKING"))
                     .chain(cmds.iter().cloned())
                     .collect();
-                pool.attempt(&batch, resend, what).map(|mut replies| {
+                attempt(&batch).map(|mut replies| {
                     replies.remove(0);
                     replies
                 })
             } else {
-                pool.attempt(cmds, resend, what)
+                attempt(cmds)
             };
             let setback = match result {
                 Ok(replies) => {
                     pool.back_up();
                     match redirect_in(&replies, &node.0) {
                         Some(redirect) if nothing_applied(cmds, &replies) => {
+                            if let Some(cache) = self.cache() {
+                                cache.topology_changed("a slot moved");
+                            }
                             redirects += 1;
                             if redirects <= MAX_REDIRECTS {
                                 match redirect {
@@ -323,6 +370,13 @@ impl Transport for ClusterClient {
     /// With `wait_replicas`, a batch that writes carries a `WAIT` for the
     /// replicas of the primary it lands on, in the same round trip.
     fn pipeline(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
+        if let (Some(cache), [cmd]) = (self.cache(), cmds) {
+            let request = Request::parse(cmd);
+            let owner = batch_slot(cmds).and_then(|slot| self.owner(slot));
+            if let Some(reply) = cache.serve(&request, owner) {
+                return Ok(vec![reply]);
+            }
+        }
         match with_wait(&self.template, cmds) {
             Some(batch) => {
                 let replies = self.send(&batch, &self.policy, what)?;
@@ -350,6 +404,9 @@ impl Transport for ClusterClient {
     }
 
     fn close(&self) {
+        if let Some(cache) = self.cache() {
+            cache.close();
+        }
         let pools: Vec<Arc<Client>> = self
             .state()
             .routing
@@ -379,6 +436,20 @@ impl Transport for ClusterClient {
     /// seed that answers (classic Pub/Sub reaches every node).
     fn server_config(&self) -> Option<&Config> {
         Some(&self.template)
+    }
+
+    fn client_cache_hits(&self) -> Option<u64> {
+        self.cache().map(ClusterCache::hits)
+    }
+
+    fn client_cache_usage(&self) -> Option<usize> {
+        self.cache().map(ClusterCache::usage)
+    }
+
+    fn client_cache_clear(&self) {
+        if let Some(cache) = self.cache() {
+            cache.clear();
+        }
     }
 }
 

@@ -206,3 +206,55 @@ fn nodes_that_keep_redirecting_are_waited_out_then_reported() {
     assert!(matches!(err, CacheError::Connection { .. }), "{err}");
     assert!(err.to_string().contains("kept redirecting"), "{err}");
 }
+
+/// The client-side cache against fake nodes: A serves every slot, tracks
+/// (accepts `HELLO 3` and `CLIENT TRACKING`) and answers `GET k`; a `GET j`
+/// it redirects to B with `MOVED`.
+#[test]
+fn the_client_cache_keeps_tracked_reads_and_a_moved_empties_it() {
+    let b = FakeNode::start(|cmd| match cmd[0].as_str() {
+        "HELLO" | "CLIENT" => Some(b"+OK\r\n".to_vec()),
+        "PTTL" => Some(b":-1\r\n".to_vec()),
+        _ => Some(b"$1\r\nw\r\n".to_vec()),
+    });
+    let b_port = b.port;
+    let a_port = Arc::new(StdMutex::new(0u16));
+    let own = a_port.clone();
+    let a = FakeNode::start(
+        move |cmd| match (cmd[0].as_str(), cmd.get(1).map(String::as_str)) {
+            ("HELLO" | "CLIENT", _) => Some(b"+OK\r\n".to_vec()),
+            ("CLUSTER", _) => Some(all_slots_on(*own.lock().unwrap())),
+            ("PTTL", _) => Some(b":-1\r\n".to_vec()),
+            (_, Some("j")) => {
+                Some(format!("-MOVED {} 127.0.0.1:{b_port}\r\n", slot(b"j")).into_bytes())
+            }
+            _ => Some(b"$1\r\nv\r\n".to_vec()),
+        },
+    );
+    *a_port.lock().unwrap() = a.port;
+    let c = cluster(&[a.port], DEFAULT_WINDOW).with_client_cache(true);
+    let gets = |node: &FakeNode, key: &str| {
+        let wanted = format!("GET {key}");
+        node.seen().iter().filter(|c| **c == wanted).count()
+    };
+    assert_eq!(get(&c).unwrap(), Reply::Bulk(b"v".to_vec()));
+    assert_eq!(get(&c).unwrap(), Reply::Bulk(b"v".to_vec()));
+    assert_eq!(gets(&a, "k"), 1, "the second read came from memory");
+    assert_eq!(c.client_cache_hits(), Some(1));
+    // The read was sent on A's tracking connection, set up first.
+    let seen = a.seen();
+    let hello = seen
+        .iter()
+        .position(|c| c == "HELLO 3")
+        .expect("tracking set up");
+    assert!(seen[hello + 1].starts_with("CLIENT TRACKING"));
+    assert!(hello < seen.iter().position(|c| c == "GET k").unwrap());
+
+    let j = c.call(Cmd::new("GET").arg("j"), &|| "GET \"j\"".into());
+    assert_eq!(j.unwrap(), Reply::Bulk(b"w".to_vec()));
+    assert_eq!(gets(&b, "j"), 1);
+    // The MOVED emptied the cache: k is asked for again.
+    assert_eq!(get(&c).unwrap(), Reply::Bulk(b"v".to_vec()));
+    assert_eq!(gets(&a, "k"), 2);
+    assert_eq!(c.client_cache_hits(), Some(1));
+}

@@ -7,6 +7,7 @@
 
 pub mod client_cache;
 pub mod cluster;
+pub mod cluster_cache;
 pub mod cluster_slots;
 pub mod config;
 pub mod conn;
@@ -23,6 +24,7 @@ pub mod retry;
 pub mod sentinel;
 pub mod spin;
 pub mod tls;
+pub mod tracker;
 pub mod tracking;
 pub mod transport;
 

@@ -340,15 +340,19 @@ impl Client {
                 }
             }
             Err(e) if interrupt::is_interrupted(&e) => Err(Stop::Fatal(CacheError::Interrupted)),
-            Err(e) => {
-                self.lost.store(true, Ordering::Relaxed);
-                Err(Stop::Retry(Setback {
-                    failure: Failure::Lost,
-                    cause: explain(&e, self.cfg.command_timeout, "the reply"),
-                    reply_timed_out: timed_out(&e),
-                }))
-            }
+            Err(e) => Err(self.reply_lost(&e)),
         }
+    }
+
+    /// An attempt whose reply did not come (the connection broke or timed
+    /// out): the command may have run.
+    pub(super) fn reply_lost(&self, e: &io::Error) -> Stop {
+        self.lost.store(true, Ordering::Relaxed);
+        Stop::Retry(Setback {
+            failure: Failure::Lost,
+            cause: explain(e, self.cfg.command_timeout, "the reply"),
+            reply_timed_out: timed_out(e),
+        })
     }
 
     /// Sleep before the next attempt, or say why the call gives up.

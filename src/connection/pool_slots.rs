@@ -180,6 +180,13 @@ impl Client {
         now
     }
 
+    /// The primary switches heard so far (0 but behind Sentinel): a
+    /// connection kept outside the pool (the client-side cache's) is closed
+    /// when it changes.
+    pub(in super::super) fn switch_epoch(&self) -> u64 {
+        self.primary_epoch(self.local.current())
+    }
+
     fn max_open(&self) -> usize {
         self.cfg.max_connections.unwrap_or(usize::MAX)
     }

@@ -23,6 +23,7 @@ const ALLOWED: &[(&str, bool)] = &[
     ("DBSIZE", false),
     ("ROLE", false),
     ("LASTSAVE", false),
+    ("CLUSTER", false),
     ("SCAN", false),
     ("TYPE", true),
     ("PTTL", true),
@@ -34,6 +35,9 @@ const ALLOWED: &[(&str, bool)] = &[
     ("HLEN", true),
     ("LLEN", true),
 ];
+
+/// The `CLUSTER` subcommands that only read the topology.
+const CLUSTER_READS: &[&str] = &["SLOTS", "SHARDS", "INFO", "NODES", "MYID"];
 
 /// `args` (name first) as a command safe to send again after a lost reply,
 /// and what error messages call it (`GET "k"`, `CONFIG GET`); or why it is
@@ -57,9 +61,27 @@ pub fn diagnostic_cmd(args: &[Vec<u8>]) -> Result<(Cmd, String), String> {
     if name == "CONFIG" && !rest.first().is_some_and(|s| s.eq_ignore_ascii_case(b"GET")) {
         return Err("_command() sends only CONFIG GET of the CONFIG subcommands".into());
     }
+    // Most CLUSTER subcommands change the topology (FAILOVER, SETSLOT ...).
+    let reads_topology = |sub: &[u8]| {
+        CLUSTER_READS
+            .iter()
+            .any(|r| sub.eq_ignore_ascii_case(r.as_bytes()))
+    };
+    if name == "CLUSTER" && !rest.first().is_some_and(|s| reads_topology(s)) {
+        return Err(format!(
+            "_command() sends only these CLUSTER subcommands: {}",
+            CLUSTER_READS.join(", ")
+        ));
+    }
     let what = match rest.first() {
         Some(key) if keyed => crate::connection::describe(name, key),
         Some(_) if name == "CONFIG" => "CONFIG GET".into(),
+        Some(sub) if name == "CLUSTER" => {
+            format!(
+                "CLUSTER {}",
+                String::from_utf8_lossy(sub).to_ascii_uppercase()
+            )
+        }
         _ => name.into(),
     };
     let cmd = rest.iter().fold(Cmd::new(name), |cmd, a| cmd.arg(a));
@@ -125,6 +147,8 @@ mod tests {
         assert_eq!(cmd.name(), "CONFIG");
         assert_eq!(what, "CONFIG GET");
         assert_eq!(diagnostic_cmd(&args(&["INFO"])).unwrap().1, "INFO");
+        let (cmd, what) = diagnostic_cmd(&args(&["cluster", "slots"])).unwrap();
+        assert_eq!((cmd.name(), what.as_str()), ("CLUSTER", "CLUSTER SLOTS"));
     }
 
     #[test]
@@ -137,6 +161,10 @@ mod tests {
             &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"],
             &["CONFIG", "RESETSTAT"],
             &["CONFIG"],
+            &["CLUSTER", "FAILOVER"],
+            &["CLUSTER", "SETSLOT", "1", "NODE", "id"],
+            &["CLUSTER", "RESET"],
+            &["CLUSTER"],
             &["SHUTDOWN"],
             &[],
         ] {

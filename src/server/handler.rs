@@ -35,29 +35,16 @@ impl PyCacheHandler {
         if let Some(window) = cfg.retry_window {
             policy.window = window;
         }
-        if matches!(cfg.addr, Addr::Cluster(_)) {
-            // The client-side cache tracks one server's keys; per node it
-            // is not built yet. Asked for outright, that is an error; asked
-            // for by the environment (for every handler), a warning.
-            if cfg.client_cache == Some(true) {
-                return Err(PyValueError::new_err(
-                    "client_cache=True is not supported on a Cluster (redis+cluster://) yet: \
-                     leave it off for this handler",
-                ));
-            }
-            if let Some(problem) = cfg.wait_problem(false) {
-                return Err(PyValueError::new_err(problem));
-            }
-            if cfg.wants_client_cache()? {
-                log::warn!(target: "madsci_cache_rs", "the client-side cache (MADSCI_CACHE_RS_CLIENT_CACHE) is not supported on a Cluster yet: {} runs without it", cfg.redacted_url());
-            }
-            return Ok(PyCacheHandler {
-                client: Arc::new(ClusterClient::new(cfg, policy)),
-            });
-        }
         let cached = cfg.wants_client_cache()?;
         if let Some(problem) = cfg.wait_problem(cached) {
             return Err(PyValueError::new_err(problem));
+        }
+        if matches!(cfg.addr, Addr::Cluster(_)) {
+            // The client-side cache tracks keys per primary there.
+            let cluster = ClusterClient::new(cfg, policy).with_client_cache(cached);
+            return Ok(PyCacheHandler {
+                client: Arc::new(cluster),
+            });
         }
         let pool = Client::new(cfg, policy);
         let client: Arc<dyn Transport> = if cached {
