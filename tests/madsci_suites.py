@@ -174,8 +174,10 @@ def pytest_sessionfinish(session):
             instance = cls()
             built = type(instance)
             name = f"{cls.__module__}.{cls.__qualname__}"
+            url = getattr(instance, "url", None)  # a server handler's: where it is
+            where = f" on {url.split('://', 1)[0]}" if isinstance(url, str) else ""
             cached = " (client cache)" if getattr(instance, "client_cache", False) else ""
-            out.write(f"{name} -> {built.__module__}.{built.__qualname__}{cached}")
+            out.write(f"{name} -> {built.__module__}.{built.__qualname__}{where}{cached}")
 '''
 
 
@@ -223,14 +225,26 @@ RUNS: dict[str, tuple[list[str], str]] = {
     "strict": (["-p", PLUGIN, "--madsci-cache=strict"], f"{_STRICT} -> {_STRICT}"),
     "server": (
         ["-p", PLUGIN, "--madsci-cache=server"],
-        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler",
+        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler on redis",
     ),
     # The same with the opt-in client-side cache on every handler built.
     "server-cached": (
         ["-p", PLUGIN, "--madsci-cache=server"],
-        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler (client cache)",
+        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler on redis (client cache)",
+    ),
+    "cluster": (
+        ["-p", PLUGIN, "--madsci-cache=cluster"],
+        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler on redis+cluster",
+    ),
+    "sentinel": (
+        ["-p", PLUGIN, "--madsci-cache=sentinel"],
+        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler on redis+sentinel",
     ),
 }
+
+#: the runs whose handlers live on a private server or topology: the plugin
+#: must report the tests' commands there.
+SERVER_RUNS = {"server", "server-cached", "cluster", "sentinel"}
 
 #: environment for a run, beyond the caller's.
 RUN_ENV: dict[str, dict[str, str]] = {"server-cached": {"MADSCI_CACHE_RS_CLIENT_CACHE": "1"}}
@@ -266,15 +280,15 @@ def run(workdir: Path, roots: dict[str, Path], label: str, extra: list[str]) -> 
             raise SystemExit(f"{label} run of {dist} used InMemoryCacheHandler from {holder}")
         tail = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
         print("   " + (tail[0] if tail else proc.stderr[-500:]), flush=True)
-        if label.startswith("server"):
+        if label in SERVER_RUNS:
             # The plugin reports what the private server did; a server run whose
             # server saw no traffic ran in memory after all.
             found = re.search(r"madsci-cache-rs: (\d+) commands ran", proc.stdout)
             if not found or int(found.group(1)) < len(files):
                 raise SystemExit(
-                    f"server run of {dist}: no traffic on the server\n{proc.stdout[-2000:]}"
+                    f"{label} run of {dist}: no traffic on the server\n{proc.stdout[-2000:]}"
                 )
-            print(f"   ({found.group(1)} commands on the private server)", flush=True)
+            print(f"   ({found.group(1)} commands on the private {label})", flush=True)
         if not report.exists():
             raise SystemExit(
                 f"pytest wrote no report for {dist}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
