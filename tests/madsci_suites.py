@@ -1,11 +1,16 @@
 """Acceptance: madsci 0.8.1's own test suites, on madsci's classes and on ours.
 
 Downloads madsci's sdists with pip (they ship their tests) and runs the test
-files that build madsci's cache classes five times: as they are (``madsci``),
+files that build madsci's cache classes seven times: as they are (``madsci``),
 then under ``-p madsci_cache_rs.pytest_plugin`` with madsci's
 ``InMemoryCacheHandler()`` giving our in-memory handler (``ours``), our strict
-one (``strict``), a ``PyCacheHandler`` on a private Valkey (``server``), and
-the same with the opt-in client-side cache (``server-cached``).
+one (``strict``), a ``PyCacheHandler`` on a private Valkey (``server``), the
+same with the opt-in client-side cache (``server-cached``), on a private
+3-master Valkey Cluster (``cluster``, a ``redis+cluster://`` URL) and behind a
+private Sentinel group (``sentinel``, a ``redis+sentinel://`` URL).
+Each run must show it used the handler it claims (a probe records what
+madsci's name built, with the URL's scheme) and, on a server, that the
+primaries ran the tests' commands (the plugin's summary line).
 It fails unless every test that passes with madsci's classes passes in every
 other run (no new failures, no new skips), except the tests listed in
 ``EXPECTED_DIFFERENCES`` with the reason.
@@ -23,7 +28,9 @@ Set-up quirks handled here (the sdists lack madsci's repository-root conftest):
 * madsci's few real-server tests start ``testcontainers.redis.RedisContainer``
   (Docker): when testcontainers is absent, a stand-in starts a private
   valkey (``madsci_cache_rs.testing.PrivateServer``) instead, so they run
-  rather than skip;
+  rather than skip; in the server runs it also sets ``MADSCI_CACHE_RS_URL``
+  to the run's server, cluster or Sentinel group, so our
+  ``PyCacheHandler.from_settings(host, port)`` in those tests lands there;
 * ``HOME`` is a private directory: madsci writes logs under ``~/.madsci``.
 """
 
@@ -36,6 +43,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -134,18 +142,36 @@ except ImportError:
     _redis = types.ModuleType("testcontainers.redis")
 
     class RedisContainer:
-        """Stand-in for testcontainers' Redis container: a private valkey."""
+        """Stand-in for testcontainers' Redis container: a private valkey.
+
+        madsci's real-server tests connect by host and port
+        (``PyCacheHandler.from_settings``); in a server mode of our plugin
+        ``MADSCI_CACHE_RS_URL`` sends our ``from_settings`` to the run's own
+        server, cluster or Sentinel group instead, while the container is up."""
 
         def __init__(self, image="redis:7", **_kwargs):
             self._server = None
+            self._url_before = False  # MADSCI_CACHE_RS_URL untouched
 
         def __enter__(self):
             from madsci_cache_rs.testing import PrivateServer
 
             self._server = PrivateServer().start()
+            try:
+                from madsci_cache_rs.pytest_plugin import session_server
+            except ImportError:
+                return self
+            topology = session_server()
+            if topology is not None:
+                self._url_before = os.environ.get("MADSCI_CACHE_RS_URL")
+                os.environ["MADSCI_CACHE_RS_URL"] = topology.url
             return self
 
         def __exit__(self, *exc):
+            if self._url_before is None:
+                os.environ.pop("MADSCI_CACHE_RS_URL", None)
+            elif self._url_before is not False:
+                os.environ["MADSCI_CACHE_RS_URL"] = self._url_before
             self._server.close()
 
         def get_container_host_ip(self):
@@ -257,6 +283,7 @@ def run(workdir: Path, roots: dict[str, Path], label: str, extra: list[str]) -> 
     env = dict(os.environ)
     env.pop("MADSCI_CACHE_RS", None)
     env.pop("MADSCI_CACHE_RS_CLIENT_CACHE", None)
+    env.pop("MADSCI_CACHE_RS_URL", None)
     env.update(RUN_ENV.get(label, {}))
     env["HOME"] = tempfile.mkdtemp(prefix=f"home-{label}-", dir=workdir)
     for dist, files in SUITES.items():
@@ -288,7 +315,7 @@ def run(workdir: Path, roots: dict[str, Path], label: str, extra: list[str]) -> 
                 raise SystemExit(
                     f"{label} run of {dist}: no traffic on the server\n{proc.stdout[-2000:]}"
                 )
-            print(f"   ({found.group(1)} commands on the private {label})", flush=True)
+            print(f"   ({found.group(1)} data commands reached the primaries)", flush=True)
         if not report.exists():
             raise SystemExit(
                 f"pytest wrote no report for {dist}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -345,13 +372,17 @@ def main() -> int:
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="madsci-suites-"))
     workdir.mkdir(parents=True, exist_ok=True)
     roots = fetch(workdir.resolve())
-    results = {label: run(workdir.resolve(), roots, label, opts.pytest_args) for label in labels}
+    results, took = {}, {}
+    for label in labels:
+        started = time.monotonic()
+        results[label] = run(workdir.resolve(), roots, label, opts.pytest_args)
+        took[label] = time.monotonic() - started
     theirs = results["madsci"]
     problems = []
     if not any(o == "passed" for o in theirs.values()):
         problems.append("madsci's own run passed nothing: the set-up is broken")
     for label, outcomes in results.items():
-        print(f"{label + ':':8} {summary(outcomes)}")
+        print(f"{label + ':':14} {summary(outcomes)} ({took[label]:.0f} s)")
         if label != "madsci":
             problems += compare(theirs, outcomes, label, EXPECTED_DIFFERENCES.get(label, {}))
     for line in problems:

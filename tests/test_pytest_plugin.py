@@ -79,7 +79,8 @@ MODE_TESTS = textwrap.dedent(
     def test_second_starts_empty():
         # Built with a client, a server mode's handler leaves the data alone:
         # it is gone because each test starts on emptied primaries.
-        handler = InMemoryCacheHandler(client=object()) if MODE in SCHEMES else InMemoryCacheHandler()
+        client = object() if MODE in SCHEMES else None
+        handler = InMemoryCacheHandler(client=client)
         assert handler.get("n") is None
         assert [handler.get(f"k{i}") for i in range(6)] == [None] * 6
         assert handler.create_dict("state").to_dict() == {}

@@ -137,6 +137,13 @@ def pytest_configure(config: pytest.Config) -> None:
     _activate(config)
 
 
+def session_server() -> Topology | None:
+    """The private server, cluster or Sentinel group madsci's
+    ``InMemoryCacheHandler()`` builds on in this session (``.url``), or ``None``
+    outside the server modes; a conftest can point other clients at it."""
+    return _server if _mode in _TOPOLOGIES else None
+
+
 def pytest_report_header(config: pytest.Config) -> str | None:
     if _mode is None:
         return None
