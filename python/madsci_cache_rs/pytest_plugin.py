@@ -23,7 +23,9 @@ What madsci's ``InMemoryCacheHandler()`` gives, chosen with
   at its ``redis+sentinel://`` URL, the primary emptied.
 
 In the last three the run ends with the number of data commands the primaries
-ran (summed over a cluster's), the proof that the tests' traffic reached them.
+ran (summed over a cluster's), the proof that the tests' traffic reached them;
+``session_server()`` gives the server, cluster or group (``.url``) to a conftest
+that wants other clients there too.
 
 Fixtures: ``madsci_cache_handler`` / ``madsci_strict_cache_handler`` (in-memory
 handlers), and for a madsci user's own tests on a real server
@@ -100,8 +102,9 @@ def _asked_mode(config: pytest.Config) -> str | None:
     return "memory" if PLUGIN_NAME in requested else None
 
 
-def _session_server(mode: str = "server") -> Any:
-    """The session's private server (``server``), cluster or Sentinel group."""
+def _start_session_server(mode: str = "server") -> Any:
+    """The session's private server (``server``), cluster or Sentinel group,
+    started at the first call."""
     global _server
     if _server is None:
         try:
@@ -121,7 +124,7 @@ def _activate(config: pytest.Config) -> None:
     if mode == "strict":
         install(StrictInMemoryCacheHandler)
     elif mode in _TOPOLOGIES:
-        install(server_backed(_session_server(mode)))
+        install(server_backed(_start_session_server(mode)))
     else:
         install()
     _mode = mode
@@ -213,7 +216,7 @@ def madsci_cache_server() -> Iterator[Any]:
     (``madsci_cache_rs.testing.PrivateServer``: ``.host``, ``.port``, ``.url``);
     skips when no server binary is installed."""
     if _mode == "server":
-        yield _session_server()
+        yield _start_session_server()
         return
     try:
         server = PrivateServer()
