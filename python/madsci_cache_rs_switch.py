@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 ENV_FLAG = "MADSCI_CACHE_RS"
 # The pytest plugin's modes turn the switch on too; which in-memory handler
 # a mode means is decided by the plugin when pytest runs.
-_ON = {"1", "true", "yes", "on", "memory", "strict", "server"}
+_ON = {"1", "true", "yes", "on", "memory", "strict", "server", "cluster", "sentinel"}
 _OFF = {"", "0", "false", "no", "off"}
 
 

@@ -1,11 +1,16 @@
 """Acceptance: madsci 0.8.1's own test suites, on madsci's classes and on ours.
 
 Downloads madsci's sdists with pip (they ship their tests) and runs the test
-files that build madsci's cache classes five times: as they are (``madsci``),
+files that build madsci's cache classes seven times: as they are (``madsci``),
 then under ``-p madsci_cache_rs.pytest_plugin`` with madsci's
 ``InMemoryCacheHandler()`` giving our in-memory handler (``ours``), our strict
-one (``strict``), a ``PyCacheHandler`` on a private Valkey (``server``), and
-the same with the opt-in client-side cache (``server-cached``).
+one (``strict``), a ``PyCacheHandler`` on a private Valkey (``server``), the
+same with the opt-in client-side cache (``server-cached``), on a private
+3-master Valkey Cluster (``cluster``, a ``redis+cluster://`` URL) and behind a
+private Sentinel group (``sentinel``, a ``redis+sentinel://`` URL).
+Each run must show it used the handler it claims (a probe records what
+madsci's name built, with the URL's scheme) and, on a server, that the
+primaries ran the tests' commands (the plugin's summary line).
 It fails unless every test that passes with madsci's classes passes in every
 other run (no new failures, no new skips), except the tests listed in
 ``EXPECTED_DIFFERENCES`` with the reason.
@@ -23,7 +28,9 @@ Set-up quirks handled here (the sdists lack madsci's repository-root conftest):
 * madsci's few real-server tests start ``testcontainers.redis.RedisContainer``
   (Docker): when testcontainers is absent, a stand-in starts a private
   valkey (``madsci_cache_rs.testing.PrivateServer``) instead, so they run
-  rather than skip;
+  rather than skip; in the server runs it also sets ``MADSCI_CACHE_RS_URL``
+  to the run's server, cluster or Sentinel group, so our
+  ``PyCacheHandler.from_settings(host, port)`` in those tests lands there;
 * ``HOME`` is a private directory: madsci writes logs under ``~/.madsci``.
 """
 
@@ -36,6 +43,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -134,18 +142,36 @@ except ImportError:
     _redis = types.ModuleType("testcontainers.redis")
 
     class RedisContainer:
-        """Stand-in for testcontainers' Redis container: a private valkey."""
+        """Stand-in for testcontainers' Redis container: a private valkey.
+
+        madsci's real-server tests connect by host and port
+        (``PyCacheHandler.from_settings``); in a server mode of our plugin
+        ``MADSCI_CACHE_RS_URL`` sends our ``from_settings`` to the run's own
+        server, cluster or Sentinel group instead, while the container is up."""
 
         def __init__(self, image="redis:7", **_kwargs):
             self._server = None
+            self._url_before = False  # MADSCI_CACHE_RS_URL untouched
 
         def __enter__(self):
             from madsci_cache_rs.testing import PrivateServer
 
             self._server = PrivateServer().start()
+            try:
+                from madsci_cache_rs.pytest_plugin import session_server
+            except ImportError:
+                return self
+            topology = session_server()
+            if topology is not None:
+                self._url_before = os.environ.get("MADSCI_CACHE_RS_URL")
+                os.environ["MADSCI_CACHE_RS_URL"] = topology.url
             return self
 
         def __exit__(self, *exc):
+            if self._url_before is None:
+                os.environ.pop("MADSCI_CACHE_RS_URL", None)
+            elif self._url_before is not False:
+                os.environ["MADSCI_CACHE_RS_URL"] = self._url_before
             self._server.close()
 
         def get_container_host_ip(self):
@@ -174,8 +200,10 @@ def pytest_sessionfinish(session):
             instance = cls()
             built = type(instance)
             name = f"{cls.__module__}.{cls.__qualname__}"
+            url = getattr(instance, "url", None)  # a server handler's: where it is
+            where = f" on {url.split('://', 1)[0]}" if isinstance(url, str) else ""
             cached = " (client cache)" if getattr(instance, "client_cache", False) else ""
-            out.write(f"{name} -> {built.__module__}.{built.__qualname__}{cached}")
+            out.write(f"{name} -> {built.__module__}.{built.__qualname__}{where}{cached}")
 '''
 
 
@@ -223,14 +251,26 @@ RUNS: dict[str, tuple[list[str], str]] = {
     "strict": (["-p", PLUGIN, "--madsci-cache=strict"], f"{_STRICT} -> {_STRICT}"),
     "server": (
         ["-p", PLUGIN, "--madsci-cache=server"],
-        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler",
+        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler on redis",
     ),
     # The same with the opt-in client-side cache on every handler built.
     "server-cached": (
         ["-p", PLUGIN, "--madsci-cache=server"],
-        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler (client cache)",
+        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler on redis (client cache)",
+    ),
+    "cluster": (
+        ["-p", PLUGIN, "--madsci-cache=cluster"],
+        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler on redis+cluster",
+    ),
+    "sentinel": (
+        ["-p", PLUGIN, "--madsci-cache=sentinel"],
+        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler on redis+sentinel",
     ),
 }
+
+#: the runs whose handlers live on a private server or topology: the plugin
+#: must report the tests' commands there.
+SERVER_RUNS = {"server", "server-cached", "cluster", "sentinel"}
 
 #: environment for a run, beyond the caller's.
 RUN_ENV: dict[str, dict[str, str]] = {"server-cached": {"MADSCI_CACHE_RS_CLIENT_CACHE": "1"}}
@@ -243,6 +283,7 @@ def run(workdir: Path, roots: dict[str, Path], label: str, extra: list[str]) -> 
     env = dict(os.environ)
     env.pop("MADSCI_CACHE_RS", None)
     env.pop("MADSCI_CACHE_RS_CLIENT_CACHE", None)
+    env.pop("MADSCI_CACHE_RS_URL", None)
     env.update(RUN_ENV.get(label, {}))
     env["HOME"] = tempfile.mkdtemp(prefix=f"home-{label}-", dir=workdir)
     for dist, files in SUITES.items():
@@ -266,15 +307,15 @@ def run(workdir: Path, roots: dict[str, Path], label: str, extra: list[str]) -> 
             raise SystemExit(f"{label} run of {dist} used InMemoryCacheHandler from {holder}")
         tail = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
         print("   " + (tail[0] if tail else proc.stderr[-500:]), flush=True)
-        if label.startswith("server"):
+        if label in SERVER_RUNS:
             # The plugin reports what the private server did; a server run whose
             # server saw no traffic ran in memory after all.
             found = re.search(r"madsci-cache-rs: (\d+) commands ran", proc.stdout)
             if not found or int(found.group(1)) < len(files):
                 raise SystemExit(
-                    f"server run of {dist}: no traffic on the server\n{proc.stdout[-2000:]}"
+                    f"{label} run of {dist}: no traffic on the server\n{proc.stdout[-2000:]}"
                 )
-            print(f"   ({found.group(1)} commands on the private server)", flush=True)
+            print(f"   ({found.group(1)} data commands reached the primaries)", flush=True)
         if not report.exists():
             raise SystemExit(
                 f"pytest wrote no report for {dist}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -331,13 +372,17 @@ def main() -> int:
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="madsci-suites-"))
     workdir.mkdir(parents=True, exist_ok=True)
     roots = fetch(workdir.resolve())
-    results = {label: run(workdir.resolve(), roots, label, opts.pytest_args) for label in labels}
+    results, took = {}, {}
+    for label in labels:
+        started = time.monotonic()
+        results[label] = run(workdir.resolve(), roots, label, opts.pytest_args)
+        took[label] = time.monotonic() - started
     theirs = results["madsci"]
     problems = []
     if not any(o == "passed" for o in theirs.values()):
         problems.append("madsci's own run passed nothing: the set-up is broken")
     for label, outcomes in results.items():
-        print(f"{label + ':':8} {summary(outcomes)}")
+        print(f"{label + ':':14} {summary(outcomes)} ({took[label]:.0f} s)")
         if label != "madsci":
             problems += compare(theirs, outcomes, label, EXPECTED_DIFFERENCES.get(label, {}))
     for line in problems:

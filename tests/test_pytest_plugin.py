@@ -49,6 +49,8 @@ MODE_TESTS = textwrap.dedent(
     import madsci_cache_rs
 
     MODE = os.environ["EXPECTED_MODE"]
+    # Where each server mode's handlers are.
+    SCHEMES = {"server": "redis://", "cluster": "redis+cluster://", "sentinel": "redis+sentinel://"}
 
 
     def test_first_writes():
@@ -60,19 +62,27 @@ MODE_TESTS = textwrap.dedent(
             assert d["t"] == (1, 2)  # stored as given, as madsci does
         else:
             assert d["t"] == [1, 2]  # through JSON, as a server stores it
-        if MODE == "server":
+        if MODE in SCHEMES:
             assert type(handler) is madsci_cache_rs.PyCacheHandler
+            assert handler.url.startswith(SCHEMES[MODE]), handler.url
             assert isinstance(handler, InMemoryCacheHandler)
             # A second handler sees the same server data.
             assert InMemoryCacheHandler(client=object()).create_dict("state")["t"] == [1, 2]
         if MODE == "strict":
             assert handler.strict
         handler.incr("n")
+        # k0..k5 land on each master of a 3-master cluster (slots 449 to 12706).
+        for i in range(6):
+            handler.set(f"k{i}", i)
 
 
     def test_second_starts_empty():
-        handler = InMemoryCacheHandler()
+        # Built with a client, a server mode's handler leaves the data alone:
+        # it is gone because each test starts on emptied primaries.
+        client = object() if MODE in SCHEMES else None
+        handler = InMemoryCacheHandler(client=client)
         assert handler.get("n") is None
+        assert [handler.get(f"k{i}") for i in range(6)] == [None] * 6
         assert handler.create_dict("state").to_dict() == {}
     """
 )
@@ -103,6 +113,9 @@ def _run_modes(tmp_path, env_extra, *args):
         ("strict", {"MADSCI_CACHE_RS": "strict"}, []),
         ("server", {}, ["-p", "madsci_cache_rs.pytest_plugin", "--madsci-cache=server"]),
         ("server", {"MADSCI_CACHE_RS": "server"}, []),
+        ("cluster", {}, ["-p", "madsci_cache_rs.pytest_plugin", "--madsci-cache=cluster"]),
+        ("cluster", {"MADSCI_CACHE_RS": "cluster"}, []),
+        ("sentinel", {}, ["--madsci-cache=sentinel"]),
     ],
 )
 def test_modes_give_madsci_tests_our_handlers(tmp_path, mode, env, args):
@@ -110,10 +123,16 @@ def test_modes_give_madsci_tests_our_handlers(tmp_path, mode, env, args):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
     assert f"installed into madsci, {mode} mode" in result.stdout
-    if mode == "server":
-        # The server saw the tests' writes (HSET, HGET, INCR, ...), not only flushes.
+    if mode in ("server", "cluster", "sentinel"):
+        # The primaries saw the tests' writes (HSET, HGET, INCR, ...), not only
+        # flushes, the set-up, replication or the sentinels' probes.
+        where = {
+            "server": "server",
+            "cluster": "cluster's primaries",
+            "sentinel": "Sentinel group's primary",
+        }[mode]
         found = re.search(
-            r"madsci-cache-rs: (\d+) commands ran on the private server", result.stdout
+            rf"madsci-cache-rs: (\d+) commands ran on the private {where} ", result.stdout
         )
         assert found and int(found.group(1)) >= 5, result.stdout
 

@@ -94,7 +94,7 @@ def test_on_patches_madsci_as_it_is_imported_and_not_before():
     assert "package madsci_cache_rs" in out
 
 
-@pytest.mark.parametrize("flag", ["true", "YES", " on "])
+@pytest.mark.parametrize("flag", ["true", "YES", " on ", "cluster", "sentinel"])
 def test_other_spellings_of_on(flag):
     assert "module madsci_cache_rs" in ok(run(HANDLERS_SEEN, flag))
 

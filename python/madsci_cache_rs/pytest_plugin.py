@@ -16,7 +16,16 @@ What madsci's ``InMemoryCacheHandler()`` gives, chosen with
 * ``server``: a ``PyCacheHandler`` on a private Valkey started for the session
   (on a free loopback port, stopped by PID), emptied before each test and
   whenever a handler is built without a client (madsci's handler clears every
-  registry then).
+  registry then);
+* ``cluster``: the same on a private Valkey Cluster (3 masters, a replica
+  each) at its ``redis+cluster://`` URL, every primary emptied;
+* ``sentinel``: the same behind Sentinel (a primary, a replica, 3 sentinels)
+  at its ``redis+sentinel://`` URL, the primary emptied.
+
+In the last three the run ends with the number of data commands the primaries
+ran (summed over a cluster's), the proof that the tests' traffic reached them;
+``session_server()`` gives the server, cluster or group (``.url``) to a conftest
+that wants other clients there too.
 
 Fixtures: ``madsci_cache_handler`` / ``madsci_strict_cache_handler`` (in-memory
 handlers), and for a madsci user's own tests on a real server
@@ -46,11 +55,26 @@ from madsci_cache_rs.testing import (
 
 PLUGIN_NAME = "madsci_cache_rs.pytest_plugin"
 ENV_FLAG = "MADSCI_CACHE_RS"
-MODES = ("memory", "strict", "server")
+MODES = ("memory", "strict", "server", "cluster", "sentinel")
 _ENV_ON = {"1", "true", "yes", "on"}
 
+Topology = PrivateServer | PrivateCluster | PrivateSentinelGroup
+#: the modes whose handlers live on a private topology started for the session
+_TOPOLOGIES: dict[str, type[Topology]] = {
+    "server": PrivateServer,
+    "cluster": PrivateCluster,
+    "sentinel": PrivateSentinelGroup,
+}
+# What the servers do on their own or for us (set-up, convergence checks,
+# replication, sentinels' probes and hellos, flushes, the handler's handshake
+# and topology discovery): everything else is the tests' traffic.
+_NOT_DATA = {
+    "auth", "client", "cluster", "command", "config", "flushall", "hello", "info", "ping", "psync",
+    "publish", "readonly", "replconf", "role", "select", "subscribe", "sync",
+}  # fmt: skip
+
 _mode: str | None = None  # the active mode, while installed
-_server: PrivateServer | None = None  # the session's private server, once started
+_server: Topology | None = None  # the session's private server or topology, once started
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -78,13 +102,15 @@ def _asked_mode(config: pytest.Config) -> str | None:
     return "memory" if PLUGIN_NAME in requested else None
 
 
-def _session_server() -> PrivateServer:
+def _start_session_server(mode: str = "server") -> Any:
+    """The session's private server (``server``), cluster or Sentinel group,
+    started at the first call."""
     global _server
     if _server is None:
         try:
-            _server = PrivateServer().start()
+            _server = _TOPOLOGIES[mode]().start()
         except ServerUnavailable as exc:
-            raise pytest.UsageError(f"--madsci-cache=server needs a server: {exc}") from exc
+            raise pytest.UsageError(f"--madsci-cache={mode} needs a server: {exc}") from exc
     return _server
 
 
@@ -97,8 +123,8 @@ def _activate(config: pytest.Config) -> None:
         return
     if mode == "strict":
         install(StrictInMemoryCacheHandler)
-    elif mode == "server":
-        install(server_backed(_session_server()))
+    elif mode in _TOPOLOGIES:
+        install(server_backed(_start_session_server(mode)))
     else:
         install()
     _mode = mode
@@ -114,27 +140,48 @@ def pytest_configure(config: pytest.Config) -> None:
     _activate(config)
 
 
+def session_server() -> Topology | None:
+    """The private server, cluster or Sentinel group madsci's
+    ``InMemoryCacheHandler()`` builds on in this session (``.url``), or ``None``
+    outside the server modes; a conftest can point other clients at it."""
+    return _server if _mode in _TOPOLOGIES else None
+
+
 def pytest_report_header(config: pytest.Config) -> str | None:
     if _mode is None:
         return None
-    where = f" on {_server.host}:{_server.port}" if _mode == "server" and _server else ""
+    where = f" at {_server.url}" if _server is not None else ""
     return f"madsci-cache-rs: installed into madsci, {_mode} mode{where}"
 
 
+def _primaries(topology: Topology) -> list[PrivateServer]:
+    """The data nodes that take writes: a cluster's masters, a group's primary."""
+    if isinstance(topology, PrivateCluster):
+        return list(topology.masters())
+    if isinstance(topology, PrivateSentinelGroup):
+        return [topology.primary()]
+    return [topology]
+
+
 def _data_commands(server: PrivateServer) -> int:
-    """Commands the server ran for the tests: all but our own FLUSHALL and INFO."""
+    """Commands the server ran for the tests (commands named in ``_NOT_DATA``,
+    subcommands included, left out)."""
     total = 0
     for name, stats in server.info("commandstats").items():
-        if name not in {"cmdstat_flushall", "cmdstat_info"}:
+        command = name.removeprefix("cmdstat_").split("|", 1)[0]
+        if command not in _NOT_DATA:
             total += int(stats.split("calls=", 1)[1].split(",", 1)[0])
     return total
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _mode == "server" and _server is not None:
+    if _mode in _TOPOLOGIES and _server is not None:
+        primaries = _primaries(_server)
+        where = ", ".join(f"{p.host}:{p.port}" for p in primaries)
+        what = {"cluster": "cluster's primaries", "sentinel": "Sentinel group's primary"}
         terminalreporter.write_line(
-            f"madsci-cache-rs: {_data_commands(_server)} commands ran on the private server "
-            f"{_server.host}:{_server.port}"
+            f"madsci-cache-rs: {sum(map(_data_commands, primaries))} commands ran on the "
+            f"private {what.get(_mode, 'server')} {where}"
         )
 
 
@@ -150,8 +197,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def _madsci_cache_empty_server() -> None:
-    """In server mode every test starts on an empty server."""
-    if _mode == "server" and _server is not None:
+    """In the server modes every test starts on an empty server (every primary)."""
+    if _mode in _TOPOLOGIES and _server is not None:
         _server.flushall()
 
 
@@ -169,7 +216,7 @@ def madsci_cache_server() -> Iterator[Any]:
     (``madsci_cache_rs.testing.PrivateServer``: ``.host``, ``.port``, ``.url``);
     skips when no server binary is installed."""
     if _mode == "server":
-        yield _session_server()
+        yield _start_session_server()
         return
     try:
         server = PrivateServer()

@@ -152,6 +152,10 @@ class PrivateSentinelGroup:
         """The running data nodes that say (``ROLE``) they are replicas."""
         return [n for n in self.nodes if n.running and n.role() == "slave"]
 
+    def flushall(self) -> None:
+        """Empty the primary (its replicas follow)."""
+        self.primary().flushall()
+
     def wait_converged(self, timeout: float = 30.0) -> None:
         """Wait until exactly one running data node is a master, every other
         running one replicates it and is connected, and every running sentinel
