@@ -6,6 +6,7 @@ pub mod errors;
 pub mod gil;
 pub mod inmemory;
 pub mod lease;
+pub mod quorum;
 pub mod logger;
 pub mod server;
 pub mod sync;
