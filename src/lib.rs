@@ -6,8 +6,8 @@ pub mod errors;
 pub mod gil;
 pub mod inmemory;
 pub mod lease;
-pub mod quorum;
 pub mod logger;
+pub mod quorum;
 pub mod server;
 pub mod sync;
 

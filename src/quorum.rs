@@ -177,7 +177,10 @@ mod tests {
     fn granted_as_soon_as_a_quorum_took_it_in_time() {
         use Answer::*;
         let ms = Duration::from_millis;
-        assert_eq!(tally(3, &[Yes]).verdict(LEASE, DRIFT, ms(1)), Verdict::Pending);
+        assert_eq!(
+            tally(3, &[Yes]).verdict(LEASE, DRIFT, ms(1)),
+            Verdict::Pending
+        );
         assert_eq!(
             tally(3, &[Yes, Yes]).verdict(LEASE, DRIFT, ms(1)),
             Verdict::Granted(LEASE - DRIFT - ms(1)),
@@ -227,7 +230,10 @@ mod tests {
             t.verdict(LEASE, DRIFT, slow - Duration::from_millis(1)),
             Verdict::Granted(Duration::from_millis(1))
         );
-        assert_eq!(validity(Duration::from_millis(1), DRIFT, Duration::ZERO), None);
+        assert_eq!(
+            validity(Duration::from_millis(1), DRIFT, Duration::ZERO),
+            None
+        );
     }
 
     #[test]

@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 import pottery
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from helpers import SpawnedWaiter
 from pottery.exceptions import QuorumIsImpossible
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from madsci_cache_rs import (
     CacheConnectionError,
@@ -68,9 +68,7 @@ def raws(masters: list[PrivateServer]) -> Iterator[list[redis.Redis]]:
     """Observers, and the clients pottery is given: without redis-py's
     retries, which only make pottery slow (about 4 s per call on a stopped
     master), not different."""
-    clients = [
-        redis.Redis(host=s.host, port=s.port, retry=Retry(NoBackoff(), 0)) for s in masters
-    ]
+    clients = [redis.Redis(host=s.host, port=s.port, retry=Retry(NoBackoff(), 0)) for s in masters]
     yield clients
     for c in clients:
         c.close()
@@ -238,7 +236,8 @@ def test_two_masters_down_is_refused_at_once_and_leaves_no_key(masters):
             pass
     handler = PyCacheHandler.from_url(masters[0].url)
     began = time.monotonic()
-    assert handler.create_lock("k", 5, masters=[s.url for s in masters]).acquire(timeout=0.2) is False
+    lock = handler.create_lock("k", 5, masters=[s.url for s in masters])
+    assert lock.acquire(timeout=0.2) is False
     assert time.monotonic() - began < 1.0
     assert live_lock_keys(masters) == [[]]
 

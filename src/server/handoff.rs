@@ -557,7 +557,10 @@ mod tests {
 
     #[test]
     fn a_release_on_any_master_wakes_a_lock_on_several() {
-        let members = [("test-several:1".to_owned(), 0), ("test-several:2".to_owned(), 3)];
+        let members = [
+            ("test-several:1".to_owned(), 0),
+            ("test-several:2".to_owned(), 3),
+        ];
         let several = waiters_for(&several_masters(&members, b"redlock:k"));
         let on = |server: &str, db, key: &[u8]| LockId {
             server: server.into(),

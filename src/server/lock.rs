@@ -146,10 +146,9 @@ impl Contender for Try<'_> {
             Servers::One(client) => client,
             Servers::Several(masters) => return self.attempt_on(masters),
         };
-        let reply = client
-            .eval(&ACQUIRE, &[key], &[self.token, self.ttl_ms], &|| {
-                describe("acquire lock", key)
-            });
+        let reply = client.eval(&ACQUIRE, &[key], &[self.token, self.ttl_ms], &|| {
+            describe("acquire lock", key)
+        });
         match reply {
             Ok(Reply::Status(_)) => Ok(Attempt::Acquired),
             Ok(Reply::Int(ms)) if ms >= 0 => Ok(Attempt::Held {
@@ -177,8 +176,7 @@ impl Contender for Try<'_> {
             Err(CacheError::NotReplicated { detail, .. }) => {
                 let msg = subscriber::message(self.lock.id.db, key);
                 let args: [&[u8]; 3] = [self.token, CHANNEL.as_bytes(), &msg];
-                let _ = client
-                    .eval(&RELEASE, &[key], &args, &|| describe("release lock", key));
+                let _ = client.eval(&RELEASE, &[key], &args, &|| describe("release lock", key));
                 if !std::mem::replace(&mut self.unreachable_logged, true) {
                     log::warn!(target: LOG, "waiting for lock {}: {detail}; given back, trying again", self.lock.key_text());
                 }
@@ -231,7 +229,10 @@ impl Try<'_> {
         self.latest = Some(token);
         Ok(match tried {
             Tried::Granted => Attempt::Acquired,
-            Tried::Refused { held, any_held: true } => Attempt::Held { ttl: held },
+            Tried::Refused {
+                held,
+                any_held: true,
+            } => Attempt::Held { ttl: held },
             // No master holds it for anyone: masters are down.
             Tried::Refused { .. } => Attempt::Unreachable,
         })

@@ -65,6 +65,9 @@ impl Transport for Once {
     }
 }
 
+/// One master's answer to one request; `None` while it is being asked.
+type Heard = Option<Result<Reply, CacheError>>;
+
 /// One master: how to reach it, and its database (release messages name it).
 struct Master {
     client: Arc<dyn Transport>,
@@ -86,7 +89,7 @@ pub struct Masters {
 /// What each master answered so far (`None`: still asking), and whether
 /// the try was given up (a late taker then gives the token back itself).
 struct Gathered {
-    answers: Vec<Option<Result<Reply, CacheError>>>,
+    answers: Vec<Heard>,
     abandoned: bool,
 }
 
@@ -136,12 +139,14 @@ pub enum Tried {
     Granted,
     /// Refused; `held` is the shortest lease left on a master that holds
     /// the key for someone else (`None`: none answered so).
-    Refused { held: Option<Duration>, any_held: bool },
+    Refused {
+        held: Option<Duration>,
+        any_held: bool,
+    },
 }
 
 impl Masters {
-    /// `clients`: one transport per master, distinct servers. `dbs`: each
-    /// master's database.
+    /// `clients`: one transport per master, distinct servers.
     pub fn new(clients: Vec<Arc<dyn Transport>>, raise_on_errors: bool) -> Masters {
         let masters = clients
             .into_iter()
@@ -165,10 +170,6 @@ impl Masters {
             granted: Mutex::new(None),
             raise_on_errors,
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.masters.len()
     }
 
     /// `host:port/db` of each master, for the waiters' registry and messages.
@@ -256,9 +257,9 @@ impl Masters {
     fn gather(
         &self,
         round: &Round,
-        decided: &dyn Fn(&[Option<Result<Reply, CacheError>>]) -> bool,
+        decided: &dyn Fn(&[Heard]) -> bool,
         until: Option<Instant>,
-    ) -> Result<Vec<Option<Result<Reply, CacheError>>>, CacheError> {
+    ) -> Result<Vec<Heard>, CacheError> {
         let mut g = round.gathered.lock();
         loop {
             let now = Instant::now();
@@ -309,7 +310,7 @@ impl Masters {
         &self,
         raise: Option<bool>,
         tally: &Tally,
-        answers: &[Option<Result<Reply, CacheError>>],
+        answers: &[Heard],
     ) -> Result<(), CacheError> {
         if raise.unwrap_or(self.raise_on_errors) && tally.too_many_failed() {
             if let Some(Err(e)) = answers.iter().flatten().find(|a| a.is_err()) {
@@ -319,7 +320,7 @@ impl Masters {
         Ok(())
     }
 
-    fn log_failures(&self, op: &str, key: &[u8], answers: &[Option<Result<Reply, CacheError>>]) {
+    fn log_failures(&self, op: &str, key: &[u8], answers: &[Heard]) {
         for (m, a) in self.masters.iter().zip(answers) {
             if let Some(Err(e)) = a {
                 log::debug!(target: LOG, "{op} {} on master {}: {e}", String::from_utf8_lossy(key), m.address);
@@ -337,7 +338,7 @@ impl Masters {
         drift: Duration,
         raise: Option<bool>,
     ) -> Result<Tried, CacheError> {
-        self.forget_granted();
+        self.forget_granted(false)?;
         let start = Instant::now();
         let ttl_ms = (lease.as_secs_f64() * 1000.0) as u64;
         let ttl_ms = ttl_ms.to_string();
@@ -353,7 +354,7 @@ impl Masters {
         };
         let round = self.start(key, ask, Some(give_back.clone()));
         let n = self.masters.len();
-        let tally_of = |answers: &[Option<Result<Reply, CacheError>>]| {
+        let tally_of = |answers: &[Heard]| {
             let mut t = Tally::new(n);
             for a in answers.iter().flatten() {
                 t.add(match a {
@@ -364,9 +365,7 @@ impl Masters {
             }
             t
         };
-        let verdict = |answers: &[Option<Result<Reply, CacheError>>]| {
-            tally_of(answers).verdict(lease, drift, start.elapsed())
-        };
+        let verdict = |answers: &[Heard]| tally_of(answers).verdict(lease, drift, start.elapsed());
         let answers = match self.gather(&round, &|a| verdict(a) != Verdict::Pending, None) {
             Ok(answers) => answers,
             Err(e) => {
@@ -408,21 +407,28 @@ impl Masters {
     }
 
     /// A `1`-or-`0` script on all masters; true when a quorum said 1.
+    /// `settle`: then wait (up to `GIVE_BACK_WAIT`) for the other masters
+    /// too, so a release has reached every master that answers in time.
     fn quorum_of_ones(
         &self,
         key: &[u8],
         ask: Ask,
         raise: Option<bool>,
+        settle: bool,
     ) -> Result<bool, CacheError> {
         let n = self.masters.len();
-        let tally_of = |answers: &[Option<Result<Reply, CacheError>>]| {
+        let tally_of = |answers: &[Heard]| {
             let mut t = Tally::new(n);
             answers.iter().flatten().for_each(|a| t.add(yes_if_one(a)));
             t
         };
         let op = ask.op;
         let round = self.start(key, ask, None);
-        let answers = self.gather(&round, &|a| tally_of(a).decided(), None)?;
+        let mut answers = self.gather(&round, &|a| tally_of(a).decided(), None)?;
+        if settle {
+            let until = Some(Instant::now() + GIVE_BACK_WAIT);
+            answers = self.gather(&round, &|_| false, until)?;
+        }
         let tally = tally_of(&answers);
         if tally.reached() {
             return Ok(true);
@@ -433,22 +439,35 @@ impl Masters {
     }
 
     /// Abandon the latest granted acquire (before releasing its token):
-    /// a master still to answer it gives the token back itself.
-    fn forget_granted(&self) {
-        if let Some(round) = self.granted.lock().take() {
+    /// a master still to answer it gives the token back itself. `settle`:
+    /// first give such masters up to `GIVE_BACK_WAIT` to answer, so the
+    /// release that follows finds the token there and no lease outlives it.
+    fn forget_granted(&self, settle: bool) -> Result<(), CacheError> {
+        let round = self.granted.lock().take();
+        if let Some(round) = round {
+            if settle {
+                let until = Some(Instant::now() + GIVE_BACK_WAIT);
+                self.gather(&round, &|_| false, until)?;
+            }
             self.abandon(&round);
         }
+        Ok(())
     }
 
     /// Delete our token on every master; true when a quorum held it.
-    pub fn release(&self, key: &[u8], token: &[u8], raise: Option<bool>) -> Result<bool, CacheError> {
-        self.forget_granted();
+    pub fn release(
+        &self,
+        key: &[u8],
+        token: &[u8],
+        raise: Option<bool>,
+    ) -> Result<bool, CacheError> {
+        self.forget_granted(true)?;
         let ask = Ask {
             script: &RELEASE,
             op: "release lock",
             args: self.release_args(key, token),
         };
-        self.quorum_of_ones(key, ask, raise)
+        self.quorum_of_ones(key, ask, raise, true)
     }
 
     /// Renew our lease to `lease` on every master; true when a quorum did.
@@ -465,7 +484,7 @@ impl Masters {
             op: "extend lock",
             args: self.same_args(&[token, ms.as_bytes()]),
         };
-        self.quorum_of_ones(key, ask, raise)
+        self.quorum_of_ones(key, ask, raise, false)
     }
 
     /// `locked()`: seconds left on our lease by pottery's rule, `None`
@@ -484,7 +503,7 @@ impl Masters {
             op: "locked",
             args: self.same_args(&[token]),
         };
-        let holding = |answers: &[Option<Result<Reply, CacheError>>]| -> Vec<Duration> {
+        let holding = |answers: &[Heard]| -> Vec<Duration> {
             answers
                 .iter()
                 .flatten()
@@ -494,7 +513,7 @@ impl Masters {
                 })
                 .collect()
         };
-        let tally_of = |answers: &[Option<Result<Reply, CacheError>>]| {
+        let tally_of = |answers: &[Heard]| {
             let mut t = Tally::new(n);
             for a in answers.iter().flatten() {
                 t.add(match a {
