@@ -7,6 +7,7 @@ release/extend/locked outcomes compared with pottery's side by side."""
 
 from __future__ import annotations
 
+import _thread
 import logging
 import threading
 import time
@@ -405,3 +406,34 @@ def test_a_release_wakes_a_waiter_in_this_process(masters):
     holder.release()
     waiter.join()
     assert got == [True]
+
+
+def test_ctrl_c_interrupts_a_wait_on_several_masters(masters, raws):
+    holder = ours(masters)
+    assert holder.acquire()
+    waiter = ours(masters)
+    threading.Timer(0.2, _thread.interrupt_main).start()
+    with pytest.raises(KeyboardInterrupt):
+        waiter.acquire(timeout=30)
+    holder.release()
+    assert waiter.acquire(blocking=False) is True  # it left the queue
+    waiter.release()
+
+
+def test_ctrl_c_during_a_try_gives_back_what_it_took(masters, raws):
+    """Master 2 is frozen, master 1 holds the key for someone else: the try
+    waits on master 2 when Ctrl-C comes. What master 0 took is given back at
+    once, and what master 2 takes once thawed is given back by its thread."""
+    raws[1].set("redlock:k", "someone-else", px=60_000)
+    masters[2].pause()
+    threading.Timer(0.3, _thread.interrupt_main).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ours(masters).acquire(blocking=False)
+        assert stored(raws[:2]) == [None, b"someone-else"]
+    finally:
+        masters[2].resume()
+    deadline = time.monotonic() + 5
+    while raws[2].exists("redlock:k") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stored(raws) == [None, b"someone-else", None]

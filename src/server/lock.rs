@@ -7,7 +7,7 @@
 //! On several independent masters the same scripts go to each, with
 //! pottery's quorum rules (`lock_masters`).
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::sync::Mutex;
@@ -20,6 +20,7 @@ use super::args::structure_key;
 use super::handler::transport_of;
 use super::handoff::{self, waiters_for, Attempt, Contender, LockId, Waiters};
 use super::lock_masters::{Masters, Tried};
+use super::scripts::{LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE, LOCK_REMAINING};
 use super::subscriber::{self, Interest, CHANNEL};
 use crate::connection::config::Config;
 use crate::connection::fork::PerProcess;
@@ -31,56 +32,6 @@ const LOG: &str = "madsci_cache_rs";
 /// Waits longer than this are logged: a lab operator wants to see a lock
 /// that holds a manager up, not every short wait.
 const LONG_WAIT: Duration = Duration::from_secs(1);
-
-/// ARGV: token, lease in ms. Takes a free key; `OK` also when the key
-/// already holds our token, which makes a try safe to repeat after a lost
-/// reply. Otherwise the holder's PTTL, so the waiter knows when to look again.
-pub(super) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-           return redis.status_reply('OK')
-         end
-         if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.status_reply('OK') end
-         return redis.call('PTTL', KEYS[1])",
-    )
-    .repeatable()
-});
-
-/// ARGV: token, channel, message. Deletes the key only if it holds our
-/// token, and announces the release to our waiting processes.
-pub(super) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then
-           redis.call('DEL', KEYS[1])
-           -- pcall: a user not allowed to publish can still release.
-           redis.pcall('PUBLISH', ARGV[2], ARGV[3])
-           return 1
-         end
-         return 0",
-    )
-});
-
-/// ARGV: token, lease in ms. 1 if renewed.
-pub(super) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then
-           return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-         end
-         return 0",
-    )
-});
-
-/// ARGV: token. Milliseconds left on our lease, 0 if it is not ours.
-pub(super) static REMAINING: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then
-           local t = redis.call('PTTL', KEYS[1])
-           if t > 0 then return t end
-         end
-         return 0",
-    )
-    .reading()
-});
 
 struct State {
     lease: LockLease,
@@ -146,7 +97,7 @@ impl Contender for Try<'_> {
             Servers::One(client) => client,
             Servers::Several(masters) => return self.attempt_on(masters),
         };
-        let reply = client.eval(&ACQUIRE, &[key], &[self.token, self.ttl_ms], &|| {
+        let reply = client.eval(&LOCK_ACQUIRE, &[key], &[self.token, self.ttl_ms], &|| {
             describe("acquire lock", key)
         });
         match reply {
@@ -176,7 +127,9 @@ impl Contender for Try<'_> {
             Err(CacheError::NotReplicated { detail, .. }) => {
                 let msg = subscriber::message(self.lock.id.db, key);
                 let args: [&[u8]; 3] = [self.token, CHANNEL.as_bytes(), &msg];
-                let _ = client.eval(&RELEASE, &[key], &args, &|| describe("release lock", key));
+                let _ = client.eval(&LOCK_RELEASE, &[key], &args, &|| {
+                    describe("release lock", key)
+                });
                 if !std::mem::replace(&mut self.unreachable_logged, true) {
                     log::warn!(target: LOG, "waiting for lock {}: {detail}; given back, trying again", self.lock.key_text());
                 }
@@ -471,7 +424,7 @@ impl Redlock {
                     let msg = subscriber::message(self.id.db, &self.store_key);
                     let args: [&[u8]; 3] = [token.as_bytes(), CHANNEL.as_bytes(), &msg];
                     matches!(
-                        self.run_script(py, client, &RELEASE, "release lock", &args)?,
+                        self.run_script(py, client, &LOCK_RELEASE, "release lock", &args)?,
                         Reply::Int(1)
                     )
                 }
@@ -504,10 +457,11 @@ impl Redlock {
             (None, _) => None,
             (Some(token), Servers::One(client)) => {
                 let args = [token.as_bytes()];
-                let remaining = match self.run_script(py, client, &REMAINING, "locked", &args)? {
-                    Reply::Int(ms) if ms > 0 => Some(Duration::from_millis(ms as u64)),
-                    _ => None,
-                };
+                let remaining =
+                    match self.run_script(py, client, &LOCK_REMAINING, "locked", &args)? {
+                        Reply::Int(ms) if ms > 0 => Some(Duration::from_millis(ms as u64)),
+                        _ => None,
+                    };
                 lease.validity(remaining)
             }
             (Some(token), Servers::Several(masters)) => run_detached(py, || {
@@ -541,7 +495,7 @@ impl Redlock {
                     let ttl = lease.ttl_ms().to_string();
                     let args: [&[u8]; 2] = [token.as_bytes(), ttl.as_bytes()];
                     matches!(
-                        self.run_script(py, client, &EXTEND, "extend lock", &args)?,
+                        self.run_script(py, client, &LOCK_EXTEND, "extend lock", &args)?,
                         Reply::Int(1)
                     )
                 }

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::lock::{ACQUIRE, EXTEND, RELEASE, REMAINING};
+use super::scripts::{LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE, LOCK_REMAINING};
 use super::subscriber::{self, CHANNEL};
 use crate::connection::interrupt;
 use crate::connection::{describe, Cmd, Config, Describe, Reply, RetryPolicy, Script, Transport};
@@ -343,12 +343,12 @@ impl Masters {
         let ttl_ms = (lease.as_secs_f64() * 1000.0) as u64;
         let ttl_ms = ttl_ms.to_string();
         let ask = Ask {
-            script: &ACQUIRE,
+            script: &LOCK_ACQUIRE,
             op: "acquire lock",
             args: self.same_args(&[token, ttl_ms.as_bytes()]),
         };
         let give_back = Ask {
-            script: &RELEASE,
+            script: &LOCK_RELEASE,
             op: "release lock",
             args: self.release_args(key, token),
         };
@@ -463,7 +463,7 @@ impl Masters {
     ) -> Result<bool, CacheError> {
         self.forget_granted(true)?;
         let ask = Ask {
-            script: &RELEASE,
+            script: &LOCK_RELEASE,
             op: "release lock",
             args: self.release_args(key, token),
         };
@@ -480,7 +480,7 @@ impl Masters {
     ) -> Result<bool, CacheError> {
         let ms = lease_ms.to_string();
         let ask = Ask {
-            script: &EXTEND,
+            script: &LOCK_EXTEND,
             op: "extend lock",
             args: self.same_args(&[token, ms.as_bytes()]),
         };
@@ -499,7 +499,7 @@ impl Masters {
         let start = Instant::now();
         let n = self.masters.len();
         let ask = Ask {
-            script: &REMAINING,
+            script: &LOCK_REMAINING,
             op: "locked",
             args: self.same_args(&[token]),
         };
