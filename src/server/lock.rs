@@ -187,7 +187,13 @@ impl Try<'_> {
                 any_held: true,
             } => Attempt::Held { ttl: held },
             // No master holds it for anyone: masters are down.
-            Tried::Refused { .. } => Attempt::Unreachable,
+            Tried::Refused { .. } => {
+                // From the second try: a single try says so by its answer.
+                if self.tries > 1 && !std::mem::replace(&mut self.unreachable_logged, true) {
+                    log::warn!(target: LOG, "lock {}: too few of its masters ({}) answer for a quorum; trying again", self.lock.key_text(), self.lock.id.server);
+                }
+                Attempt::Unreachable
+            }
         })
     }
 }
