@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import _thread
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -437,3 +438,31 @@ def test_ctrl_c_during_a_try_gives_back_what_it_took(masters, raws):
     while raws[2].exists("redlock:k") and time.monotonic() < deadline:
         time.sleep(0.01)
     assert stored(raws) == [None, b"someone-else", None]
+
+
+def test_a_silent_master_costs_its_connect_timeout_not_the_retry_window(masters, raws):
+    """A master that takes connections and never answers (a socket nobody
+    accepts on): with a quorum without it, the acquire does not wait for it;
+    without, the try ends after that master's connect timeout (0.5 s here),
+    not after the 30 s retry window of a single-server call."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        port = silent.getsockname()[1]
+        urls = [
+            masters[0].url,
+            masters[1].url,
+            f"redis://127.0.0.1:{port}/0?socket_connect_timeout=0.5",
+        ]
+        lock = Redlock(key="k", masters=urls)
+        assert lock.acquire(blocking=False) is True
+        lock.release()
+        assert settled(raws[:2]) == [None, None]
+        masters[1].stop()
+        began = time.monotonic()
+        assert Redlock(key="k", masters=urls).acquire(blocking=False) is False
+        assert time.monotonic() - began < 5
+        assert stored(raws[:1]) == [None]
+    finally:
+        silent.close()

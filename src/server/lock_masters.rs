@@ -34,6 +34,11 @@ const LOG: &str = "madsci_cache_rs";
 /// returns: keeps keys from outliving the try, within the promptness asked
 /// of a refusal.
 const GIVE_BACK_WAIT: Duration = Duration::from_millis(200);
+/// How long a release waits for masters still answering (the release, or
+/// the acquire before it) once it has a quorum: long enough for a master
+/// that answers at all, short enough that a silent one slows every release
+/// by little.
+const SETTLE_WAIT: Duration = Duration::from_millis(50);
 
 /// One master asked once: its own transport, each call under `quick`.
 struct Once {
@@ -407,7 +412,7 @@ impl Masters {
     }
 
     /// A `1`-or-`0` script on all masters; true when a quorum said 1.
-    /// `settle`: then wait (up to `GIVE_BACK_WAIT`) for the other masters
+    /// `settle`: then wait (up to `SETTLE_WAIT`) for the other masters
     /// too, so a release has reached every master that answers in time.
     fn quorum_of_ones(
         &self,
@@ -426,7 +431,7 @@ impl Masters {
         let round = self.start(key, ask, None);
         let mut answers = self.gather(&round, &|a| tally_of(a).decided(), None)?;
         if settle {
-            let until = Some(Instant::now() + GIVE_BACK_WAIT);
+            let until = Some(Instant::now() + SETTLE_WAIT);
             answers = self.gather(&round, &|_| false, until)?;
         }
         let tally = tally_of(&answers);
@@ -440,13 +445,13 @@ impl Masters {
 
     /// Abandon the latest granted acquire (before releasing its token):
     /// a master still to answer it gives the token back itself. `settle`:
-    /// first give such masters up to `GIVE_BACK_WAIT` to answer, so the
+    /// first give such masters up to `SETTLE_WAIT` to answer, so the
     /// release that follows finds the token there and no lease outlives it.
     fn forget_granted(&self, settle: bool) -> Result<(), CacheError> {
         let round = self.granted.lock().take();
         if let Some(round) = round {
             if settle {
-                let until = Some(Instant::now() + GIVE_BACK_WAIT);
+                let until = Some(Instant::now() + SETTLE_WAIT);
                 self.gather(&round, &|_| false, until)?;
             }
             self.abandon(&round);
