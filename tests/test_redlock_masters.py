@@ -32,7 +32,7 @@ from madsci_cache_rs import (
     ReleaseUnlockedLock,
     TooManyExtensions,
 )
-from madsci_cache_rs.testing import PrivateServer, ServerUnavailable
+from madsci_cache_rs.testing import LoopbackProxy, PrivateServer, ServerUnavailable
 
 KINDS = ("valkey", "redis")
 
@@ -466,3 +466,51 @@ def test_a_silent_master_costs_its_connect_timeout_not_the_retry_window(masters,
         assert stored(raws[:1]) == [None]
     finally:
         silent.close()
+
+
+class ReplyLosingProxy(LoopbackProxy):
+    """Forwards both ways, but drops the next reply once ``lose_next`` is
+    set: the command runs on the server and its answer never arrives."""
+
+    lose_next = False
+
+    def serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        def pump(src: socket.socket, dst: socket.socket, replies: bool) -> None:
+            try:
+                while data := src.recv(65536):
+                    if replies and self.lose_next:
+                        self.lose_next = False
+                        continue
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    s.close()
+
+        threading.Thread(target=pump, args=(client, upstream, False), daemon=True).start()
+        pump(upstream, client, True)
+
+
+def test_a_lost_acquire_reply_is_given_back_too(masters, raws):
+    """Master 2's reply to our SET is lost (it ran), master 1 holds the key
+    for someone else: refused, and master 2 is given the token back (without
+    the acquire waiting for it), not left holding it for the lease."""
+    proxy = ReplyLosingProxy(masters[2].port)
+    try:
+        urls = [
+            masters[0].url,
+            masters[1].url,
+            f"redis://127.0.0.1:{proxy.port}/0?socket_timeout=0.3",
+        ]
+        lock = Redlock(key="k", masters=urls, auto_release_time=60)
+        assert lock.acquire(blocking=False) is True  # connections made
+        lock.release()
+        assert settled(raws) == [None, None, None]
+        raws[1].set("redlock:k", "someone-else", px=60_000)
+        proxy.lose_next = True
+        assert lock.acquire(blocking=False) is False
+        assert proxy.lose_next is False, "master 2's answer was dropped"
+        assert settled([raws[0], raws[2]]) == [None, None]
+    finally:
+        proxy.close()

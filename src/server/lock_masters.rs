@@ -284,16 +284,34 @@ impl Masters {
     }
 
     /// Give up `round`: from now on late takers give the token back
-    /// themselves; returns the masters that took it already.
-    fn abandon(&self, round: &Round) -> Vec<usize> {
+    /// themselves; returns the masters that took it already, and those
+    /// whose answer was lost (it may have run there).
+    fn abandon(&self, round: &Round) -> (Vec<usize>, Vec<usize>) {
         let mut g = round.gathered.lock();
         g.abandoned = true;
-        g.answers
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.as_ref().is_some_and(took_token))
-            .map(|(i, _)| i)
-            .collect()
+        let (mut took, mut lost) = (Vec::new(), Vec::new());
+        for (i, a) in g.answers.iter().enumerate() {
+            match a {
+                Some(a) if took_token(a) => took.push(i),
+                Some(Err(_)) => lost.push(i),
+                _ => {}
+            }
+        }
+        (took, lost)
+    }
+
+    /// A refused (or interrupted) acquire: give the token back where it
+    /// was taken before returning, and, without waiting, where the answer
+    /// was lost (a master that is down or silent must not hold us up).
+    fn refuse(&self, round: &Round, key: &[u8], give_back: &Ask) {
+        let (took, lost) = self.abandon(round);
+        self.on_each(&took, key, give_back);
+        for i in lost {
+            let (master, key, back) = (self.masters[i].clone(), key.to_vec(), give_back.clone());
+            let _ = std::thread::Builder::new()
+                .name("madsci_cache_rs-redlock".into())
+                .spawn(move || back.send(&master, i, &key));
+        }
     }
 
     /// Run `ask` on the masters `which`, concurrently, and wait for all.
@@ -374,8 +392,7 @@ impl Masters {
         let answers = match self.gather(&round, &|a| verdict(a) != Verdict::Pending, None) {
             Ok(answers) => answers,
             Err(e) => {
-                let took = self.abandon(&round);
-                self.on_each(&took, key, &give_back);
+                self.refuse(&round, key, &give_back);
                 return Err(e);
             }
         };
@@ -388,9 +405,10 @@ impl Masters {
         // Refused: give the masters still answering a moment, so that what
         // they took is given back before we return (a master that answers
         // later still gives it back, from its own thread).
-        let answers = self.gather(&round, &|_| false, Some(Instant::now() + GIVE_BACK_WAIT))?;
-        let took = self.abandon(&round);
-        self.on_each(&took, key, &give_back);
+        let until = Some(Instant::now() + GIVE_BACK_WAIT);
+        let gathered = self.gather(&round, &|_| false, until);
+        self.refuse(&round, key, &give_back);
+        let answers = gathered?;
         self.log_failures("acquire lock", key, &answers);
         self.errors_raise(raise, &tally_of(&answers), &answers)?;
         let held: Vec<Duration> = answers
@@ -454,6 +472,8 @@ impl Masters {
                 let until = Some(Instant::now() + SETTLE_WAIT);
                 self.gather(&round, &|_| false, until)?;
             }
+            // Masters that answered took the token there: the release
+            // that follows reaches them.
             self.abandon(&round);
         }
         Ok(())
