@@ -7,6 +7,7 @@ pub mod gil;
 pub mod inmemory;
 pub mod lease;
 pub mod logger;
+pub mod quorum;
 pub mod server;
 pub mod sync;
 

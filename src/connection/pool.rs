@@ -478,6 +478,15 @@ impl Transport for Client {
         self.send(cmds, &self.policy, what)
     }
 
+    fn pipeline_with(
+        &self,
+        cmds: &[Cmd],
+        policy: &RetryPolicy,
+        what: Describe<'_>,
+    ) -> Result<Vec<Reply>, CacheError> {
+        self.send(cmds, policy, what)
+    }
+
     fn probe(&self) -> bool {
         let ping = [Cmd::new("PING")];
         let quick = self.policy.without_window();

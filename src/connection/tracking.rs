@@ -88,6 +88,16 @@ impl CachingClient {
 }
 
 impl Transport for CachingClient {
+    /// Past the cache: only locks call it, and no lock key is cached.
+    fn pipeline_with(
+        &self,
+        cmds: &[Cmd],
+        policy: &RetryPolicy,
+        what: Describe<'_>,
+    ) -> Result<Vec<Reply>, CacheError> {
+        self.pool.pipeline_with(cmds, policy, what)
+    }
+
     fn pipeline(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError> {
         let requests: Vec<_> = cmds.iter().map(Request::parse).collect();
         if let [request] = requests.as_slice() {

@@ -93,6 +93,20 @@ pub trait Transport: Send + Sync {
     /// `Reply::Error`. Re-sends only what `Cmd::resend` allows.
     fn pipeline(&self, cmds: &[Cmd], what: Describe<'_>) -> Result<Vec<Reply>, CacheError>;
 
+    /// `pipeline` under another retry policy for this one call: a lock on
+    /// several masters asks each once (`server::lock_masters`) instead of
+    /// waiting out one master's outage. Transports without a policy of
+    /// their own per call use theirs.
+    fn pipeline_with(
+        &self,
+        cmds: &[Cmd],
+        policy: &RetryPolicy,
+        what: Describe<'_>,
+    ) -> Result<Vec<Reply>, CacheError> {
+        let _ = policy;
+        self.pipeline(cmds, what)
+    }
+
     /// Close idle connections; the transport stays usable.
     fn close(&self);
 

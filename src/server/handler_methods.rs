@@ -189,10 +189,17 @@ impl PyCacheHandler {
     }
 
     /// madsci's `Redlock(key=key, masters={client}, auto_release_time=...)`:
-    /// pottery's lock on this server, with fast hand-off.
-    #[pyo3(signature = (key, auto_release_time=60.0))]
-    fn create_lock(&self, key: &Bound<'_, PyAny>, auto_release_time: f64) -> PyResult<Redlock> {
-        create_lock(self.client.clone(), key, auto_release_time)
+    /// pottery's lock on this server, with fast hand-off. `masters` (redis-py
+    /// clients, handlers or URLs) puts it on those servers instead, with
+    /// pottery's quorum when there are several.
+    #[pyo3(signature = (key, auto_release_time=60.0, masters=None))]
+    fn create_lock(
+        &self,
+        key: &Bound<'_, PyAny>,
+        auto_release_time: f64,
+        masters: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Redlock> {
+        create_lock(self.client.clone(), key, auto_release_time, masters)
     }
 
     /// The server's URL, without the password.

@@ -274,10 +274,48 @@ pub fn waiters_for(id: &LockId) -> Arc<Waiters> {
     w
 }
 
-/// A release of `id` was announced (by another process, or by this one).
+/// Stands for "several masters" in a `LockId`'s `db`.
+const SEVERAL: i64 = -1;
+
+/// The id of a lock on several independent masters (`host:port` and db of
+/// each): one queue for it, woken by a release message from any of them.
+pub fn several_masters(members: &[(String, i64)], key: &[u8]) -> LockId {
+    let server = members
+        .iter()
+        .map(|(address, db)| format!("{address}/{db}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    LockId {
+        server,
+        db: SEVERAL,
+        key: key.to_vec(),
+    }
+}
+
+/// Whether `entry` (a lock on several masters) has `server` among them,
+/// in database `db` (any, when `None`).
+fn has_member(entry: &LockId, server: &str, db: Option<i64>) -> bool {
+    entry.db == SEVERAL
+        && entry.server.split(',').any(|m| match m.rsplit_once('/') {
+            Some((address, d)) => address == server && db.is_none_or(|db| d == db.to_string()),
+            None => false,
+        })
+}
+
+/// A release of `id` was announced (by another process, or by this one):
+/// its waiters, and those of locks on several masters that include it.
 pub fn notify(id: &LockId) {
-    let found = registry().map.get(id).and_then(Weak::upgrade);
-    if let Some(w) = found {
+    let found: Vec<Arc<Waiters>> = {
+        let reg = registry();
+        reg.map
+            .iter()
+            .filter(|(entry, _)| {
+                *entry == id || (entry.key == id.key && has_member(entry, &id.server, Some(id.db)))
+            })
+            .filter_map(|(_, w)| w.upgrade())
+            .collect()
+    };
+    for w in found {
         w.released();
     }
 }
@@ -288,7 +326,7 @@ pub fn notify_server(server: &str) {
     let found: Vec<Arc<Waiters>> = registry()
         .map
         .iter()
-        .filter(|(id, _)| id.server == server)
+        .filter(|(id, _)| id.server == server || has_member(id, server, None))
         .filter_map(|(_, w)| w.upgrade())
         .collect();
     for w in found {
@@ -515,5 +553,28 @@ mod tests {
         drop((a, b));
         let c = waiters_for(&id);
         assert_eq!(c.queue().releases, 0, "a fresh entry once all were dropped");
+    }
+
+    #[test]
+    fn a_release_on_any_master_wakes_a_lock_on_several() {
+        let members = [
+            ("test-several:1".to_owned(), 0),
+            ("test-several:2".to_owned(), 3),
+        ];
+        let several = waiters_for(&several_masters(&members, b"redlock:k"));
+        let on = |server: &str, db, key: &[u8]| LockId {
+            server: server.into(),
+            db,
+            key: key.to_vec(),
+        };
+        notify(&on("test-several:2", 3, b"redlock:k"));
+        assert_eq!(several.queue().releases, 1);
+        // Another key, another database, another server: not ours.
+        notify(&on("test-several:2", 3, b"redlock:other"));
+        notify(&on("test-several:2", 0, b"redlock:k"));
+        notify(&on("test-several:3", 0, b"redlock:k"));
+        assert_eq!(several.queue().releases, 1);
+        notify_server("test-several:1");
+        assert_eq!(several.queue().releases, 2);
     }
 }

@@ -4,8 +4,10 @@
 //!
 //! Every operation is one script run atomically on the server, so the
 //! "only if the stored token is ours" checks cannot race another client.
+//! On several independent masters the same scripts go to each, with
+//! pottery's quorum rules (`lock_masters`).
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::sync::Mutex;
@@ -17,6 +19,8 @@ use pyo3::IntoPyObjectExt;
 use super::args::structure_key;
 use super::handler::transport_of;
 use super::handoff::{self, waiters_for, Attempt, Contender, LockId, Waiters};
+use super::lock_masters::{Masters, Tried};
+use super::scripts::{LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE, LOCK_REMAINING};
 use super::subscriber::{self, Interest, CHANNEL};
 use crate::connection::config::Config;
 use crate::connection::fork::PerProcess;
@@ -29,56 +33,6 @@ const LOG: &str = "madsci_cache_rs";
 /// that holds a manager up, not every short wait.
 const LONG_WAIT: Duration = Duration::from_secs(1);
 
-/// ARGV: token, lease in ms. Takes a free key; `OK` also when the key
-/// already holds our token, which makes a try safe to repeat after a lost
-/// reply. Otherwise the holder's PTTL, so the waiter knows when to look again.
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-           return redis.status_reply('OK')
-         end
-         if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.status_reply('OK') end
-         return redis.call('PTTL', KEYS[1])",
-    )
-    .repeatable()
-});
-
-/// ARGV: token, channel, message. Deletes the key only if it holds our
-/// token, and announces the release to our waiting processes.
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then
-           redis.call('DEL', KEYS[1])
-           -- pcall: a user not allowed to publish can still release.
-           redis.pcall('PUBLISH', ARGV[2], ARGV[3])
-           return 1
-         end
-         return 0",
-    )
-});
-
-/// ARGV: token, lease in ms. 1 if renewed.
-static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then
-           return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-         end
-         return 0",
-    )
-});
-
-/// ARGV: token. Milliseconds left on our lease, 0 if it is not ours.
-static REMAINING: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then
-           local t = redis.call('PTTL', KEYS[1])
-           if t > 0 then return t end
-         end
-         return 0",
-    )
-    .reading()
-});
-
 struct State {
     lease: LockLease,
     /// When our latest acquire succeeded; `None` once released. Only for
@@ -89,12 +43,19 @@ struct State {
     timeout: f64,
 }
 
+/// Where the lock lives.
+pub enum Servers {
+    One(Arc<dyn Transport>),
+    /// Several independent masters: pottery's quorum.
+    Several(Masters),
+}
+
 #[pyclass(frozen, module = "madsci_cache_rs", name = "Redlock")]
 pub struct Redlock {
-    client: Arc<dyn Transport>,
-    /// Where the release listener connects; `None` (not a single server):
-    /// waiters rely on the poll.
-    listen: Option<Config>,
+    servers: Servers,
+    /// Where the release listener connects (each master's server); none
+    /// (a Cluster): waiters rely on the poll.
+    listen: Vec<Config>,
     store_key: Vec<u8>,
     id: LockId,
     /// This process's waiters for the key: a forked child gets its own.
@@ -113,7 +74,13 @@ struct Try<'a> {
     tries: u32,
     unreachable_logged: bool,
     long_wait_logged: bool,
-    interest: Option<Interest>,
+    interest: Vec<Interest>,
+    /// `acquire(raise_on_redis_errors=…)`, for several masters.
+    raise: Option<bool>,
+    /// Several masters: each try has a token of its own, as pottery's (a
+    /// refused try's late give-back must not remove a later try's lease);
+    /// the latest one.
+    latest: Option<String>,
 }
 
 impl Contender for Try<'_> {
@@ -126,12 +93,13 @@ impl Contender for Try<'_> {
     fn attempt(&mut self) -> PyResult<Attempt> {
         self.tries += 1;
         let key = self.lock.store_key.as_slice();
-        let reply = self
-            .lock
-            .client
-            .eval(&ACQUIRE, &[key], &[self.token, self.ttl_ms], &|| {
-                describe("acquire lock", key)
-            });
+        let client = match &self.lock.servers {
+            Servers::One(client) => client,
+            Servers::Several(masters) => return self.attempt_on(masters),
+        };
+        let reply = client.eval(&LOCK_ACQUIRE, &[key], &[self.token, self.ttl_ms], &|| {
+            describe("acquire lock", key)
+        });
         match reply {
             Ok(Reply::Status(_)) => Ok(Attempt::Acquired),
             Ok(Reply::Int(ms)) if ms >= 0 => Ok(Attempt::Held {
@@ -159,10 +127,9 @@ impl Contender for Try<'_> {
             Err(CacheError::NotReplicated { detail, .. }) => {
                 let msg = subscriber::message(self.lock.id.db, key);
                 let args: [&[u8]; 3] = [self.token, CHANNEL.as_bytes(), &msg];
-                let _ = self
-                    .lock
-                    .client
-                    .eval(&RELEASE, &[key], &args, &|| describe("release lock", key));
+                let _ = client.eval(&LOCK_RELEASE, &[key], &args, &|| {
+                    describe("release lock", key)
+                });
                 if !std::mem::replace(&mut self.unreachable_logged, true) {
                     log::warn!(target: LOG, "waiting for lock {}: {detail}; given back, trying again", self.lock.key_text());
                 }
@@ -184,7 +151,7 @@ impl Contender for Try<'_> {
     }
 
     fn waiting(&mut self) {
-        self.interest = self.lock.listen.as_ref().map(subscriber::listen);
+        self.interest = self.lock.listen.iter().map(subscriber::listen).collect();
     }
 
     fn check(&mut self, waited: Duration) -> PyResult<()> {
@@ -196,9 +163,45 @@ impl Contender for Try<'_> {
     }
 }
 
+impl Try<'_> {
+    /// One try on several masters: granted with a quorum in time, else
+    /// given back everywhere and waited for like a held lock.
+    fn attempt_on(&mut self, masters: &Masters) -> PyResult<Attempt> {
+        let (token, lease, drift) = {
+            let mut st = self.lock.state.lock();
+            let token = st.lease.start_attempt();
+            (token, st.lease.auto_release(), st.lease.drift())
+        };
+        let tried = masters.try_acquire(
+            &self.lock.store_key,
+            token.as_bytes(),
+            lease,
+            drift,
+            self.raise,
+        )?;
+        self.latest = Some(token);
+        Ok(match tried {
+            Tried::Granted => Attempt::Acquired,
+            Tried::Refused {
+                held,
+                any_held: true,
+            } => Attempt::Held { ttl: held },
+            // No master holds it for anyone: masters are down.
+            Tried::Refused { .. } => {
+                // From the second try: a single try says so by its answer.
+                if self.tries > 1 && !std::mem::replace(&mut self.unreachable_logged, true) {
+                    log::warn!(target: LOG, "lock {}: too few of its masters ({}) answer for a quorum; trying again", self.lock.key_text(), self.lock.id.server);
+                }
+                Attempt::Unreachable
+            }
+        })
+    }
+}
+
 impl Redlock {
+    #[allow(clippy::too_many_arguments)]
     pub fn build(
-        client: Arc<dyn Transport>,
+        servers: Servers,
         key: String,
         auto_release_time: f64,
         num_extensions: u32,
@@ -215,17 +218,25 @@ impl Redlock {
             )));
         }
         let store_key = lease.store_key().into_bytes();
-        let cfg = client.server_config();
-        let id = LockId {
-            server: client.address(),
-            db: cfg.map_or(0, |c| c.db),
-            key: store_key.clone(),
+        let (id, listen) = match &servers {
+            Servers::One(client) => {
+                let cfg = client.server_config();
+                let id = LockId {
+                    server: client.address(),
+                    db: cfg.map_or(0, |c| c.db),
+                    key: store_key.clone(),
+                };
+                (id, cfg.into_iter().cloned().collect())
+            }
+            Servers::Several(masters) => (
+                handoff::several_masters(&masters.members(), &store_key),
+                masters.configs(),
+            ),
         };
-        let listen = cfg.cloned();
         Ok(Redlock {
             listen,
             waiters: PerProcess::new(waiters_for(&id)),
-            client,
+            servers,
             store_key,
             id,
             poll,
@@ -246,7 +257,7 @@ impl Redlock {
         String::from_utf8_lossy(&self.store_key).into_owned()
     }
 
-    fn acquire_with(&self, py: Python<'_>, wait: Wait) -> PyResult<bool> {
+    fn acquire_with(&self, py: Python<'_>, wait: Wait, raise: Option<bool>) -> PyResult<bool> {
         // The state lock is never held across a wait or a round trip: a
         // thread holding the GIL may be blocked on it.
         let (token, ttl_ms) = {
@@ -262,7 +273,9 @@ impl Redlock {
             tries: 0,
             unreachable_logged: false,
             long_wait_logged: false,
-            interest: None,
+            interest: Vec::new(),
+            raise,
+            latest: None,
         };
         let got = crate::gil::detach(py, || self.waiters().acquire(wait, &mut attempt))??;
         let waited = start.elapsed();
@@ -271,8 +284,9 @@ impl Redlock {
             log::info!(target: LOG, "{outcome} lock {} on {} after waiting {:.3} s", self.key_text(), self.id.server, waited.as_secs_f64());
         }
         if got {
+            let mine = attempt.latest.as_deref().unwrap_or(token.as_str());
             let mut st = self.state.lock();
-            if st.lease.token() == Some(token.as_str()) {
+            if st.lease.token() == Some(mine) {
                 st.acquired_at = Some(Instant::now());
             }
         }
@@ -282,21 +296,28 @@ impl Redlock {
     fn run_script(
         &self,
         py: Python<'_>,
+        client: &Arc<dyn Transport>,
         script: &Script,
         op: &str,
         args: &[&[u8]],
     ) -> PyResult<Reply> {
-        let (client, key) = (&self.client, self.store_key.as_slice());
+        let key = self.store_key.as_slice();
         run_detached(py, || {
             client.eval(script, &[key], args, &|| describe(op, key))
         })
     }
 }
 
-/// The server for `masters`: pottery takes a set of redis-py clients; we
-/// take one server, given as a redis-py client, a `PyCacheHandler` or a URL.
-/// None or empty: pottery's default, a local server.
-fn client_for(py: Python<'_>, masters: Option<&Bound<'_, PyAny>>) -> PyResult<Arc<dyn Transport>> {
+/// Where the lock lives, from `masters`: pottery takes a set of redis-py
+/// clients; we take redis-py clients, `PyCacheHandler`s or URLs. None or
+/// empty: pottery's default, a local server. One server: the lock on it,
+/// errors raised as for any call. Several: pottery's quorum
+/// (`lock_masters`); the same server given twice counts once.
+pub fn servers_for(
+    py: Python<'_>,
+    masters: Option<&Bound<'_, PyAny>>,
+    raise_on_errors: bool,
+) -> PyResult<Servers> {
     let mut chosen = Vec::new();
     match masters {
         Some(m) if m.is_instance_of::<PyString>() => chosen.push(m.clone()),
@@ -307,12 +328,22 @@ fn client_for(py: Python<'_>, masters: Option<&Bound<'_, PyAny>>) -> PyResult<Ar
         }
         None => {}
     }
-    match chosen.as_slice() {
-        [] => transport_of(PyString::new(py, "redis://localhost:6379/0").as_any()),
-        [one] => transport_of(one),
-        _ => Err(PyValueError::new_err(
-            "Redlock takes one server: multi-master Redlock quorums are not supported",
-        )),
+    let mut clients: Vec<Arc<dyn Transport>> = Vec::new();
+    let mut seen = Vec::new();
+    for one in &chosen {
+        let client = transport_of(one)?;
+        let name = (client.address(), client.server_config().map_or(0, |c| c.db));
+        if !seen.contains(&name) {
+            seen.push(name);
+            clients.push(client);
+        }
+    }
+    match clients.len() {
+        0 => Ok(Servers::One(transport_of(
+            PyString::new(py, "redis://localhost:6379/0").as_any(),
+        )?)),
+        1 => Ok(Servers::One(clients.remove(0))),
+        _ => Ok(Servers::Several(Masters::new(clients, raise_on_errors))),
     }
 }
 
@@ -345,8 +376,8 @@ impl Redlock {
         context_manager_timeout: f64,
         poll_interval: f64,
     ) -> PyResult<Self> {
-        // Accepted for pottery's signature; errors always raise here.
-        let _ = raise_on_redis_errors;
+        // On one server errors always raise; on several it is pottery's
+        // `raise_on_redis_errors` (default off).
         let key = structure_key(key)?;
         let poll = Duration::try_from_secs_f64(poll_interval)
             .ok()
@@ -357,7 +388,7 @@ impl Redlock {
                 ))
             })?;
         Redlock::build(
-            client_for(py, masters)?,
+            servers_for(py, masters, raise_on_redis_errors.unwrap_or(false))?,
             key,
             auto_release_time,
             num_extensions,
@@ -380,15 +411,13 @@ impl Redlock {
         timeout: f64,
         raise_on_redis_errors: Option<bool>,
     ) -> PyResult<bool> {
-        let _ = raise_on_redis_errors;
         let wait = Wait::from_args(blocking, timeout)?;
-        self.acquire_with(py, wait)
+        self.acquire_with(py, wait, raise_on_redis_errors)
     }
 
     /// Release our lease; `ReleaseUnlockedLock` if we do not hold it.
     #[pyo3(signature = (*, raise_on_redis_errors = None))]
     fn release(&self, py: Python<'_>, raise_on_redis_errors: Option<bool>) -> PyResult<()> {
-        let _ = raise_on_redis_errors;
         let (token, acquired_at, lease) = {
             let mut st = self.state.lock();
             let token = st.lease.token().map(str::to_owned);
@@ -396,14 +425,19 @@ impl Redlock {
         };
         let removed = match &token {
             None => false,
-            Some(token) => {
-                let msg = subscriber::message(self.id.db, &self.store_key);
-                let args: [&[u8]; 3] = [token.as_bytes(), CHANNEL.as_bytes(), &msg];
-                matches!(
-                    self.run_script(py, &RELEASE, "release lock", &args)?,
-                    Reply::Int(1)
-                )
-            }
+            Some(token) => match &self.servers {
+                Servers::One(client) => {
+                    let msg = subscriber::message(self.id.db, &self.store_key);
+                    let args: [&[u8]; 3] = [token.as_bytes(), CHANNEL.as_bytes(), &msg];
+                    matches!(
+                        self.run_script(py, client, &LOCK_RELEASE, "release lock", &args)?,
+                        Reply::Int(1)
+                    )
+                }
+                Servers::Several(masters) => run_detached(py, || {
+                    masters.release(&self.store_key, token.as_bytes(), raise_on_redis_errors)
+                })?,
+            },
         };
         if removed {
             self.waiters().released();
@@ -422,16 +456,30 @@ impl Redlock {
 
     /// Seconds left on our lease (less pottery's drift allowance); `0` when
     /// we do not hold it.
-    fn locked(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+    #[pyo3(signature = (*, raise_on_redis_errors = None))]
+    fn locked(&self, py: Python<'_>, raise_on_redis_errors: Option<bool>) -> PyResult<Py<PyAny>> {
         let lease = self.state.lock().lease.clone();
-        let remaining = match lease.token() {
-            None => None,
-            Some(token) => match self.run_script(py, &REMAINING, "locked", &[token.as_bytes()])? {
-                Reply::Int(ms) if ms > 0 => Some(Duration::from_millis(ms as u64)),
-                _ => None,
-            },
+        let validity = match (lease.token(), &self.servers) {
+            (None, _) => None,
+            (Some(token), Servers::One(client)) => {
+                let args = [token.as_bytes()];
+                let remaining =
+                    match self.run_script(py, client, &LOCK_REMAINING, "locked", &args)? {
+                        Reply::Int(ms) if ms > 0 => Some(Duration::from_millis(ms as u64)),
+                        _ => None,
+                    };
+                lease.validity(remaining)
+            }
+            (Some(token), Servers::Several(masters)) => run_detached(py, || {
+                masters.locked(
+                    &self.store_key,
+                    token.as_bytes(),
+                    lease.drift(),
+                    raise_on_redis_errors,
+                )
+            })?,
         };
-        match lease.validity(remaining) {
+        match validity {
             Some(seconds) => seconds.into_py_any(py),
             None => 0.into_py_any(py),
         }
@@ -441,7 +489,6 @@ impl Redlock {
     /// `num_extensions` times per acquisition.
     #[pyo3(signature = (*, raise_on_redis_errors = None))]
     fn extend(&self, py: Python<'_>, raise_on_redis_errors: Option<bool>) -> PyResult<()> {
-        let _ = raise_on_redis_errors;
         let lease = {
             let st = self.state.lock();
             st.lease.check_extend()?;
@@ -449,14 +496,24 @@ impl Redlock {
         };
         let renewed = match lease.token() {
             None => false,
-            Some(token) => {
-                let ttl = lease.ttl_ms().to_string();
-                let args: [&[u8]; 2] = [token.as_bytes(), ttl.as_bytes()];
-                matches!(
-                    self.run_script(py, &EXTEND, "extend lock", &args)?,
-                    Reply::Int(1)
-                )
-            }
+            Some(token) => match &self.servers {
+                Servers::One(client) => {
+                    let ttl = lease.ttl_ms().to_string();
+                    let args: [&[u8]; 2] = [token.as_bytes(), ttl.as_bytes()];
+                    matches!(
+                        self.run_script(py, client, &LOCK_EXTEND, "extend lock", &args)?,
+                        Reply::Int(1)
+                    )
+                }
+                Servers::Several(masters) => run_detached(py, || {
+                    masters.extend(
+                        &self.store_key,
+                        token.as_bytes(),
+                        lease.ttl_ms(),
+                        raise_on_redis_errors,
+                    )
+                })?,
+            },
         };
         let mut st = self.state.lock();
         if st.lease.token() != lease.token() {
@@ -476,7 +533,7 @@ impl Redlock {
             let st = lock.state.lock();
             (st.blocking, st.timeout)
         };
-        if lock.acquire_with(slf.py(), Wait::from_args(blocking, timeout)?)? {
+        if lock.acquire_with(slf.py(), Wait::from_args(blocking, timeout)?, None)? {
             Ok(slf)
         } else {
             Err(lock.state.lock().lease.not_acquired().into())
@@ -531,14 +588,20 @@ impl Redlock {
 }
 
 /// `PyCacheHandler.create_lock`: madsci's `Redlock(key=key,
-/// masters={client}, auto_release_time=auto_release_time)`.
+/// masters={client}, auto_release_time=auto_release_time)`, or, given
+/// `masters`, the lock on those (pottery's quorum when several).
 pub fn create_lock(
     client: Arc<dyn Transport>,
     key: &Bound<'_, PyAny>,
     auto_release_time: f64,
+    masters: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Redlock> {
+    let servers = match masters {
+        Some(m) => servers_for(key.py(), Some(m), false)?,
+        None => Servers::One(client),
+    };
     Redlock::build(
-        client,
+        servers,
         structure_key(key)?,
         auto_release_time,
         DEFAULT_NUM_EXTENSIONS,

@@ -10,6 +10,7 @@ pub mod handoff;
 mod keyed;
 pub mod list;
 pub mod lock;
+mod lock_masters;
 mod options;
 mod pydantic;
 mod scripts;

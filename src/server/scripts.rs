@@ -191,3 +191,55 @@ pub static LIST_REVERSE: LazyLock<Script> = LazyLock::new(|| {
          return #rev",
     )
 });
+
+// --- `Redlock` (pottery's lock keys), on one server or on each of several masters.
+
+/// ARGV: token, lease in ms. Takes a free key; `OK` also when the key
+/// already holds our token, which makes a try safe to repeat after a lost
+/// reply. Otherwise the holder's PTTL, so the waiter knows when to look again.
+pub static LOCK_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+           return redis.status_reply('OK')
+         end
+         if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.status_reply('OK') end
+         return redis.call('PTTL', KEYS[1])",
+    )
+    .repeatable()
+});
+
+/// ARGV: token, channel, message. Deletes the key only if it holds our
+/// token, and announces the release to our waiting processes.
+pub static LOCK_RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then
+           redis.call('DEL', KEYS[1])
+           -- pcall: a user not allowed to publish can still release.
+           redis.pcall('PUBLISH', ARGV[2], ARGV[3])
+           return 1
+         end
+         return 0",
+    )
+});
+
+/// ARGV: token, lease in ms. 1 if renewed.
+pub static LOCK_EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then
+           return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+         end
+         return 0",
+    )
+});
+
+/// ARGV: token. Milliseconds left on our lease, 0 if it is not ours.
+pub static LOCK_REMAINING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then
+           local t = redis.call('PTTL', KEYS[1])
+           if t > 0 then return t end
+         end
+         return 0",
+    )
+    .reading()
+});
