@@ -30,7 +30,7 @@ settings (``WORKCELL_CACHE_HOST``/``_PORT``), with no Sentinel setting, so it is
 given the group's first primary and stays there. Run and marked xfail (not strict,
 so it shows if madsci changes) with what was seen.
 
-On Valkey only (the lab has no server choice). About 3 minutes on two cores: two
+On Valkey only (the lab has no server choice). 2½-3¼ minutes on two cores: two
 labs of ours (about 30 s each) and two of pottery's, which wait out a shorter
 workflow timeout (about 50 s each). In the README's test command (tests/run.sh runs
 pytest on tests/).
