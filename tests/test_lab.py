@@ -14,9 +14,10 @@ stall (it waits on the open socket, with no timeout) but not a 10 s restart, aft
 which the workcell stays errored and runs nothing more; that case is marked xfail, not
 skipped, so it keeps running and shows if madsci changes.
 
-About six minutes on two cores (twelve labs of three processes each); collected only
-when named or with MADSCI_CACHE_RS_LAB=1 (tests/conftest.py). On failure the report
-names each process's log, kept under pytest's tmp_path.
+About six minutes on two cores (twelve labs of three processes each); in the README's
+test command (tests/run.sh runs pytest on tests/). On failure the report names each
+process's log, kept under pytest's tmp_path. The same lab behind Sentinel is
+tests/test_lab_sentinel.py.
 """
 
 from __future__ import annotations

@@ -17,7 +17,15 @@ whether a Valkey restart or stall is ridden out. So ``run_lab`` starts:
   to a file, so a step run twice shows;
 
 then submits workflows of a few steps each through madsci's ``WorkcellClient``, one
-after another, and injects a fault a fixed delay after the first submission. The last
+after another, and injects a fault a fixed delay after the first submission.
+
+With ``topology="sentinel"`` the one Valkey is a private Sentinel group instead (a
+primary, one replica, three sentinels: ``PrivateSentinelGroup``) and the faults are a
+forced ``SENTINEL FAILOVER`` and the primary SIGKILLed (the sentinels promote the
+replica). Our handler reaches it as unchanged managers would, through
+``MADSCI_CACHE_RS_URL=redis+sentinel://...``; madsci's own handler has only its host and
+port settings (``redis.Redis(host, port)``), so it is pointed at the primary the group
+started with, and stays there after a failover. The last
 workflow is submitted only after the fault is over, so an engine that died or halted in
 the fault shows as a workflow that never finishes.
 
@@ -51,11 +59,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from madsci_cache_rs.testing import PrivateServer, free_port
+from madsci_cache_rs.testing import PrivateSentinelGroup, PrivateServer, free_port
 
 __all__ = [
     "FAULTS",
     "HANDLERS",
+    "SENTINEL_FAULTS",
+    "TOPOLOGIES",
     "LabResult",
     "ProcessReport",
     "WorkflowRecord",
@@ -65,6 +75,14 @@ __all__ = [
 
 HANDLERS = ("pottery", "ours", "ours-cached")
 FAULTS = ("none", "restart-1s", "restart-10s", "stop-10s")
+TOPOLOGIES = ("single", "sentinel")
+#: Faults of the Sentinel topology: ``failover`` is a forced ``SENTINEL FAILOVER``
+#: (the replica is promoted while the old primary still runs, and is demoted to a
+#: replica of it), ``kill-primary`` SIGKILLs the primary and lets the sentinels
+#: promote the replica (the killed node stays down); ``kill-primary-restart`` then
+#: starts the killed node again once the group has failed over (as a supervisor
+#: would), and it rejoins as a replica.
+SENTINEL_FAULTS = ("none", "failover", "kill-primary", "kill-primary-restart")
 
 _SERVE = Path(__file__).with_name("_lab_serve.py")
 _NODE_NAME = "recorder"
@@ -160,6 +178,16 @@ class LabResult:
     workcell_errors: list[str]
     processes: dict[str, ProcessReport]
     log_dir: Path | None  # None once removed
+    topology: str = "single"
+    #: Sentinel faults: seconds since the first submission at which the sentinels
+    #: first named the new primary (the fault window ends later, once the group has
+    #: converged on it).
+    switch_at: float | None = None
+    #: The cache URL our handler's managers were given (None: host and port only).
+    cache_url: str | None = None
+    #: Error replies by kind (``READONLY``, ``NOREPLICAS`` ...) as the running data
+    #: nodes count them at the end (``INFO errorstats``; a restart starts again at 0).
+    server_errors: dict[str, int] = field(default_factory=dict)
 
     @property
     def submitted(self) -> int:
@@ -218,7 +246,7 @@ class LabResult:
         if unsent:
             out.append(
                 f"workflows {unsent} not submitted "
-                "(the run stops at a timeout or a halted workcell)"
+                "(the run stops at a timeout, a halted workcell or a failed submission)"
             )
         out += [f"step {tag} ran {n} times" for tag, n in sorted(self.duplicates.items())]
         out += [f"step {tag} of a completed workflow never ran" for tag in self.missing_steps]
@@ -239,7 +267,9 @@ class LabResult:
         spw = self.seconds_per_workflow
         cpw = self.commands_per_workflow
         return (
-            f"{self.handler} / {self.fault}: {self.completed}/{len(self.workflows)} completed, "
+            f"{self.handler} / {self.fault}"
+            f"{'' if self.topology == 'single' else f' ({self.topology})'}: "
+            f"{self.completed}/{len(self.workflows)} completed, "
             f"{self.failed} failed, {len(self.duplicates)} duplicated steps, "
             f"{'-' if spw is None else f'{spw:.2f}'} s/workflow, "
             f"{'-' if cpw is None else f'{cpw:.0f}'} commands/workflow, "
@@ -249,6 +279,7 @@ class LabResult:
                 if self.fault_window is not None
                 else ""
             )
+            + (f", new primary named at +{self.switch_at:.1f} s" if self.switch_at else "")
         )
 
     def report(self) -> str:
@@ -265,6 +296,11 @@ class LabResult:
         if self.fault_window is not None:
             start, end = self.fault_window
             lines.append(f"  fault {self.fault} from +{start:.1f} s to +{end:.1f} s")
+        if self.cache_url is not None:
+            lines.append(f"  our managers' MADSCI_CACHE_RS_URL: {self.cache_url}")
+        if self.server_errors:
+            errors = ", ".join(f"{k} {v}" for k, v in self.server_errors.items())
+            lines.append(f"  error replies the servers counted: {errors}")
         for p in self.processes.values():
             lines.append(
                 f"  {p.name} pid {p.pid}: alive {p.alive_at_end}, handler {p.cache_handler} "
@@ -287,9 +323,13 @@ def _step_tags(index: int, steps: int) -> list[str]:
     return [f"w{index}-s{j}" for j in range(steps)]
 
 
-def _parse_fault(fault: str) -> tuple[str, float]:
+def _parse_fault(fault: str, topology: str = "single") -> tuple[str, float]:
     if fault == "none":
         return "none", 0.0
+    if topology == "sentinel":
+        if fault not in SENTINEL_FAULTS:
+            raise ValueError(f"unknown Sentinel fault {fault!r}: expected one of {SENTINEL_FAULTS}")
+        return fault, 0.0
     match = re.fullmatch(r"(restart|stop)-(\d+(?:\.\d+)?)s", fault)
     if match is None:
         raise ValueError(
@@ -300,10 +340,16 @@ def _parse_fault(fault: str) -> tuple[str, float]:
 
 class _CommandCounter:
     """Server commands over a window that may span restarts: INFO commandstats restarts
-    from zero with the server, so the window is summed segment by segment."""
+    from zero with the server, so the window is summed segment by segment. Behind
+    Sentinel each segment is counted on the node that is primary when it begins (the
+    commands of a failover's own moment, between the segments, are left out)."""
 
-    def __init__(self, server: PrivateServer) -> None:
-        self._server = server
+    def __init__(self, server: PrivateServer | Callable[[], PrivateServer]) -> None:
+        if isinstance(server, PrivateServer):
+            self._current: Callable[[], PrivateServer] = lambda: server
+        else:
+            self._current = server
+        self._server = self._current()
         self._done: Counter[str] = Counter()
         self._base: Counter[str] | None = None
 
@@ -316,6 +362,7 @@ class _CommandCounter:
         return counts
 
     def begin(self, fresh_server: bool = False) -> None:
+        self._server = self._current()
         self._base = Counter() if fresh_server else self._snapshot()
 
     def end(self) -> None:
@@ -451,6 +498,7 @@ def _lab_env(
     cache_port: int,
     ports: dict[str, int],
     scheduler_interval: float,
+    cache_url: str | None = None,
 ) -> dict[str, str]:
     # Start from the caller's environment minus anything that would configure madsci
     # or our handler behind the harness's back (a developer's WORKCELL_* or .env).
@@ -497,6 +545,10 @@ def _lab_env(
         env["MADSCI_CACHE_RS_CLIENT_CACHE"] = "1"
     else:
         env.pop("MADSCI_CACHE_RS_CLIENT_CACHE", None)
+    if cache_url is not None and handler != "pottery":
+        # What reaches an unchanged manager: from_settings connects here instead of
+        # the host and port above (which madsci's own handler uses).
+        env["MADSCI_CACHE_RS_URL"] = cache_url
     return env
 
 
@@ -517,16 +569,20 @@ def _workflow_definition(index: int, steps: int) -> Any:
     )
 
 
-def _client(workcell_url: str, lab: Path) -> Any:
+def _client(workcell_url: str, lab: Path, request_timeout: float = 60.0) -> Any:
     from madsci.client.event_client import EventClient
     from madsci.client.workcell_client import WorkcellClient
+    from madsci.common.types.client_types import WorkcellClientConfig
     from madsci.common.types.event_types import EventClientConfig
 
     # The client's logger would otherwise write under the caller's ~/.madsci.
     quiet = EventClient(
         config=EventClientConfig(name="lab_client", log_dir=lab / "client-logs", log_level=50)
     )
-    return WorkcellClient(workcell_url, event_client=quiet)
+    # A submission to a manager that hangs waits this long per try, and the client
+    # tries 4 times (madsci's default, 60 s, made one hung submission last 4 minutes).
+    config = WorkcellClientConfig(timeout_data_operations=request_timeout)
+    return WorkcellClient(workcell_url, event_client=quiet, config=config)
 
 
 def _status_text(wf: Any) -> str:
@@ -616,19 +672,28 @@ def _run_workflow(
 
 class _Fault(threading.Thread):
     def __init__(
-        self, server: PrivateServer, fault: str, delay: float, counter: _CommandCounter, t0: float
+        self,
+        server: PrivateServer | PrivateSentinelGroup,
+        fault: str,
+        delay: float,
+        counter: _CommandCounter,
+        t0: float,
     ) -> None:
         super().__init__(name="lab-fault", daemon=True)
-        self.kind, self.seconds = _parse_fault(fault)
+        topology = "sentinel" if isinstance(server, PrivateSentinelGroup) else "single"
+        self.kind, self.seconds = _parse_fault(fault, topology)
         self.server, self.delay, self.counter, self.t0 = server, delay, counter, t0
         self.window: tuple[float, float] | None = None
+        self.switch_at: float | None = None
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             time.sleep(self.delay)
             start = time.monotonic() - self.t0
-            if self.kind == "restart":
+            if isinstance(self.server, PrivateSentinelGroup):
+                self._failover(self.server)
+            elif self.kind == "restart":
                 self.counter.end()
                 self.server.restart(down_for=self.seconds)
                 self.counter.begin(fresh_server=True)
@@ -641,6 +706,51 @@ class _Fault(threading.Thread):
             self.window = (start, time.monotonic() - self.t0)
         except BaseException as exc:
             self.error = exc
+
+    def _failover(self, group: PrivateSentinelGroup) -> None:
+        """The Sentinel fault, until the group has converged on the new primary; a
+        watcher notes when a sentinel first names it (the switch clients follow)."""
+        old = group.primary()
+        sentinel = group.sentinel_servers[0]  # never the one faulted
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                with contextlib.suppress(Exception):
+                    reply = sentinel.call("SENTINEL", "GET-MASTER-ADDR-BY-NAME", group.service)
+                    if int(reply[1]) != old.port:
+                        self.switch_at = time.monotonic() - self.t0
+                        return
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=watch, name="lab-switch-watch", daemon=True)
+        self.counter.end()
+        watcher.start()
+        try:
+            if self.kind.startswith("kill-primary"):
+                killed = group.kill_primary()
+                group.wait_failover(timeout=30.0)
+                if self.kind == "kill-primary-restart":
+                    group.restart(killed)
+            else:
+                group.failover(timeout=30.0)
+        finally:
+            done.set()
+            watcher.join()
+        self.counter.begin()
+
+
+def _error_replies(servers: list[PrivateServer]) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for server in servers:
+        if not server.running:
+            continue
+        with contextlib.suppress(Exception):
+            for key, value in server.info("errorstats").items():
+                if key.startswith("errorstat_"):
+                    count = value.split(",", 1)[0].removeprefix("count=")
+                    counts[key.removeprefix("errorstat_")] += int(count)
+    return dict(sorted(counts.items()))
 
 
 def _engine_state(heartbeat: Path) -> bool | None:
@@ -742,6 +852,9 @@ def run_lab(
     scheduler_interval: float = 0.5,
     log_dir: Path | None = None,
     extra_env: Mapping[str, str] | None = None,
+    topology: str = "single",
+    url_options: str = "",
+    replicas: int = 1,
 ) -> LabResult:
     """Run the miniature lab once and report what happened.
 
@@ -749,15 +862,25 @@ def run_lab(
     ``fault_delay`` seconds after the first workflow is submitted). Workflows run one
     after another; after the first one that times out no more are submitted (an engine
     that stopped would make each of them wait the whole timeout), nor after one that
-    waits on a halted (errored) workcell. With ``log_dir`` the
+    waits on a halted (errored) workcell, nor after one whose submission failed (a
+    manager that hangs). With ``log_dir`` the
     lab's files (process logs, the node's record) are kept there; otherwise they go to
     a temporary directory removed at the end, and the result carries the log excerpts.
     ``extra_env`` is added to every lab process's environment last (to try a setting
-    of madsci's or ours). Raises ``RuntimeError`` when the lab cannot start.
+    of madsci's or ours). ``topology`` is one of ``TOPOLOGIES``; with ``"sentinel"``,
+    ``fault`` is one of ``SENTINEL_FAULTS``, our handler's managers get the group's
+    ``redis+sentinel://`` URL with ``url_options`` as its query string (say
+    ``"wait_replicas=1&wait_timeout=0.5"``), and madsci's get the first primary's host
+    and port; the group has ``replicas`` replicas. Raises ``RuntimeError`` when the lab
+    cannot start.
     """
     if handler not in HANDLERS:
         raise ValueError(f"unknown handler {handler!r}: expected one of {HANDLERS}")
-    _parse_fault(fault)
+    if topology not in TOPOLOGIES:
+        raise ValueError(f"unknown topology {topology!r}: expected one of {TOPOLOGIES}")
+    if url_options and topology != "sentinel":
+        raise ValueError("url_options apply to the Sentinel topology's URL only")
+    _parse_fault(fault, topology)
     missing = madsci_missing()
     if missing is not None:
         raise RuntimeError(f"the lab needs madsci 0.8.1: {missing}")
@@ -766,14 +889,35 @@ def run_lab(
         (lab / ".madsci").mkdir(exist_ok=True)
         record_file = lab / "node-record.txt"
         heartbeat = lab / "engine-heartbeat.json"
-        server = PrivateServer("valkey", appendonly=True)
+        group: PrivateSentinelGroup | None = None
+        server: PrivateServer
+        if topology == "sentinel":
+            # Replication keeps the lab's state across a failover; no append-only file.
+            group = PrivateSentinelGroup("valkey", replicas=replicas, sentinels=3)
+            server = group.nodes[0]
+        else:
+            server = PrivateServer("valkey", appendonly=True)
+        cache_url: str | None = None
         procs: list[_Process] = []
         fault_thread: _Fault | None = None
         client: Any = None
         try:
-            server.start()
+            if group is not None:
+                group.start()
+                server = group.primary()
+                cache_url = group.url + (f"?{url_options}" if url_options else "")
+            else:
+                server.start()
             ports = {"workcell": free_port(), "location": free_port(), "node": free_port()}
-            env = _lab_env(dict(os.environ), lab, handler, server.port, ports, scheduler_interval)
+            env = _lab_env(
+                dict(os.environ),
+                lab,
+                handler,
+                server.port,
+                ports,
+                scheduler_interval,
+                cache_url=cache_url,
+            )
             env.update(extra_env or {})
             deadline = time.monotonic() + startup_timeout
             # All three start at once (their imports take seconds each); the engine
@@ -790,9 +934,11 @@ def run_lab(
             for proc in (location, workcell):
                 _check_handler(handler, _process_report(proc))
 
-            client = _client(f"http://127.0.0.1:{ports['workcell']}/", lab)
+            client = _client(
+                f"http://127.0.0.1:{ports['workcell']}/", lab, min(60.0, workflow_timeout / 2)
+            )
             records = [WorkflowRecord(index=i) for i in range(workflows)]
-            counter = _CommandCounter(server)
+            counter = _CommandCounter(group.primary if group is not None else server)
             counter.begin()
             t0 = time.monotonic()
             for i, record in enumerate(records):
@@ -800,7 +946,8 @@ def run_lab(
                     # The last workflow probes an engine that the fault may have stopped.
                     fault_thread.join()
                 if i == 0 and fault != "none":
-                    fault_thread = _Fault(server, fault, fault_delay, counter, t0)
+                    faulted = group if group is not None else server
+                    fault_thread = _Fault(faulted, fault, fault_delay, counter, t0)
                 _run_workflow(
                     client,
                     record,
@@ -810,7 +957,7 @@ def run_lab(
                     submitted=fault_thread.start if i == 0 and fault_thread else None,
                     halted=partial(_halted, client, heartbeat),
                 )
-                if record.status in ("timed out", "halted"):
+                if record.status in ("timed out", "halted", "submit failed"):
                     break
             if fault_thread is not None and fault_thread.is_alive():
                 fault_thread.join()
@@ -823,6 +970,7 @@ def run_lab(
             engine_alive = _engine_state(heartbeat)
             errored, errors = _workcell_status(client)
             alive = {p.name: p.alive for p in procs}
+            server_errors = _error_replies(group.nodes if group is not None else [server])
         finally:
             if client is not None:
                 with contextlib.suppress(Exception):
@@ -832,8 +980,11 @@ def run_lab(
                 proc.terminate()
             for proc in procs:
                 proc.stop()
-            server.resume()
-            server.close()
+            if group is not None:
+                group.close()
+            else:
+                server.resume()
+                server.close()
 
         reports = {p.name: _process_report(p) for p in procs}
         for name, report in reports.items():
@@ -857,6 +1008,10 @@ def run_lab(
             workcell_errors=errors,
             processes=reports,
             log_dir=lab if keep else None,
+            topology=topology,
+            switch_at=fault_thread.switch_at if fault_thread is not None else None,
+            cache_url=cache_url if handler != "pottery" else None,
+            server_errors=server_errors,
         )
 
 
@@ -865,7 +1020,18 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m madsci_cache_rs.lab", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--handler", choices=HANDLERS, action="append")
-    parser.add_argument("--fault", action="append", help=f"one of {FAULTS} (repeatable)")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        help=f"one of {FAULTS}, or with --topology sentinel {SENTINEL_FAULTS} (repeatable)",
+    )
+    parser.add_argument("--topology", choices=TOPOLOGIES, default="single")
+    parser.add_argument("--replicas", type=int, default=1, help="the Sentinel group's replicas")
+    parser.add_argument(
+        "--url-options",
+        default="",
+        help="query string for our handler's Sentinel URL (e.g. wait_replicas=1)",
+    )
     parser.add_argument("--workflows", type=int, default=6)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--fault-delay", type=float, default=3.0)
@@ -883,6 +1049,9 @@ def main(argv: list[str] | None = None) -> int:
                 steps=args.steps,
                 fault_delay=args.fault_delay,
                 log_dir=log_dir,
+                topology=args.topology,
+                url_options=args.url_options,
+                replicas=args.replicas,
             )
             print(result.report(), flush=True)
             print(f"  ({time.monotonic() - started:.0f} s)", flush=True)
