@@ -107,6 +107,40 @@ def test_too_few_replicas_is_an_unknown_outcome_and_a_refused_lock(group):
         h.close()
 
 
+def _waits(group) -> int:
+    return on_primary(group).info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
+
+
+def test_a_lock_release_does_not_wait_for_replicas(group):
+    """An unconfirmed release can only come back, after a failover, as a lease
+    that expires on its own, never as a second holder: it is sent without
+    WAIT and is not an unknown outcome (raised, it halted madsci's workcell
+    engine in the miniature lab's killed-primary run)."""
+    h = PyCacheHandler.from_url(group.url + "?wait_replicas=1&wait_timeout=0.5")
+    replica = group.replicas()[0]
+    try:
+        lock = h.create_lock("lab-release", 5)
+        before = _waits(group)
+        assert lock.acquire(blocking=False)  # confirmed by the replica
+        assert _waits(group) == before + 1
+        replica.pause()
+        try:
+            lock.release()
+        finally:
+            replica.resume()
+        assert _waits(group) == before + 1, "the release sent a WAIT"
+        assert on_primary(group).get("redlock:lab-release") is None
+        # Writes still wait, and still say when the replica did not confirm.
+        replica.pause()
+        try:
+            with pytest.raises(CacheOutcomeUnknownError, match="0 of the 1 replica"):
+                h.set("after", "v")
+        finally:
+            replica.resume()
+    finally:
+        h.close()
+
+
 def test_wait_replicas_is_refused_where_it_cannot_work(group):
     with pytest.raises(ValueError, match="client_cache"):
         PyCacheHandler.from_url(group.url + "?wait_replicas=1&client_cache=true")

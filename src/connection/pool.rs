@@ -75,9 +75,9 @@ pub(super) fn batch_resend(cmds: &[Cmd]) -> Resend {
     class
 }
 
-/// Whether `cmd` may change data (what `wait_replicas` waits for).
+/// Whether `cmd` may change data that `wait_replicas` waits for.
 fn writes(cmd: &Cmd) -> bool {
-    !cmd.is_read_only() && !is_read(cmd.name())
+    !cmd.is_read_only() && !is_read(cmd.name()) && cmd.needs_replicas()
 }
 
 /// `cmds` and the `WAIT` that `wait_replicas` asks for, when they write.

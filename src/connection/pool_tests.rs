@@ -390,3 +390,16 @@ fn a_standalone_client_meeting_moved_says_to_use_a_cluster_url() {
     assert!(text.contains("redis+cluster://"), "{text}");
     assert!(text.contains("10.0.0.2:7001"), "{text}");
 }
+
+#[test]
+fn wait_replicas_waits_for_writes_but_not_for_writes_that_need_no_replicas() {
+    let mut cfg = Config::from_url("redis://h?wait_replicas=1").unwrap();
+    cfg.wait_timeout = Duration::from_millis(250);
+    let write = Cmd::new("SET").arg("k").arg("v");
+    let batch = with_wait(&cfg, std::slice::from_ref(&write)).expect("a write waits");
+    let wait: Vec<&[u8]> = batch[1].args().collect();
+    assert_eq!((batch[1].name(), wait), ("WAIT", vec![&b"1"[..], b"250"]));
+    let release = Cmd::new("EVALSHA").arg("sha").replicas_not_needed(true);
+    assert!(with_wait(&cfg, &[release]).is_none());
+    assert!(with_wait(&cfg, &[Cmd::new("GET").arg("k")]).is_none());
+}

@@ -21,6 +21,9 @@ pub struct Cmd {
     read_only: bool,
     /// Whether these bytes may be sent again after a lost reply (`retry`).
     resend: Resend,
+    /// A write whose loss in a failover harms no one (see
+    /// `Script::replicas_not_needed`): `wait_replicas` does not wait for it.
+    replicas_not_needed: bool,
     /// For a write sent in its once-form (`once.rs`): the plain command it
     /// stands for, which a client-side cache reads to update its copy.
     origin: Option<Box<Cmd>>,
@@ -39,6 +42,7 @@ impl Cmd {
             } else {
                 Resend::Never
             },
+            replicas_not_needed: false,
             origin: None,
         };
         cmd.push(name.as_bytes());
@@ -47,6 +51,16 @@ impl Cmd {
 
     pub fn resend(&self) -> Resend {
         self.resend
+    }
+
+    /// Mark a write `wait_replicas` need not wait for.
+    pub fn replicas_not_needed(mut self, not_needed: bool) -> Cmd {
+        self.replicas_not_needed = not_needed;
+        self
+    }
+
+    pub fn needs_replicas(&self) -> bool {
+        !self.replicas_not_needed
     }
 
     /// Mark what a re-send of these bytes would do (`retry::Resend`).

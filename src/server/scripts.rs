@@ -220,6 +220,7 @@ pub static LOCK_RELEASE: LazyLock<Script> = LazyLock::new(|| {
          end
          return 0",
     )
+    .replicas_not_needed()
 });
 
 /// ARGV: token, lease in ms. 1 if renewed.
