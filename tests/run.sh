@@ -29,24 +29,25 @@ test)
     # Release wheels, .venv's installed into .venv (the wheel as users install it:
     # its start-up .pth is what test_switch checks; an editable install has none).
     build_wheels
-    echo "== cargo fmt / clippy"
+    echo "== cargo fmt / clippy (at ${SECONDS} s)"
     cargo fmt --all -- --check
     cargo clippy --all-targets -q -- -D warnings
-    echo "== cargo test"
+    echo "== cargo test (at ${SECONDS} s)"
     # The test binary links libpython; point the loader at the venv's interpreter's.
     libdir=$("$py" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
     LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" PYO3_PYTHON="$py" cargo test -q
-    echo "== ruff"
+    echo "== ruff (at ${SECONDS} s)"
     "$venv/bin/ruff" check python tests
     "$venv/bin/ruff" format --check python tests
-    echo "== stubtest"
+    echo "== stubtest (at ${SECONDS} s)"
     "$py" -m mypy.stubtest madsci_cache_rs --mypy-config-file pyproject.toml --allowlist tests/stubtest-allowlist.txt
     # Typing as a user sees it (mypy --strict and pyright on tests/typing/) is
     # tests/test_typing.py, in the pytest step below.
-    echo "== pytest"
-    "$py" -m pytest -q -p no:cacheprovider tests "$@"
+    echo "== pytest (at ${SECONDS} s)"
+    # The slowest tests, to keep the whole run well under an hour.
+    "$py" -m pytest -q -p no:cacheprovider --durations=25 tests "$@"
     # madsci 0.8.1's own suites, on madsci's classes and then on ours (issue 3).
-    echo "== madsci suites" && "$py" tests/madsci_suites.py --workdir target/madsci-suites
+    echo "== madsci suites (at ${SECONDS} s)" && "$py" tests/madsci_suites.py --workdir target/madsci-suites
     quick_suites
     ;;
 *)
