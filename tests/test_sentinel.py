@@ -17,7 +17,13 @@ import redis
 from hostile_server import HANDSHAKE, read_command
 from redis.sentinel import Sentinel
 
-from madsci_cache_rs import CacheOutcomeUnknownError, PyCacheHandler, Redlock
+from madsci_cache_rs import (
+    CacheAuthenticationError,
+    CacheConnectionError,
+    CacheOutcomeUnknownError,
+    PyCacheHandler,
+    Redlock,
+)
 from madsci_cache_rs.testing import PrivateSentinelGroup, PrivateServer, ServerUnavailable
 
 KINDS = ("valkey", "redis")
@@ -378,3 +384,94 @@ def test_the_client_cache_leaves_the_old_primary_when_the_sentinels_announce_a_s
         finally:
             h.close()
             fake.close()
+
+
+class FirstByteSentinel:
+    """A listener in a sentinel's place that only notes how each client
+    opens its connection, TLS (a handshake record, 0x16) or plain RESP
+    (``*``), and hangs up: no TLS server needed to tell which one a client
+    speaks to the sentinels."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    first = conn.recv(1)
+                except OSError:
+                    continue
+                self.seen.append({b"\x16": "tls", b"*": "plain"}.get(first, repr(first)))
+
+    def first_seen(self, timeout: float = 10) -> str:
+        deadline = time.monotonic() + timeout
+        while not self.seen:
+            assert time.monotonic() < deadline, "no client came to the sentinel"
+            time.sleep(0.01)
+        return self.seen[0]
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+SENTINEL_TLS_CASES = [
+    # (data-node options, sentinel_kwargs, the sentinels' protocol, data nodes' TLS)
+    ({}, None, "plain", False),
+    ({"ssl": True, "ssl_cert_reqs": "none"}, None, "plain", True),
+    ({}, {"ssl": True, "ssl_cert_reqs": "none"}, "tls", False),
+    (
+        {"ssl": True, "ssl_cert_reqs": "none"},
+        {"ssl": True, "ssl_cert_reqs": "none"},
+        "tls",
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "sentinel_kwargs", "sentinels_speak", "data_tls"), SENTINEL_TLS_CASES
+)
+def test_a_redis_py_sentinel_client_keeps_the_sentinels_tls_apart_from_the_data_nodes(
+    monkeypatch, data, sentinel_kwargs, sentinels_speak, data_tls
+):
+    """redis-py's ``Sentinel(..., ssl=True)`` speaks TLS to the data nodes
+    only: the sentinels are clients of their own, built from
+    ``sentinel_kwargs``. A handler built from such a client talks to the
+    sentinels as redis-py does (seen by a stand-in sentinel) and to the data
+    nodes with TLS exactly when redis-py would (its URL's scheme)."""
+    monkeypatch.setenv("MADSCI_CACHE_RS_RETRY_WINDOW", "0")
+    theirs, ours = FirstByteSentinel(), FirstByteSentinel()
+    try:
+        for fake, check in ((theirs, "redis-py"), (ours, "ours")):
+            client = Sentinel(
+                [("127.0.0.1", fake.port)],
+                sentinel_kwargs=sentinel_kwargs,
+                socket_timeout=2,
+                **data,
+            ).master_for("lab", socket_timeout=2)
+            if check == "redis-py":
+                with pytest.raises(redis.RedisError):
+                    client.ping()
+            else:
+                h = PyCacheHandler(client)
+                try:
+                    scheme = "rediss+sentinel://" if data_tls else "redis+sentinel://"
+                    assert h.url.startswith(scheme), h.url
+                    with pytest.raises(CacheConnectionError):
+                        h.set("k", "v")
+                finally:
+                    h.close()
+        assert theirs.first_seen() == sentinels_speak, "redis-py itself does otherwise"
+        assert ours.first_seen() == sentinels_speak
+    finally:
+        theirs.close()
+        ours.close()
