@@ -475,3 +475,54 @@ def test_a_redis_py_sentinel_client_keeps_the_sentinels_tls_apart_from_the_data_
     finally:
         theirs.close()
         ours.close()
+
+
+SENTINEL_SECRET = "s3ntinel-only"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sentinels_with_their_own_password(kind, caplog):
+    """Sentinels with a ``requirepass`` of their own (the data nodes have
+    none): ``sentinel_password`` in the URL, as a keyword, or in redis-py's
+    ``sentinel_kwargs`` logs in to them; a wrong one is an authentication
+    error that never shows the password."""
+    try:
+        group = PrivateSentinelGroup(kind, sentinel_password=SENTINEL_SECRET).start()
+    except ServerUnavailable as exc:
+        pytest.skip(f"no {kind} server on this machine: {exc}")
+    with group:
+        assert f"sentinel_password={SENTINEL_SECRET}" in group.url
+        bare_url = group.url.split("?")[0]
+        handlers = [
+            PyCacheHandler.from_url(group.url),
+            PyCacheHandler.from_url(bare_url, sentinel_password=SENTINEL_SECRET),
+            PyCacheHandler(
+                Sentinel(group.sentinels, sentinel_kwargs={"password": SENTINEL_SECRET}).master_for(
+                    group.service
+                )
+            ),
+        ]
+        for n, h in enumerate(handlers):
+            try:
+                h.set(f"k{n}", str(n))
+                assert h.get(f"k{n}") == str(n)
+                assert SENTINEL_SECRET not in repr(h) and SENTINEL_SECRET not in h.url
+            finally:
+                h.close()
+        assert on_primary(group).get("k2") == b"2"
+
+        caplog.set_level("DEBUG", logger="madsci_cache_rs")
+        for wrong in (
+            lambda: PyCacheHandler.from_url(
+                f"{bare_url}?sentinel_password=not-{SENTINEL_SECRET}", retry_window=0
+            ),
+            lambda: PyCacheHandler.from_url(bare_url, retry_window=0),
+        ):
+            with pytest.raises(CacheAuthenticationError) as err:
+                h = wrong()
+                try:
+                    h.set("k", "v")
+                finally:
+                    h.close()
+            assert SENTINEL_SECRET not in str(err.value) and SENTINEL_SECRET not in repr(err.value)
+        assert SENTINEL_SECRET not in caplog.text
