@@ -310,6 +310,7 @@ class FakeSentinel:
 
     def __init__(self, primary: PrivateServer) -> None:
         self.primary = primary
+        self.queries = 0  # SENTINEL commands answered
         self.subscribers: list[socket.socket] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -333,6 +334,7 @@ class FakeSentinel:
                 while (cmd := read_command(f)) is not None:
                     name = cmd[0].upper()
                     if name == b"SENTINEL":
+                        self.queries += 1
                         p = self.primary
                         conn.sendall(self._bulks(p.host.encode(), str(p.port).encode()))
                     elif name == b"SUBSCRIBE":
@@ -526,3 +528,63 @@ def test_sentinels_with_their_own_password(kind, caplog):
                     h.close()
             assert SENTINEL_SECRET not in str(err.value) and SENTINEL_SECRET not in repr(err.value)
         assert SENTINEL_SECRET not in caplog.text
+
+
+def readonly_errors(server: PrivateServer) -> int:
+    """How many commands ``server`` refused with READONLY (``INFO errorstats``)."""
+    stat = server.info("errorstats").get("errorstat_READONLY", "count=0")
+    return int(stat.split(",")[0].split("=")[1])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_node_named_by_a_sentinel_that_is_a_replica_is_not_written_to(kind):
+    """The ROLE check alone: the sentinel names a replica that takes writes
+    (``replica-read-only no``, so no READONLY would give it away) until it
+    names the real primary. The write waits for that and lands on the
+    primary only."""
+    with PrivateServer(kind) as replica, PrivateServer(kind) as primary:
+        replica.call("REPLICAOF", primary.host, str(primary.port))
+        replica.call("CONFIG", "SET", "replica-read-only", "no")
+        fake = FakeSentinel(replica)
+        h = PyCacheHandler.from_url(f"redis+sentinel://127.0.0.1:{fake.port}/lab", retry_window=10)
+        try:
+
+            def name_the_primary_later() -> None:
+                time.sleep(0.7)
+                fake.primary = primary
+
+            threading.Thread(target=name_the_primary_later, daemon=True).start()
+            h.create_list("queue").append("job")
+            assert primary.call("LRANGE", "queue", "0", "-1") == [b'"job"']
+            assert fake.queries >= 2, "the replica was never named"
+            assert readonly_errors(replica) == 0
+        finally:
+            h.close()
+            fake.close()
+            # Else the primary's shutdown waits for its replica (seconds).
+            replica.call("REPLICAOF", "NO", "ONE")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_primary_demoted_without_an_announcement_is_left_at_its_readonly(kind):
+    """READONLY alone: the primary a pooled connection is on becomes a
+    replica (``REPLICAOF``) with no ``+switch-master`` heard, and the
+    sentinel now names the new primary. The write answered READONLY is sent
+    again after asking the sentinel, and applied once."""
+    with PrivateServer(kind) as old, PrivateServer(kind) as new:
+        fake = FakeSentinel(old)
+        h = PyCacheHandler.from_url(f"redis+sentinel://127.0.0.1:{fake.port}/lab", retry_window=10)
+        try:
+            queue = h.create_list("queue")
+            queue.append("before")
+            assert old.call("LRANGE", "queue", "0", "-1") == [b'"before"']
+            fake.primary = new
+            old.call("REPLICAOF", new.host, str(new.port))
+            queue.append("after")
+            assert new.call("LRANGE", "queue", "0", "-1") == [b'"after"']
+            assert readonly_errors(old) >= 1, "the pooled connection never met READONLY"
+        finally:
+            h.close()
+            fake.close()
+            # Else the new primary's shutdown waits for its replica (seconds).
+            old.call("REPLICAOF", "NO", "ONE")
