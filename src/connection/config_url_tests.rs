@@ -123,6 +123,7 @@ fn sentinels(nodes: &[(&str, u16)], service: &str) -> Addr {
         service: service.into(),
         username: None,
         password: None,
+        tls: SentinelTls::AsDataNodes,
     })
 }
 

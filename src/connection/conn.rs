@@ -211,7 +211,17 @@ fn find_primary(cfg: &Config, sentinels: &Sentinels) -> Result<(String, u16), Op
         let ask = cfg.sentinel_node(sentinels, host, *port);
         let answer = Conn::open(&ask).and_then(|mut conn| {
             let reply = conn.request(&sentinels.query()).map_err(OpenError::Io)?;
-            Ok(sentinel::primary_from(&reply))
+            match reply {
+                // A sentinel with a password of its own, none given: as a
+                // refused password, for good.
+                Reply::Error(error) if handshake::refuses_credentials(&error) => {
+                    Err(OpenError::Rejected {
+                        command: "SENTINEL",
+                        error,
+                    })
+                }
+                reply => Ok(sentinel::primary_from(&reply)),
+            }
         });
         match answer {
             Ok(Ok(primary)) => return Ok(primary),

@@ -58,9 +58,10 @@ pub fn watch(cfg: &Config) -> Option<Arc<Watch>> {
         return None;
     };
     let key = format!(
-        "{} tls={} user={:?}",
+        "{} tls={} sentinel_tls={:?} user={:?}",
         sentinels.describe(),
         cfg.tls_config.is_some(),
+        sentinels.tls,
         sentinels.username
     );
     let mut all = WATCHES.current().lock();

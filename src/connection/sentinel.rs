@@ -11,6 +11,7 @@
 //! `failover_watch.rs` follows the sentinels' announcements.
 
 use super::resp::{Cmd, Reply};
+use super::tls::TlsOptions;
 
 /// Sentinel's own port, when a URL names none.
 pub const DEFAULT_PORT: u16 = 26379;
@@ -27,6 +28,24 @@ pub struct Sentinels {
     /// not the data nodes').
     pub username: Option<String>,
     pub password: Option<String>,
+    /// How to talk to the sentinels themselves, which is not always how to
+    /// talk to the data nodes.
+    pub tls: SentinelTls,
+}
+
+/// The sentinels' own TLS. redis-py's `Sentinel(..., ssl=True)` speaks TLS
+/// to the data nodes only and plain text to the sentinels (those take
+/// their settings from `sentinel_kwargs`, by default only the `socket_*`
+/// options); a `rediss+sentinel://` URL has one scheme, so one TLS setting
+/// for both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SentinelTls {
+    /// As the data nodes: a URL's rule.
+    AsDataNodes,
+    /// Plain text whatever the data nodes use.
+    Plain,
+    /// TLS with these settings whatever the data nodes use.
+    Tls(TlsOptions),
 }
 
 impl Sentinels {
@@ -128,6 +147,7 @@ mod tests {
             service: "lab".into(),
             username: Some("u".into()),
             password: Some("secret".into()),
+            tls: SentinelTls::Plain,
         };
         assert_eq!(s.describe(), "sentinel:lab@a:26379,[::1]:26380");
         assert_eq!(

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::connection::config::{positive_count, Addr};
-use crate::connection::sentinel::{self, Sentinels};
+use crate::connection::sentinel::{self, SentinelTls, Sentinels};
 use crate::connection::tls::TlsOptions;
 use crate::connection::{Config, RetryPolicy};
 
@@ -154,6 +154,9 @@ pub fn apply_options(
 
 /// The sentinels behind a redis-py `Sentinel(...).master_for(service)`
 /// client's pool (a `SentinelConnectionPool`); `None` for any other pool.
+/// Each sentinel is a redis-py `Redis` client of its own, built from
+/// `sentinel_kwargs` (by default only the `socket_*` options): so its
+/// password and TLS are read from it, not from the data nodes' settings.
 fn sentinels_of(pool: &Bound<'_, PyAny>) -> PyResult<Option<Sentinels>> {
     let (Ok(service), Ok(manager)) = (
         pool.getattr("service_name"),
@@ -166,11 +169,11 @@ fn sentinels_of(pool: &Bound<'_, PyAny>) -> PyResult<Option<Sentinels>> {
         service: service.extract()?,
         username: None,
         password: None,
+        tls: SentinelTls::Plain,
     };
     for sentinel in manager.getattr("sentinels")?.try_iter()? {
-        let kwargs = sentinel?
-            .getattr("connection_pool")?
-            .getattr("connection_kwargs")?;
+        let sentinel_pool = sentinel?.getattr("connection_pool")?;
+        let kwargs = sentinel_pool.getattr("connection_kwargs")?;
         let kwargs = kwargs.cast::<PyDict>()?;
         let host: String = match kwargs.get_item("host")? {
             Some(h) if !h.is_none() => h.extract()?,
@@ -184,6 +187,13 @@ fn sentinels_of(pool: &Bound<'_, PyAny>) -> PyResult<Option<Sentinels>> {
         // `sentinel_kwargs` are the same for every sentinel.
         found.username = kwargs.get_item("username")?.and_then(|v| v.extract().ok());
         found.password = kwargs.get_item("password")?.and_then(|v| v.extract().ok());
+        found.tls = if is_ssl_pool(&sentinel_pool)? {
+            let mut options = TlsOptions::verified();
+            read_ssl_options(&mut options, kwargs)?;
+            SentinelTls::Tls(options)
+        } else {
+            SentinelTls::Plain
+        };
     }
     if found.nodes.is_empty() {
         return Err(PyValueError::new_err(format!(
@@ -192,6 +202,17 @@ fn sentinels_of(pool: &Bound<'_, PyAny>) -> PyResult<Option<Sentinels>> {
         )));
     }
     Ok(Some(found))
+}
+
+/// Whether a redis-py pool's connections use TLS: its connection class is
+/// `SSLConnection` or `SentinelManagedSSLConnection` (redis-py takes `ssl`
+/// out of the keyword arguments once it has picked the class).
+fn is_ssl_pool(pool: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let class_name: String = pool
+        .getattr("connection_class")?
+        .getattr("__name__")?
+        .extract()?;
+    Ok(class_name.contains("SSL"))
 }
 
 /// A redis-py client's settings: a `Redis` client's, read from its
@@ -203,10 +224,6 @@ pub fn config_from_redis_py(client: &Bound<'_, PyAny>) -> PyResult<Config> {
     let pool = client.getattr("connection_pool")?;
     let kwargs = pool.getattr("connection_kwargs")?;
     let kwargs = kwargs.cast::<PyDict>()?;
-    let class_name: String = pool
-        .getattr("connection_class")?
-        .getattr("__name__")?
-        .extract()?;
     let get = |name: &str| kwargs.get_item(name);
     let mut cfg = if let Some(sentinels) = sentinels_of(&pool)? {
         let mut cfg = Config::tcp("", 0);
@@ -231,7 +248,7 @@ pub fn config_from_redis_py(client: &Bound<'_, PyAny>) -> PyResult<Config> {
         // Its default, 2**31, is as good as no bound.
         cfg.max_connections = connection_count(&max)?.filter(|&n| n < 1 << 31);
     }
-    apply_connection_kwargs(&mut cfg, kwargs, class_name.contains("SSL"))?;
+    apply_connection_kwargs(&mut cfg, kwargs, is_ssl_pool(&pool)?)?;
     Ok(cfg)
 }
 
@@ -280,6 +297,27 @@ fn config_from_redis_cluster(nodes: &Bound<'_, PyAny>) -> PyResult<Config> {
     Ok(cfg)
 }
 
+/// redis-py's `ssl_*` connection arguments, into `tls`.
+fn read_ssl_options(tls: &mut TlsOptions, kwargs: &Bound<'_, PyDict>) -> PyResult<()> {
+    let get = |name: &str| kwargs.get_item(name);
+    let path = |name: &str| -> PyResult<Option<std::path::PathBuf>> {
+        Ok(match get(name)? {
+            Some(v) if !v.is_none() => Some(v.extract()?),
+            _ => None,
+        })
+    };
+    tls.ca_certs = path("ssl_ca_certs")?;
+    tls.certfile = path("ssl_certfile")?;
+    tls.keyfile = path("ssl_keyfile")?;
+    if let Some(reqs) = get("ssl_cert_reqs")? {
+        tls.verify = cert_reqs(&reqs)?;
+    }
+    if let Some(check) = get("ssl_check_hostname")? {
+        tls.check_hostname = check.is_truthy()?;
+    }
+    Ok(())
+}
+
 /// The settings redis-py gives each connection: database, who we are,
 /// timeouts, and TLS when `tls`.
 fn apply_connection_kwargs(
@@ -301,22 +339,7 @@ fn apply_connection_kwargs(
         cfg.connect_timeout = seconds("socket_connect_timeout", &t)?;
     }
     if tls {
-        let path = |name: &str| -> PyResult<Option<std::path::PathBuf>> {
-            Ok(match get(name)? {
-                Some(v) if !v.is_none() => Some(v.extract()?),
-                _ => None,
-            })
-        };
-        let tls = tls_options(cfg);
-        tls.ca_certs = path("ssl_ca_certs")?;
-        tls.certfile = path("ssl_certfile")?;
-        tls.keyfile = path("ssl_keyfile")?;
-        if let Some(reqs) = get("ssl_cert_reqs")? {
-            tls.verify = cert_reqs(&reqs)?;
-        }
-        if let Some(check) = get("ssl_check_hostname")? {
-            tls.check_hostname = check.is_truthy()?;
-        }
+        read_ssl_options(tls_options(cfg), kwargs)?;
     }
     Ok(())
 }

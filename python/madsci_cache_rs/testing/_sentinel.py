@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from madsci_cache_rs.testing._resp import ReplyError, pairs, text
 from madsci_cache_rs.testing._server import (
@@ -38,7 +39,9 @@ class PrivateSentinelGroup:
     """A private primary with ``replicas`` replicas and ``sentinels`` sentinels
     monitoring it as ``service``, on free loopback ports, with short timers
     (``down_after_ms``, ``failover_timeout_ms``). ``password`` protects the data
-    nodes (sentinels get it as ``auth-pass``); the sentinels have none.
+    nodes (sentinels get it as ``auth-pass``); ``sentinel_password`` protects
+    the sentinels themselves (their ``requirepass``, which they also use with
+    each other), none by default.
     ``start()`` returns once converged (see ``wait_converged``); ``close()``
     stops everything by PID and removes the directories."""
 
@@ -50,6 +53,7 @@ class PrivateSentinelGroup:
         service: str = "mymaster",
         password: str | None = None,
         *,
+        sentinel_password: str | None = None,
         quorum: int | None = None,
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 3000,
@@ -59,6 +63,7 @@ class PrivateSentinelGroup:
         self.kind = kind
         self.service = service
         self.password = password
+        self.sentinel_password = sentinel_password
         auth = [f"masterauth {password}"] if password else []
         first = PrivateServer(kind, password=password, extra_config=[*REPLICATION_CONFIG, *auth])
         self.nodes: list[PrivateServer] = [first] + [
@@ -80,7 +85,8 @@ class PrivateSentinelGroup:
             *([f"sentinel auth-pass {service} {password}"] if password else []),
         ]
         self.sentinel_servers = [
-            PrivateServer(kind, sentinel=True, extra_config=monitor) for _ in range(sentinels)
+            PrivateServer(kind, sentinel=True, password=sentinel_password, extra_config=monitor)
+            for _ in range(sentinels)
         ]
         self._killed: PrivateServer | None = None
 
@@ -95,11 +101,16 @@ class PrivateSentinelGroup:
 
     @property
     def url(self) -> str:
-        """``redis+sentinel://[:password@]h1:p1,h2:p2,.../service``; the password
-        is the data nodes'."""
+        """``redis+sentinel://[:password@]h1:p1,h2:p2,.../service[?sentinel_password=...]``;
+        the user information is the data nodes' password."""
         auth = f":{self.password}@" if self.password else ""
         hosts = ",".join(f"{h}:{p}" for h, p in self.sentinels)
-        return f"redis+sentinel://{auth}{hosts}/{self.service}"
+        query = (
+            f"?sentinel_password={quote(self.sentinel_password, safe='')}"
+            if self.sentinel_password
+            else ""
+        )
+        return f"redis+sentinel://{auth}{hosts}/{self.service}{query}"
 
     def _all(self) -> list[PrivateServer]:
         return self.nodes + self.sentinel_servers
