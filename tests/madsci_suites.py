@@ -7,7 +7,9 @@ then under ``-p madsci_cache_rs.pytest_plugin`` with madsci's
 one (``strict``), a ``PyCacheHandler`` on a private Valkey (``server``), the
 same with the opt-in client-side cache (``server-cached``), on a private
 3-master Valkey Cluster (``cluster``, a ``redis+cluster://`` URL) and behind a
-private Sentinel group (``sentinel``, a ``redis+sentinel://`` URL).
+private Sentinel group of Debian's Redis (``sentinel-redis``, a
+``redis+sentinel://`` URL): one engine per topology keeps the run short, and
+``--runs`` also offers ``cluster-redis`` and ``sentinel`` (Valkey).
 Each run must show it used the handler it claims (a probe records what
 madsci's name built, with the URL's scheme) and, on a server, that the
 primaries ran the tests' commands (the plugin's summary line).
@@ -266,11 +268,23 @@ RUNS: dict[str, tuple[list[str], str]] = {
         ["-p", PLUGIN, "--madsci-cache=sentinel"],
         f"{_SERVER} -> madsci_cache_rs.PyCacheHandler on redis+sentinel",
     ),
+    # The same on Redis (the system's redis-server) instead of Valkey.
+    "cluster-redis": (
+        ["-p", PLUGIN, "--madsci-cache=cluster", "--madsci-cache-server=redis"],
+        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler on redis+cluster",
+    ),
+    "sentinel-redis": (
+        ["-p", PLUGIN, "--madsci-cache=sentinel", "--madsci-cache-server=redis"],
+        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler on redis+sentinel",
+    ),
 }
+
+#: what runs without ``--runs``.
+DEFAULT_RUNS = ["madsci", "ours", "strict", "server", "server-cached", "cluster", "sentinel-redis"]
 
 #: the runs whose handlers live on a private server or topology: the plugin
 #: must report the tests' commands there.
-SERVER_RUNS = {"server", "server-cached", "cluster", "sentinel"}
+SERVER_RUNS = {"server", "server-cached", "cluster", "sentinel", "cluster-redis", "sentinel-redis"}
 
 #: environment for a run, beyond the caller's.
 RUN_ENV: dict[str, dict[str, str]] = {"server-cached": {"MADSCI_CACHE_RS_CLIENT_CACHE": "1"}}
@@ -362,7 +376,9 @@ def main() -> int:
         "--workdir", type=Path, help="where to download and run (default: a temp dir)"
     )
     parser.add_argument(
-        "--runs", default=",".join(RUNS), help=f"comma-separated runs among {', '.join(RUNS)}"
+        "--runs",
+        default=",".join(DEFAULT_RUNS),
+        help=f"comma-separated runs among {', '.join(RUNS)}",
     )
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     opts = parser.parse_args()

