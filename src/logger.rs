@@ -23,8 +23,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::LazyLock;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use pyo3::exceptions::{PyException, PyKeyboardInterrupt};
@@ -106,7 +106,9 @@ fn take_queued() -> Vec<(Level, String, String)> {
         records.push((
             Level::Warn,
             "madsci_cache_rs".to_owned(),
-            format!("{dropped} log record(s) from background threads were dropped (too many waiting)"),
+            format!(
+                "{dropped} log record(s) from background threads were dropped (too many waiting)"
+            ),
         ));
     }
     records

@@ -39,7 +39,8 @@ libc = ctypes.CDLL(None)
 libc.__cxa_atexit(ctypes.cast(libc.usleep, ctypes.c_void_p), ctypes.c_void_p({us}), None)
 """
 
-LISTENER_LOGS_AFTER_FINALIZE = """
+LISTENER_LOGS_AFTER_FINALIZE = (
+    """
 import logging, os, sys, threading
 from madsci_cache_rs import PyCacheHandler
 
@@ -53,11 +54,15 @@ other = h.create_lock(name, auto_release_time=30)
 waiter = threading.Thread(target=lambda: other.acquire(timeout=0.3))
 waiter.start()
 waiter.join()
-""" + HOLD_AFTER_FINALIZE.format(us=1_500_000) + """
+"""
+    + HOLD_AFTER_FINALIZE.format(us=1_500_000)
+    + """
 print("exiting", flush=True)
 """
+)
 
-WAITERS_AFTER_FINALIZE = """
+WAITERS_AFTER_FINALIZE = (
+    """
 import os, threading, time
 from madsci_cache_rs import PyCacheHandler
 
@@ -76,9 +81,12 @@ for _ in range(8):
     threading.Thread(target=wait_for_ever, daemon=True).start()
 started.wait()
 time.sleep(0.2)
-""" + HOLD_AFTER_FINALIZE.format(us=400_000) + """
+"""
+    + HOLD_AFTER_FINALIZE.format(us=400_000)
+    + """
 print("exiting", flush=True)
 """
+)
 
 
 def child(script: str, url: str) -> subprocess.Popen[str]:
