@@ -31,7 +31,9 @@ thread_local! {
     static MAIN: Cell<Option<(u64, bool)>> = const { Cell::new(None) };
 }
 
-fn is_main_thread() -> bool {
+/// Whether this is the process's main thread, the one where CPython runs
+/// signal handlers (and which finalizes the interpreter).
+pub fn is_main_thread() -> bool {
     let generation = fork::generation();
     MAIN.with(|m| match m.get() {
         Some((g, main)) if g == generation => main,
@@ -48,8 +50,10 @@ fn is_main_thread() -> bool {
 }
 
 /// Run the process's Python signal handlers; `true` when one raised (what
-/// it raised is kept for `take_interruption`).
-fn run_signal_handlers() -> bool {
+/// it raised is kept for `take_interruption`). Attaches: call it on the
+/// main thread only (`is_main_thread`), never from a thread that may
+/// outlive the interpreter.
+pub fn run_signal_handlers() -> bool {
     Python::attach(|py| match py.check_signals() {
         Ok(()) => false,
         Err(e) => {

@@ -9,14 +9,33 @@
 //! ordinary exception raised by logging goes to `sys.unraisablehook`; a
 //! `KeyboardInterrupt` raised by logging propagates from the call (held
 //! back) or is re-armed as a pending SIGINT (elsewhere), never lost.
+//!
+//! The crate's own background threads (the lock release listener, the
+//! Sentinel failover watcher) never attach to the interpreter: their
+//! records are queued and emitted by the next Python thread that returns
+//! from a wait here. They outlive the interpreter: `Py_FinalizeEx` neither
+//! joins nor stops them, and one that logged while `exit()` ran the C
+//! atexit handlers called `PyGILState_Ensure` on a torn-down runtime,
+//! which segfaulted the process after its output (exit status 139;
+//! `tests/test_exit.py`). pyo3's `Python::attach` cannot refuse there: on
+//! Python < 3.13 it checks neither `Py_IsFinalizing` nor, once its own
+//! start-up check has passed, `Py_IsInitialized`.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::LazyLock;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use pyo3::exceptions::{PyException, PyKeyboardInterrupt};
 use pyo3::prelude::*;
 
+use crate::connection::fork::PerProcess;
+use crate::sync::Mutex;
+
 thread_local! {
+    /// This is one of the crate's background threads (`mark_background`).
+    static BACKGROUND: Cell<bool> = const { Cell::new(false) };
     static HOLDING: Cell<bool> = const { Cell::new(false) };
     static HELD: RefCell<Vec<(Level, String, String)>> = const { RefCell::new(Vec::new()) };
 }
@@ -40,6 +59,59 @@ impl Drop for HoldBack {
     fn drop(&mut self) {
         HOLDING.with(|h| h.set(self.previous));
     }
+}
+
+/// Records from background threads waiting for a Python thread; the
+/// oldest go first when more than `QUEUE_LIMIT` wait (counted in
+/// `dropped`). Per process: a fork while a background thread held the lock
+/// would leave the child's copy locked for ever.
+#[derive(Default)]
+struct Queued {
+    records: VecDeque<(Level, String, String)>,
+    dropped: u64,
+}
+
+const QUEUE_LIMIT: usize = 64;
+static QUEUED: LazyLock<PerProcess<Mutex<Queued>>> = LazyLock::new(PerProcess::default);
+/// Whether `QUEUED` may hold something: spares every call the lock.
+static PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Mark the calling thread as one of the crate's background threads: its
+/// records are queued, and it never attaches to the interpreter (which may
+/// be finalizing, or gone, while it still runs).
+pub fn mark_background() {
+    BACKGROUND.with(|b| b.set(true));
+}
+
+fn queue(entry: (Level, String, String)) {
+    let queued = QUEUED.current();
+    let mut q = queued.lock();
+    if q.records.len() >= QUEUE_LIMIT {
+        q.records.pop_front();
+        q.dropped += 1;
+    }
+    q.records.push_back(entry);
+    PENDING.store(true, Ordering::Release);
+}
+
+/// The queued background records, with a note of those dropped.
+fn take_queued() -> Vec<(Level, String, String)> {
+    if !PENDING.swap(false, Ordering::AcqRel) {
+        return Vec::new();
+    }
+    let mut q = QUEUED.current().lock();
+    let mut records: Vec<_> = q.records.drain(..).collect();
+    let dropped = std::mem::take(&mut q.dropped);
+    if dropped > 0 {
+        records.push((
+            Level::Warn,
+            "madsci_cache_rs".to_owned(),
+            format!(
+                "{dropped} log record(s) from background threads were dropped (too many waiting)"
+            ),
+        ));
+    }
+    records
 }
 
 /// Log one record with the GIL held; what logging raised, taken off the
@@ -66,7 +138,8 @@ fn report(py: Python<'_>, raised: PyErr) -> Option<PyErr> {
 /// Emit the records this thread held back; `Err` with a `KeyboardInterrupt`
 /// (or other non-`Exception`) that logging raised.
 pub fn emit_held_back(py: Python<'_>) -> PyResult<()> {
-    let held = HELD.with(|h| std::mem::take(&mut *h.borrow_mut()));
+    let mut held = take_queued();
+    held.extend(HELD.with(|h| std::mem::take(&mut *h.borrow_mut())));
     let Some(logger) = LOGGER.get() else {
         return Ok(());
     };
@@ -99,13 +172,19 @@ impl Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        if HOLDING.with(Cell::get) {
-            let entry = (
+        let entry = || {
+            (
                 record.level(),
                 record.target().to_owned(),
                 record.args().to_string(),
-            );
-            HELD.with(|h| h.borrow_mut().push(entry));
+            )
+        };
+        if BACKGROUND.with(Cell::get) {
+            queue(entry());
+            return;
+        }
+        if HOLDING.with(Cell::get) {
+            HELD.with(|h| h.borrow_mut().push(entry()));
             return;
         }
         Python::attach(|py| {

@@ -251,6 +251,37 @@ def test_long_waits_are_logged(handler, caplog):
     assert any("gave up on lock redlock:k" in m for m in messages), messages
 
 
+def test_the_release_listeners_records_wait_for_the_next_call(caplog):
+    """The listener thread never attaches to the interpreter (which it may
+    outlive: tests/test_exit.py), so its records are queued and the next
+    call into the library emits them."""
+    caplog.set_level(logging.DEBUG, logger="madsci_cache_rs")
+    with PrivateServer("valkey") as srv:
+        h = PyCacheHandler.from_url(srv.url)
+        try:
+            holder = h.create_lock("k")
+            assert holder.acquire()
+            assert h.create_lock("k").acquire(timeout=0.3) is False  # starts the listener
+
+            def listener_says(what: str) -> bool:
+                return any(what in r.getMessage() for r in caplog.records)
+
+            for _ in range(200):
+                if listener_says("listening for lock releases"):
+                    break
+                h.ping()
+                time.sleep(0.05)
+            assert listener_says("listening for lock releases"), caplog.text
+            srv.kill()
+            time.sleep(0.5)  # the listener has seen the connection close by now
+            assert not listener_says("lost its connection"), "emitted from the listener thread"
+            h.ping()  # a call: it emits what the listener queued
+            assert listener_says("lost its connection"), caplog.text
+            srv.start()
+        finally:
+            h.close()
+
+
 # --- pottery interop ----------------------------------------------------------------
 
 

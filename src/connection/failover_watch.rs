@@ -113,6 +113,8 @@ fn subscribe(cfg: &Config, sentinels: &Sentinels, node: &(String, u16)) -> Optio
 }
 
 fn run(cfg: &Config, watch: &Weak<Watch>) {
+    // This thread outlives the interpreter: it must never attach to it.
+    crate::logger::mark_background();
     let Addr::Sentinel(sentinels) = &cfg.addr else {
         return;
     };

@@ -83,14 +83,18 @@ struct Try<'a> {
     latest: Option<String>,
 }
 
+// The wait runs detached (`gil::detach`), so its errors stay `CacheError`s
+// until it is over: converting one to a `PyErr` attaches, and a daemon
+// thread still waiting here after `Py_FinalizeEx` would attach to a
+// torn-down runtime (SIGSEGV at exit, `tests/test_exit.py`).
 impl Contender for Try<'_> {
-    type Error = PyErr;
+    type Error = CacheError;
 
     fn poll(&self) -> Duration {
         self.lock.poll
     }
 
-    fn attempt(&mut self) -> PyResult<Attempt> {
+    fn attempt(&mut self) -> Result<Attempt, CacheError> {
         self.tries += 1;
         let key = self.lock.store_key.as_slice();
         let client = match &self.lock.servers {
@@ -118,8 +122,7 @@ impl Contender for Try<'_> {
                     self.lock.id.server
                 ),
                 detail: format!("unexpected reply {other:?}"),
-            }
-            .into()),
+            }),
             // With `wait_replicas`: taken on the primary alone, where a
             // failover could give it to another holder as well. Given back
             // (best effort: it expires anyway) and tried again later, so an
@@ -146,7 +149,7 @@ impl Contender for Try<'_> {
                 }
                 Ok(Attempt::Unreachable)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
@@ -154,12 +157,19 @@ impl Contender for Try<'_> {
         self.interest = self.lock.listen.iter().map(subscriber::listen).collect();
     }
 
-    fn check(&mut self, waited: Duration) -> PyResult<()> {
+    fn check(&mut self, waited: Duration) -> Result<(), CacheError> {
         if waited >= LONG_WAIT && !std::mem::replace(&mut self.long_wait_logged, true) {
             log::info!(target: LOG, "waiting over {:.0} s for lock {} on {}", LONG_WAIT.as_secs_f64(), self.lock.key_text(), self.lock.id.server);
         }
         // Let Ctrl-C interrupt a long wait, as it interrupts pottery's sleep.
-        Python::attach(|py| py.check_signals())
+        // CPython runs signal handlers on its main thread only, so no other
+        // thread attaches for them: there it would do nothing, and a daemon
+        // thread outlives the interpreter. The main thread finalizes it, so
+        // it is never in this wait then.
+        if crate::gil::is_main_thread() && crate::gil::run_signal_handlers() {
+            return Err(CacheError::Interrupted);
+        }
+        Ok(())
     }
 }
 
@@ -277,7 +287,8 @@ impl Redlock {
             raise,
             latest: None,
         };
-        let got = crate::gil::detach(py, || self.waiters().acquire(wait, &mut attempt))??;
+        let got = crate::gil::detach(py, || self.waiters().acquire(wait, &mut attempt))?
+            .map_err(PyErr::from)?;
         let waited = start.elapsed();
         if waited >= LONG_WAIT {
             let outcome = if got { "acquired" } else { "gave up on" };

@@ -191,6 +191,8 @@ fn released_lock(server: &str, reply: &Reply) -> Option<LockId> {
 
 /// The subscriber thread: (re)connect, listen, dispatch, stop when idle.
 fn run(cfg: Config, who: Identity) {
+    // This thread outlives the interpreter: it must never attach to it.
+    crate::logger::mark_background();
     let server = cfg.address();
     let mut backoff = Duration::from_millis(10);
     let mut warned = false;
