@@ -176,7 +176,7 @@ impl Contender for Try<'_> {
 impl Try<'_> {
     /// One try on several masters: granted with a quorum in time, else
     /// given back everywhere and waited for like a held lock.
-    fn attempt_on(&mut self, masters: &Masters) -> PyResult<Attempt> {
+    fn attempt_on(&mut self, masters: &Masters) -> Result<Attempt, CacheError> {
         let (token, lease, drift) = {
             let mut st = self.lock.state.lock();
             let token = st.lease.start_attempt();

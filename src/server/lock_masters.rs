@@ -26,6 +26,7 @@ use super::subscriber::{self, CHANNEL};
 use crate::connection::interrupt;
 use crate::connection::{describe, Cmd, Config, Describe, Reply, RetryPolicy, Script, Transport};
 use crate::errors::CacheError;
+use crate::logger;
 use crate::quorum::{locked_for, Answer, Tally, Verdict};
 use crate::sync::{Condvar, Mutex};
 
@@ -241,9 +242,14 @@ impl Masters {
                     let _ = back.send(&master, i, &key);
                 }
             };
+            // Background threads (logger::mark_background): one may outlive
+            // the try, and the interpreter, and must never attach to it.
             let spawned = std::thread::Builder::new()
                 .name("madsci_cache_rs-redlock".into())
-                .spawn(work);
+                .spawn(move || {
+                    logger::mark_background();
+                    work()
+                });
             if let Err(e) = spawned {
                 let m = &self.masters[i];
                 log::warn!(target: LOG, "could not start a thread to ask {}: {e}", m.address);
@@ -310,7 +316,10 @@ impl Masters {
             let (master, key, back) = (self.masters[i].clone(), key.to_vec(), give_back.clone());
             let _ = std::thread::Builder::new()
                 .name("madsci_cache_rs-redlock".into())
-                .spawn(move || back.send(&master, i, &key));
+                .spawn(move || {
+                    logger::mark_background();
+                    back.send(&master, i, &key)
+                });
         }
     }
 
@@ -320,6 +329,7 @@ impl Masters {
             for &i in which {
                 let master = &self.masters[i];
                 s.spawn(move || {
+                    logger::mark_background();
                     if let Err(e) = ask.send(master, i, key) {
                         log::debug!(target: LOG, "giving back lock {} on {}: {e}", String::from_utf8_lossy(key), master.address);
                     }
