@@ -347,9 +347,7 @@ def _subscribed_nodes(cluster: PrivateCluster) -> list[ClusterNode]:
     """The running nodes with a subscriber on the release channel (NUMSUB
     counts a node's own subscribers only)."""
     return [
-        n
-        for n in cluster.nodes
-        if n.running and n.call("PUBSUB", "NUMSUB", RELEASE_CHANNEL)[1] > 0
+        n for n in cluster.nodes if n.running and n.call("PUBSUB", "NUMSUB", RELEASE_CHANNEL)[1] > 0
     ]
 
 
