@@ -174,21 +174,21 @@ fn should_stop(who: &Identity) -> bool {
 }
 
 /// A subscribed connection to the first of `targets` that takes one, and
-/// that target; else the last error and the first target that failed.
-fn subscribe_any(targets: Vec<Config>) -> Result<(Conn, Config), (io::Error, Option<Config>)> {
+/// that target; else the last error, the first target that failed in
+/// `failed`.
+fn subscribe_any(targets: Vec<Config>, failed: &mut Option<Config>) -> io::Result<(Conn, Config)> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "nowhere to listen");
-    let mut first_failed = None;
     for target in targets {
         match subscribe(&target) {
             Ok(conn) => return Ok((conn, target)),
             Err(e) => {
                 log::debug!(target: LOG, "lock release listener cannot subscribe on {}: {e}", target.address());
                 last = e;
-                first_failed.get_or_insert(target);
+                failed.get_or_insert(target);
             }
         }
     }
-    Err((last, first_failed))
+    Err(last)
 }
 
 /// The listener's connection: `Conn::open`, as the pool opens one (every
@@ -246,7 +246,8 @@ fn run(cfg: Config, who: Identity) {
     let mut warned = false;
     loop {
         let subscribed_in = epoch();
-        match subscribe_any(targets(&who, &cfg, lost.take().as_ref())) {
+        let targets = targets(&who, &cfg, lost.take().as_ref());
+        match subscribe_any(targets, &mut lost) {
             Ok((mut conn, on)) => {
                 backoff = Duration::from_millis(10);
                 warned = false;
@@ -277,8 +278,7 @@ fn run(cfg: Config, who: Identity) {
                     }
                 }
             }
-            Err((e, failed)) => {
-                lost = failed;
+            Err(e) => {
                 if !std::mem::replace(&mut warned, true) {
                     log::debug!(target: LOG, "lock release listener cannot subscribe on {server}: {e}; waiters poll meanwhile");
                 }
