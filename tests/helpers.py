@@ -29,6 +29,8 @@ def command_calls(raw: redis.Redis) -> dict[str, int]:
 
 
 ONCE_RECORDS = "madsci-cache-rs:once:*"
+# The channel our lock releases publish on (src/server/subscriber.rs).
+RELEASE_CHANNEL = "madsci_cache_rs:redlock:released"
 
 
 def data_keys(raw: redis.Redis) -> list[bytes]:
@@ -99,6 +101,14 @@ class SpawnedWaiter:
 
     def answered_within(self, seconds: float) -> bool:
         return self._here.poll(seconds)
+
+    def answer(self, timeout: float = 30) -> Any:
+        """The child's next message; it goes on running."""
+        assert self._here.poll(timeout), "the child never answered"
+        return self._here.recv()
+
+    def tell(self, message: Any) -> None:
+        self._here.send(message)
 
     def result(self, timeout: float = 30) -> Any:
         """The child's answer, once it has exited cleanly."""

@@ -22,7 +22,13 @@ import pottery
 import pytest
 import redis
 import redis.cluster
-from helpers import SpawnedWaiter, private_cluster, round_trips_over, tags_on_each_master
+from helpers import (
+    RELEASE_CHANNEL,
+    SpawnedWaiter,
+    private_cluster,
+    round_trips_over,
+    tags_on_each_master,
+)
 
 from madsci_cache_rs import (
     CacheConnectionError,
@@ -316,36 +322,93 @@ def _wait_for_listener(cluster: PrivateCluster, where) -> list[ClusterNode]:
     return found
 
 
-def test_releases_are_heard_from_any_node_and_the_listener_falls_over(fresh):
+def test_releases_are_heard_from_any_node(fresh):
     """Classic Pub/Sub reaches every node: a waiter's listener subscribes on
-    the first node of the URL that answers (here a replica of another
-    primary than the lock's), and on another when that node dies. The
-    waiters run in a child process (a release in this process would wake
-    them directly) and poll every 30 s: only a heard release (or the
-    listener's wake-up after it subscribes again) ends their wait."""
+    a primary of the slot map (not on the replica the URL names first), here
+    maybe another than the lock's. The waiter runs in a child process (a
+    release in this process would wake it directly) and polls every 30 s:
+    only a heard release ends its 15 s wait with the lock."""
     key = "lab:arm"
     lock_master = fresh.master_for_slot(key_slot(f"redlock:{key}"))
     replica = next(r for r in fresh.replicas() if r not in fresh.replicas(lock_master))
     others = [n.address for n in fresh.nodes if n is not replica]
     url = "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in [replica.address, *others])
-    holder = PyCacheHandler.from_url(url).create_lock(key)
+    holder = PyCacheHandler.from_url(url).create_lock(key, auto_release_time=300.0)
     holder.acquire()
     with SpawnedWaiter(_wait_once, url, key) as child:
         child.wait_until_waiting()
-        _wait_for_listener(fresh, lambda n: n is replica)
+        masters = fresh.masters()
+        _wait_for_listener(fresh, lambda n: n in masters)
         holder.release()
         assert child.result() is True
-    holder.acquire()
+
+
+def _subscribed_nodes(cluster: PrivateCluster) -> list[ClusterNode]:
+    """The running nodes with a subscriber on the release channel (NUMSUB
+    counts a node's own subscribers only)."""
+    return [
+        n for n in cluster.nodes if n.running and n.call("PUBSUB", "NUMSUB", RELEASE_CHANNEL)[1] > 0
+    ]
+
+
+def _wait_for_subscriber(cluster: PrivateCluster, where) -> ClusterNode:
+    deadline = time.monotonic() + 15
+    while len(found := [n for n in _subscribed_nodes(cluster) if where(n)]) != 1:
+        assert time.monotonic() < deadline, f"subscribed on {found}, not on one node as asked"
+        time.sleep(0.05)
+    return found[0]
+
+
+def _wait_twice(url: str, key: str, conn) -> None:
+    """`_wait_once`, then again when told, in one process (its slot map
+    kept): a lock got is given back at once."""
+    lock = Redlock(key=key, masters=[PyCacheHandler.from_url(url)], poll_interval=30.0)
+    for turn in range(2):
+        if turn:
+            assert conn.recv() == "again"
+        conn.send("waiting")
+        got = lock.acquire(timeout=15)
+        if got:
+            lock.release()
+        conn.send(got)
+
+
+def test_a_one_seed_listener_listens_on_the_slot_maps_nodes_and_follows_them(fresh):
+    """A URL naming one node (a replica of another primary than the lock's):
+    once the waiter's handler has its slot map, the listener is on a node of
+    the map, so killing the seed leaves releases heard; when the node it is
+    on dies too (a primary: the map changes), it moves to another node of
+    the map read again, the seed still dead. The waiter polls every 30 s and
+    gives up after 15 s, and the holder's lease outlives the test: only a
+    heard release ends a wait with the lock."""
+    key = "lab:gripper"
+    lock_master = fresh.master_for_slot(key_slot(f"redlock:{key}"))
+    seed = next(r for r in fresh.replicas() if r not in fresh.replicas(lock_master))
+    one_seed = f"redis+cluster://{seed.host}:{seed.port}"
+    holder = PyCacheHandler.from_url(fresh.url).create_lock(key, auto_release_time=300.0)
+    killed = []
     try:
-        with SpawnedWaiter(_wait_once, url, key) as child:
+        holder.acquire()
+        with SpawnedWaiter(_wait_twice, one_seed, key) as child:
             child.wait_until_waiting()
-            _wait_for_listener(fresh, lambda n: n is replica)
-            fresh.kill(replica)
-            _wait_for_listener(fresh, lambda n: n is not replica)
+            _wait_for_subscriber(fresh, lambda n: True)
+            fresh.kill(seed)
+            killed.append(seed)
+            _wait_for_subscriber(fresh, lambda n: n is not seed)
+            holder.release()
+            assert child.answer() is True
+            holder.acquire()
+            child.tell("again")
+            child.wait_until_waiting()
+            first = _wait_for_subscriber(fresh, lambda n: True)
+            fresh.kill(first)
+            killed.append(first)
+            _wait_for_subscriber(fresh, lambda n: n is not first)
             holder.release()
             assert child.result() is True
     finally:
-        fresh.restart(replica)
+        for node in killed:
+            fresh.restart(node)
 
 
 class Load:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import redis
+from helpers import RELEASE_CHANNEL, SpawnedWaiter
 from hostile_server import HANDSHAKE, read_command
 from redis.sentinel import Sentinel
 
@@ -597,3 +598,87 @@ def test_a_primary_demoted_without_an_announcement_is_left_at_its_readonly(kind)
             fake.close()
             # Else the new primary's shutdown waits for its replica (seconds).
             old.call("REPLICAOF", "NO", "ONE")
+
+
+def _wait_once(url: str, key: str, conn) -> None:
+    """In a child process (a release in the test's own would wake it
+    directly): polls every 30 s and gives up after 15 s, so only a heard
+    release ends its wait with the lock."""
+    lock = Redlock(key=key, masters=[PyCacheHandler.from_url(url)], poll_interval=30.0)
+    conn.send("waiting")
+    conn.send(lock.acquire(timeout=15))
+
+
+def _subscribed(node: PrivateServer) -> int:
+    return node.call("PUBSUB", "NUMSUB", RELEASE_CHANNEL)[1]
+
+
+def _wait_for_subscriber(node: PrivateServer, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while _subscribed(node) == 0:
+        assert time.monotonic() < deadline, f"no lock listener on {node!r}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_lock_listener_is_on_the_new_primary_after_a_forced_failover(kind):
+    """The listener subscribes on the primary the sentinels name, and after
+    a `SENTINEL FAILOVER` it is on the new one (the demoted primary drops
+    it when the sentinels reconfigure it, and the failover watch's switch
+    moves it), where the release that ends the wait is published."""
+    with start_group(kind) as g:
+        old = g.primary()
+        holder = PyCacheHandler.from_url(g.url).create_lock("arm", auto_release_time=300.0)
+        holder.acquire()
+        # The replica has the lease before the failover: a write not yet
+        # replicated is lost in it (asynchronous replication), and with it
+        # the lease (Redis 7.0's replica applied it up to ~0.6 s later).
+        replica = next(n for n in g.nodes if n is not old)
+        deadline = time.monotonic() + 10
+        while replica.call("EXISTS", "redlock:arm") == 0:
+            assert time.monotonic() < deadline, "the lease never reached the replica"
+            time.sleep(0.05)
+        with SpawnedWaiter(_wait_once, g.url, "arm") as child:
+            child.wait_until_waiting()
+            _wait_for_subscriber(old)
+            new = g.failover()
+            _wait_for_subscriber(new)
+            deadline = time.monotonic() + 15
+            while _subscribed(old):
+                assert time.monotonic() < deadline, "the listener stayed on the old primary"
+                time.sleep(0.05)
+            holder.release()
+            assert child.result() is True
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_lock_listener_follows_a_switch_the_old_primary_does_not_end(kind):
+    """A switch announced on +switch-master while the old primary stays a
+    primary and keeps our connection (in a real failover: one the sentinels
+    cannot reach to demote, stalled or cut off): the listener moves to the
+    new primary on the announcement, and hears the release made there."""
+    try:
+        old, new = PrivateServer(kind).start(), PrivateServer(kind).start()
+    except ServerUnavailable as exc:
+        pytest.skip(f"no {kind} server on this machine: {exc}")
+    fake = FakeSentinel(old)
+    url = f"redis+sentinel://127.0.0.1:{fake.port}/lab"
+    with old, new:
+        try:
+            # The lock is held on both (as replication would have it).
+            on_old = PyCacheHandler.from_url(old.url).create_lock("arm", auto_release_time=300.0)
+            on_new = PyCacheHandler.from_url(new.url).create_lock("arm", auto_release_time=300.0)
+            assert on_old.acquire() and on_new.acquire()
+            with SpawnedWaiter(_wait_once, url, "arm") as child:
+                child.wait_until_waiting()
+                _wait_for_subscriber(old)
+                deadline = time.monotonic() + 10
+                while not fake.subscribers:  # the child's failover watch
+                    assert time.monotonic() < deadline, "no failover watch"
+                    time.sleep(0.01)
+                fake.switch(new)
+                _wait_for_subscriber(new)
+                on_new.release()
+                assert child.result() is True
+        finally:
+            fake.close()

@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 
 use super::client_cache::Request;
 use super::cluster_cache::ClusterCache;
-use super::cluster_slots::{batch_slot, nothing_applied, redirect_in, Node, Redirect, SlotMap};
+use super::cluster_slots::{
+    any_node_order, batch_slot, nothing_applied, redirect_in, Node, Redirect, SlotMap,
+};
 use super::config::{node_list, Addr, Config};
 use super::fork::PerProcess;
 use super::pool::{batch_resend, waited, with_wait, Client, Setback, Stop};
@@ -143,14 +145,19 @@ impl ClusterClient {
         if let Some(pool) = routing.pools.get(node) {
             return pool.clone();
         }
+        let pool = Arc::new(Client::new(self.node_config(node), self.policy));
+        routing.pools.insert(node.clone(), pool.clone());
+        pool
+    }
+
+    /// The URL's settings for one node.
+    fn node_config(&self, node: &Node) -> Config {
         let mut cfg = self.template.clone();
         cfg.addr = Addr::Tcp {
             host: node.0.clone(),
             port: node.1,
         };
-        let pool = Arc::new(Client::new(cfg, self.policy));
-        routing.pools.insert(node.clone(), pool.clone());
-        pool
+        cfg
     }
 
     fn pool_for(&self, node: &Node) -> Arc<Client> {
@@ -158,29 +165,16 @@ impl ClusterClient {
         self.pool(&mut routing, node)
     }
 
-    /// Every node we know of: the map's primaries first, from a rotating
-    /// place (so that keyless commands and map reads spread), then the
-    /// seeds (which may be replicas); nodes that failed lately last.
+    /// Every node we know of, in `any_node_order`, from a rotating place.
     fn candidates(&self, routing: &Routing) -> Vec<Node> {
-        let mut nodes: Vec<Node> = routing.map.nodes().to_vec();
-        if !nodes.is_empty() {
-            let start = self.state().turn.fetch_add(1, Ordering::Relaxed) % nodes.len();
-            nodes.rotate_left(start);
-        }
-        for seed in &self.seeds {
-            if !nodes.contains(seed) {
-                nodes.push(seed.clone());
-            }
-        }
+        let start = self.state().turn.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        let suspect = |n: &Node| {
+        any_node_order(routing.map.nodes(), start, &self.seeds, |n| {
             routing
                 .suspects
                 .get(n)
                 .is_some_and(|at| now.duration_since(*at) < SUSPECT_FOR)
-        };
-        nodes.sort_by_key(suspect);
-        nodes
+        })
     }
 
     /// The node for `slot` and its pool: the map's, or (no map yet, a
@@ -432,10 +426,29 @@ impl Transport for ClusterClient {
         &self.policy
     }
 
-    /// The cluster's settings: the lock listener subscribes on the first
-    /// seed that answers (classic Pub/Sub reaches every node).
+    /// The cluster's settings: what the lock listener is known by (its
+    /// nodes come from `listen_targets`).
     fn server_config(&self) -> Option<&Config> {
         Some(&self.template)
+    }
+
+    /// Classic Pub/Sub reaches every node, so the listener may be on any:
+    /// the nodes of the current map (a lost node put last, the map read
+    /// again first), then the seeds, each with the URL's settings.
+    fn listen_targets(&self, lost: Option<&Config>) -> Vec<Config> {
+        let state = self.state();
+        if let Some(Addr::Tcp { host, port }) = lost.map(|cfg| &cfg.addr) {
+            self.suspect(&(host.clone(), *port));
+            state.stale.store(true, Ordering::Relaxed);
+        }
+        if state.stale.load(Ordering::Relaxed) {
+            self.refresh();
+        }
+        let nodes = self.candidates(&state.routing.lock());
+        nodes
+            .into_iter()
+            .map(|node| self.node_config(&node))
+            .collect()
     }
 
     fn client_cache_hits(&self) -> Option<u64> {

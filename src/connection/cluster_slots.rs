@@ -98,6 +98,31 @@ pub fn batch_slot(cmds: &[Cmd]) -> Option<u16> {
     cmds.iter().find_map(routing_key).map(slot)
 }
 
+/// The order in which nodes are tried when any node will do (a keyless
+/// command, a map read, the lock release listener): the map's `primaries`
+/// from `start` on (rotating spreads the load), then the `seeds` the map
+/// does not name (they may be replicas), nodes that `failed_lately` last.
+pub fn any_node_order(
+    primaries: &[Node],
+    start: usize,
+    seeds: &[Node],
+    failed_lately: impl Fn(&Node) -> bool,
+) -> Vec<Node> {
+    let mut nodes = primaries.to_vec();
+    if !nodes.is_empty() {
+        let first = start % nodes.len();
+        nodes.rotate_left(first);
+    }
+    for seed in seeds {
+        if !nodes.contains(seed) {
+            nodes.push(seed.clone());
+        }
+    }
+    // Stable: the order above holds within each group.
+    nodes.sort_by_key(|n| failed_lately(n));
+    nodes
+}
+
 /// Which node serves each slot, as `CLUSTER SLOTS` last said (updated by
 /// `MOVED` meanwhile).
 #[derive(Clone, Debug, PartialEq, Eq)]

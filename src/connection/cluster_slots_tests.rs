@@ -254,3 +254,22 @@ fn a_batch_is_sent_again_only_when_nothing_in_it_applied() {
         &[Reply::Nil, moved()]
     ));
 }
+
+#[test]
+fn any_node_goes_primaries_from_the_turn_then_unnamed_seeds_and_failed_nodes_last() {
+    let n = |p: u16| ("h".to_owned(), p);
+    let primaries = [n(1), n(2), n(3)];
+    let seeds = [n(9), n(2)];
+    let none_failed = |_: &Node| false;
+    assert_eq!(
+        any_node_order(&primaries, 4, &seeds, none_failed),
+        [n(2), n(3), n(1), n(9)]
+    );
+    // A lost node (the lock listener's) goes last, the rest keep their order.
+    assert_eq!(
+        any_node_order(&primaries, 0, &seeds, |x| *x == n(1)),
+        [n(2), n(3), n(9), n(1)]
+    );
+    // No map yet: the seeds, as the URL names them.
+    assert_eq!(any_node_order(&[], 7, &seeds, none_failed), [n(9), n(2)]);
+}

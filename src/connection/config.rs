@@ -17,8 +17,8 @@ use crate::errors::CacheError;
 /// Where the server is: one node, the primary the sentinels name (found
 /// again by every new connection, `sentinel.rs`), or a Cluster known by
 /// some of its nodes (`cluster.rs` routes each command to its slot's node;
-/// a lone connection, the lock listener's, goes to the first seed that
-/// answers).
+/// a lone connection opened with the seeds goes to the first that answers:
+/// the lock listener's, when no client can say where its map's nodes are).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Addr {
     Tcp {

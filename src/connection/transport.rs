@@ -149,6 +149,17 @@ pub trait Transport: Send + Sync {
         None
     }
 
+    /// Where a lone subscriber connection (the lock release listener) may
+    /// connect, best first: any of them hears what is published (a
+    /// cluster's classic Pub/Sub reaches every node). `lost`: the one it
+    /// was on (or last tried) failed it, so the topology may have changed
+    /// (a cluster puts that node last and reads its slot map again first).
+    /// By default `server_config`, as it is.
+    fn listen_targets(&self, lost: Option<&Config>) -> Vec<Config> {
+        let _ = lost;
+        self.server_config().cloned().into_iter().collect()
+    }
+
     /// Reads answered from a client-side cache so far; `None` when the
     /// transport has none.
     fn client_cache_hits(&self) -> Option<u64> {

@@ -22,7 +22,6 @@ use super::handoff::{self, waiters_for, Attempt, Contender, LockId, Waiters};
 use super::lock_masters::{Masters, Tried};
 use super::scripts::{LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE, LOCK_REMAINING};
 use super::subscriber::{self, Interest, CHANNEL};
-use crate::connection::config::Config;
 use crate::connection::fork::PerProcess;
 use crate::connection::{describe, Reply, Script, Transport};
 use crate::errors::{run_detached, CacheError};
@@ -53,9 +52,9 @@ pub enum Servers {
 #[pyclass(frozen, module = "madsci_cache_rs", name = "Redlock")]
 pub struct Redlock {
     servers: Servers,
-    /// Where the release listener connects (each master's server); none
-    /// (a Cluster): waiters rely on the poll.
-    listen: Vec<Config>,
+    /// Whose servers the release listener connects to (each master's;
+    /// `Transport::listen_targets`).
+    listen: Vec<Arc<dyn Transport>>,
     store_key: Vec<u8>,
     id: LockId,
     /// This process's waiters for the key: a forked child gets its own.
@@ -154,7 +153,12 @@ impl Contender for Try<'_> {
     }
 
     fn waiting(&mut self) {
-        self.interest = self.lock.listen.iter().map(subscriber::listen).collect();
+        self.interest = self
+            .lock
+            .listen
+            .iter()
+            .filter_map(subscriber::listen)
+            .collect();
     }
 
     fn check(&mut self, waited: Duration) -> Result<(), CacheError> {
@@ -236,11 +240,11 @@ impl Redlock {
                     db: cfg.map_or(0, |c| c.db),
                     key: store_key.clone(),
                 };
-                (id, cfg.into_iter().cloned().collect())
+                (id, vec![client.clone()])
             }
             Servers::Several(masters) => (
                 handoff::several_masters(&masters.members(), &store_key),
-                masters.configs(),
+                masters.transports(),
             ),
         };
         Ok(Redlock {

@@ -69,6 +69,9 @@ impl Transport for Once {
     fn server_config(&self) -> Option<&Config> {
         self.inner.server_config()
     }
+    fn listen_targets(&self, lost: Option<&Config>) -> Vec<Config> {
+        self.inner.listen_targets(lost)
+    }
 }
 
 /// One master's answer to one request; `None` while it is being asked.
@@ -186,12 +189,9 @@ impl Masters {
             .collect()
     }
 
-    /// Each master's settings, for the release listener.
-    pub fn configs(&self) -> Vec<Config> {
-        self.masters
-            .iter()
-            .filter_map(|m| m.client.server_config().cloned())
-            .collect()
+    /// Each master's transport, for the release listener.
+    pub fn transports(&self) -> Vec<Arc<dyn Transport>> {
+        self.masters.iter().map(|m| m.client.clone()).collect()
     }
 
     /// The release script's arguments for each master.

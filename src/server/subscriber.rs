@@ -7,6 +7,13 @@
 //! while the releaser is still reading its reply. pottery does not publish;
 //! its releases are found by the waiters' bounded poll (`handoff::poll`).
 //!
+//! Where it connects is the transport's say (`Transport::listen_targets`):
+//! one server's own address; behind Sentinel the primary the sentinels
+//! name, and the new one after each switch the failover watch hears (a
+//! demoted primary that kept our connection, one that stalled, say, hears
+//! no release again); on a Cluster any node of the current slot map, then
+//! the seeds, and after a lost node another one of the map read again.
+//!
 //! The connection is a `connection::Conn`, opened as the pool opens one, so
 //! the listener reaches every server the pool does (TLS, each resolved
 //! address, AUTH and SELECT) with no second copy of that code to drift. A
@@ -20,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::sync::Mutex;
@@ -30,7 +37,9 @@ use crate::connection::fork::PerProcess;
 use super::handoff::{notify, notify_server, LockId};
 use crate::connection::config::Config;
 use crate::connection::conn::{Conn, OpenError};
+use crate::connection::failover_watch;
 use crate::connection::resp::{Cmd, Reply};
+use crate::connection::Transport;
 
 /// Pub/Sub channels are server-wide (not per database): the message names
 /// the database as well as the key.
@@ -68,6 +77,9 @@ struct Identity {
 struct Listener {
     waiters: usize,
     idle_since: Instant,
+    /// Where to listen is asked of the transport that asked for the
+    /// listener last (one that is gone: `Config`'s own address).
+    source: Weak<dyn Transport>,
 }
 
 /// Per process: a forked child has none of its parent's listener threads,
@@ -96,8 +108,10 @@ impl Drop for Interest {
     }
 }
 
-/// Make sure this process listens for releases on `cfg`'s server.
-pub fn listen(cfg: &Config) -> Interest {
+/// Make sure this process listens for releases on `source`'s server(s);
+/// `None` when it has no settings to listen with (its waiters poll).
+pub fn listen(source: &Arc<dyn Transport>) -> Option<Interest> {
+    let cfg = source.server_config()?;
     let who = Identity {
         address: cfg.address(),
         tls: cfg.tls_config.is_some(),
@@ -116,20 +130,34 @@ pub fn listen(cfg: &Config) -> Interest {
             });
         if let Err(e) = spawned {
             log::warn!(target: LOG, "could not start the lock release listener: {e}; waiters poll instead");
-            return Interest { who };
+            return Some(Interest { who });
         }
         all.insert(
             who.clone(),
             Listener {
                 waiters: 0,
                 idle_since: Instant::now(),
+                source: Arc::downgrade(source),
             },
         );
     }
     if let Some(l) = all.get_mut(&who) {
         l.waiters += 1;
+        l.source = Arc::downgrade(source);
     }
-    Interest { who }
+    Some(Interest { who })
+}
+
+/// Where `who`'s listener may connect now, best first (`lost`: the one it
+/// was on failed it).
+fn targets(who: &Identity, cfg: &Config, lost: Option<&Config>) -> Vec<Config> {
+    // Not asked under the map's lock: a cluster may read its slot map.
+    let source = listeners().get(who).and_then(|l| l.source.upgrade());
+    let targets = source.map(|s| s.listen_targets(lost)).unwrap_or_default();
+    if targets.is_empty() {
+        return vec![cfg.clone()];
+    }
+    targets
 }
 
 /// Whether the subscriber for `who` should stop now (and, if so, forget it).
@@ -143,6 +171,24 @@ fn should_stop(who: &Identity) -> bool {
         all.remove(who);
     }
     stop
+}
+
+/// A subscribed connection to the first of `targets` that takes one, and
+/// that target; else the last error, the first target that failed in
+/// `failed`.
+fn subscribe_any(targets: Vec<Config>, failed: &mut Option<Config>) -> io::Result<(Conn, Config)> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "nowhere to listen");
+    for target in targets {
+        match subscribe(&target) {
+            Ok(conn) => return Ok((conn, target)),
+            Err(e) => {
+                log::debug!(target: LOG, "lock release listener cannot subscribe on {}: {e}", target.address());
+                last = e;
+                failed.get_or_insert(target);
+            }
+        }
+    }
+    Err(last)
 }
 
 /// The listener's connection: `Conn::open`, as the pool opens one (every
@@ -194,17 +240,27 @@ fn run(cfg: Config, who: Identity) {
     // This thread outlives the interpreter: it must never attach to it.
     crate::logger::mark_background();
     let server = cfg.address();
+    // Behind Sentinel: each switch of primary heard moves the listener.
+    let watch = failover_watch::watch(&cfg);
+    let epoch = || watch.as_ref().map(|w| w.epoch());
+    let mut lost: Option<Config> = None;
     let mut backoff = Duration::from_millis(10);
     let mut warned = false;
     loop {
-        match subscribe(&cfg) {
-            Ok(mut conn) => {
+        let subscribed_in = epoch();
+        let targets = targets(&who, &cfg, lost.take().as_ref());
+        match subscribe_any(targets, &mut lost) {
+            Ok((mut conn, on)) => {
                 backoff = Duration::from_millis(10);
                 warned = false;
-                log::debug!(target: LOG, "listening for lock releases on {server}");
+                log::debug!(target: LOG, "listening for lock releases on {server} at {}", on.address());
                 // A release may have gone unheard while we were not subscribed.
                 notify_server(&server);
                 loop {
+                    if epoch() != subscribed_in {
+                        log::debug!(target: LOG, "lock release listener on {server}: the primary switched; moving");
+                        break;
+                    }
                     match conn.next_unasked(TICK) {
                         Ok(Some(reply)) => {
                             if let Some(id) = released_lock(&server, &reply) {
@@ -217,17 +273,18 @@ fn run(cfg: Config, who: Identity) {
                             }
                         }
                         Err(e) => {
-                            log::debug!(target: LOG, "lock release listener on {server} lost its connection: {e}");
+                            log::debug!(target: LOG, "lock release listener on {server} lost its connection to {}: {e}", on.address());
+                            lost = Some(on);
                             break;
                         }
                     }
                 }
             }
-            Err(e) if !warned => {
-                warned = true;
-                log::debug!(target: LOG, "lock release listener cannot subscribe on {server}: {e}; waiters poll meanwhile");
+            Err(e) => {
+                if !std::mem::replace(&mut warned, true) {
+                    log::debug!(target: LOG, "lock release listener cannot subscribe on {server}: {e}; waiters poll meanwhile");
+                }
             }
-            Err(_) => {}
         }
         if should_stop(&who) {
             return;
