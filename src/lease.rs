@@ -51,11 +51,10 @@ impl Wait {
     }
 }
 
-/// A fresh token, as pottery's: `str(uuid4())`. Drawn from the OS's
-/// random source on each call, so a forked child never repeats its
-/// parent's tokens (nothing to reseed).
+/// A fresh token, as pottery's: `str(uuid4())` (`crate::token`: never one
+/// a forked child's parent drew).
 pub fn new_token() -> String {
-    uuid::Uuid::new_v4().hyphenated().to_string()
+    crate::token::uuid4().hyphenated().to_string()
 }
 
 /// One lock object's view of its lease.

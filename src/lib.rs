@@ -10,6 +10,7 @@ pub mod logger;
 pub mod quorum;
 pub mod server;
 pub mod sync;
+pub mod token;
 
 use pyo3::prelude::*;
 

@@ -51,7 +51,7 @@ pub fn record_key(key: &[u8], token: &str) -> Vec<u8> {
 /// A fresh token: a random UUID4, as pottery's lock tokens are (no process
 /// or thread shares one, forked children included: each is drawn anew).
 pub fn new_token() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    crate::token::uuid4().simple().to_string()
 }
 
 /// How long a record is kept, in milliseconds.
