@@ -4,6 +4,7 @@ and in a spawned process, a private cluster and keys on each of its primaries.""
 
 from __future__ import annotations
 
+import _thread
 import multiprocessing
 import threading
 from collections import Counter
@@ -151,3 +152,33 @@ def tags_on_each_master(cluster: PrivateCluster, prefix: str) -> dict[int, str]:
         i += 1
     assert len(found) == len({m.port for _, _, m in ranges})
     return found
+
+
+def assert_lab_rode_out(result: Any, workflows: int) -> None:
+    """A miniature lab's run (``madsci_cache_rs.lab.LabResult``) completed
+    every workflow once, each step once, with every manager and the engine
+    alive and the workcell not errored; the report is the message."""
+    report = result.report()
+    assert result.completed == workflows, report
+    assert [w.status for w in result.workflows] == ["completed"] * workflows, report
+    assert result.duplicates == {}, report
+    assert result.missing_steps == [], report
+    assert result.thread_deaths == [], report
+    assert result.engine_alive is True, report
+    assert result.workcell_errored is False, report
+    assert result.managers_alive, report
+
+
+def assert_ctrl_c_ends_a_lock_wait(make_lock: Callable[[], Any]) -> None:
+    """Ctrl-C on the main thread ends ``acquire()`` while another lock of the
+    same name holds it, and the interrupted waiter leaves no trace: it takes
+    the lock at once after the holder lets go. Run it on the main thread."""
+    holder = make_lock()
+    assert holder.acquire()
+    waiter = make_lock()
+    threading.Timer(0.2, _thread.interrupt_main).start()
+    with pytest.raises(KeyboardInterrupt):
+        waiter.acquire(timeout=30)
+    holder.release()
+    assert waiter.acquire(blocking=False) is True  # it left the queue
+    waiter.release()

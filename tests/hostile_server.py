@@ -36,6 +36,31 @@ def read_command(f: BinaryIO) -> list[bytes] | None:
     return args
 
 
+class LoopbackListener:
+    """Accepts on a free loopback port until ``close()``, serving each
+    connection with ``serve`` on a thread of its own. A subclass sets its
+    own attributes before calling ``__init__``: accepting starts there."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._listener.close()
+
+
 class HostileServer:
     """Listens on a free loopback port while in a ``with`` block.
 

@@ -260,24 +260,22 @@ RUNS: dict[str, tuple[list[str], str]] = {
         ["-p", PLUGIN, "--madsci-cache=server"],
         f"{_SERVER} -> madsci_cache_rs.PyCacheHandler on redis (client cache)",
     ),
-    "cluster": (
-        ["-p", PLUGIN, "--madsci-cache=cluster"],
-        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler on redis+cluster",
-    ),
-    "sentinel": (
-        ["-p", PLUGIN, "--madsci-cache=sentinel"],
-        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler on redis+sentinel",
-    ),
-    # The same on Redis (the system's redis-server) instead of Valkey.
-    "cluster-redis": (
-        ["-p", PLUGIN, "--madsci-cache=cluster", "--madsci-cache-server=redis"],
-        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler on redis+cluster",
-    ),
-    "sentinel-redis": (
-        ["-p", PLUGIN, "--madsci-cache=sentinel", "--madsci-cache-server=redis"],
-        f"{_SERVER} -> madsci_cache_rs.PyCacheHandler on redis+sentinel",
-    ),
 }
+
+
+def _topology_run(mode: str, kind: str) -> tuple[list[str], str]:
+    """A run on a private ``mode`` topology (cluster, sentinel) of ``kind`` servers."""
+    args = ["-p", PLUGIN, f"--madsci-cache={mode}"]
+    if kind != "valkey":
+        args.append(f"--madsci-cache-server={kind}")
+    return args, f"{_SERVER} -> madsci_cache_rs.PyCacheHandler on redis+{mode}"
+
+
+# Each topology on Valkey (the plain label) and on Redis (the system's
+# redis-server: the "-redis" label).
+for _mode in ("cluster", "sentinel"):
+    RUNS[_mode] = _topology_run(_mode, "valkey")
+    RUNS[f"{_mode}-redis"] = _topology_run(_mode, "redis")
 
 #: what runs without ``--runs``.
 DEFAULT_RUNS = ["madsci", "ours", "strict", "server", "server-cached", "cluster", "sentinel-redis"]

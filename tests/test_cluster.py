@@ -25,7 +25,6 @@ import redis.cluster
 from helpers import (
     RELEASE_CHANNEL,
     SpawnedWaiter,
-    private_cluster,
     round_trips_over,
     tags_on_each_master,
 )
@@ -45,20 +44,6 @@ from madsci_cache_rs.testing import (
     key_slot,
 )
 
-KINDS = ("valkey", "redis")
-
-
-@pytest.fixture(scope="module", params=KINDS)
-def cluster(request: pytest.FixtureRequest) -> Iterator[PrivateCluster]:
-    yield from private_cluster(request.param)
-
-
-@pytest.fixture
-def fresh(cluster: PrivateCluster) -> PrivateCluster:
-    cluster.wait_converged()
-    cluster.flushall()
-    return cluster
-
 
 @pytest.fixture
 def handler(fresh: PrivateCluster) -> Iterator[PyCacheHandler]:
@@ -75,15 +60,6 @@ def loaded(fresh: PrivateCluster, request: pytest.FixtureRequest) -> Iterator[Py
     h = PyCacheHandler.from_url(fresh.url, client_cache=request.param)
     yield h
     h.close()
-
-
-@pytest.fixture
-def observer(fresh: PrivateCluster) -> Iterator[redis.cluster.RedisCluster]:
-    """redis-py's cluster client: the independent observer (and pottery's)."""
-    host, port = fresh.masters()[0].address
-    client = redis.cluster.RedisCluster(host=host, port=port)
-    yield client
-    client.close()
 
 
 def test_the_handler_works_on_keys_spread_over_every_master(fresh, handler, observer):

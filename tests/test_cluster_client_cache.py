@@ -15,24 +15,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 import redis.cluster
-from helpers import private_cluster, round_trips_over, tags_on_each_master
+from helpers import round_trips_over, tags_on_each_master
 
 from madsci_cache_rs import PyCacheHandler
 from madsci_cache_rs.testing import ClusterNode, PrivateCluster, key_slot
-
-KINDS = ("valkey", "redis")
-
-
-@pytest.fixture(scope="module", params=KINDS)
-def cluster(request: pytest.FixtureRequest) -> Iterator[PrivateCluster]:
-    yield from private_cluster(request.param)
-
-
-@pytest.fixture
-def fresh(cluster: PrivateCluster) -> PrivateCluster:
-    cluster.wait_converged()
-    cluster.flushall()
-    return cluster
 
 
 @pytest.fixture
@@ -40,15 +26,6 @@ def cached(fresh: PrivateCluster) -> Iterator[PyCacheHandler]:
     h = PyCacheHandler.from_url(fresh.url, client_cache=True)
     yield h
     h.close()
-
-
-@pytest.fixture
-def observer(fresh: PrivateCluster) -> Iterator[redis.cluster.RedisCluster]:
-    """Another client: redis-py's cluster client."""
-    host, port = fresh.masters()[0].address
-    client = redis.cluster.RedisCluster(host=host, port=port)
-    yield client
-    client.close()
 
 
 def masters_of(cluster: PrivateCluster) -> list[redis.Redis]:

@@ -23,6 +23,7 @@ tests/test_lab_sentinel.py.
 from __future__ import annotations
 
 import pytest
+from helpers import assert_lab_rode_out
 
 for _module in (
     "madsci.workcell_manager",
@@ -71,11 +72,4 @@ def test_lab_rides_out(handler: str, fault: str, tmp_path) -> None:
     if fault != "none":
         assert result.fault_window is not None, report
 
-    assert result.completed == WORKFLOWS, report
-    assert [w.status for w in result.workflows] == ["completed"] * WORKFLOWS, report
-    assert result.duplicates == {}, report
-    assert result.missing_steps == [], report
-    assert result.thread_deaths == [], report
-    assert result.engine_alive is True, report
-    assert result.workcell_errored is False, report
-    assert result.managers_alive, report
+    assert_lab_rode_out(result, WORKFLOWS)

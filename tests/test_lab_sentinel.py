@@ -40,6 +40,7 @@ pytest on tests/).
 from __future__ import annotations
 
 import pytest
+from helpers import assert_lab_rode_out
 
 for _module in (
     "madsci.workcell_manager",
@@ -116,11 +117,4 @@ def test_lab_rides_out_sentinel(
     if handler != "pottery":
         assert result.cache_url is not None and result.cache_url.startswith("redis+sentinel://")
 
-    assert result.completed == WORKFLOWS, report
-    assert [w.status for w in result.workflows] == ["completed"] * WORKFLOWS, report
-    assert result.duplicates == {}, report
-    assert result.missing_steps == [], report
-    assert result.thread_deaths == [], report
-    assert result.engine_alive is True, report
-    assert result.workcell_errored is False, report
-    assert result.managers_alive, report
+    assert_lab_rode_out(result, WORKFLOWS)

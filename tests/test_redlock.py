@@ -4,7 +4,6 @@ hand-off (measured, reported, not asserted), a server restart, a lost reply."""
 
 from __future__ import annotations
 
-import _thread
 import logging
 import multiprocessing
 import os
@@ -17,7 +16,7 @@ import uuid
 import pottery
 import pytest
 import redis
-from helpers import SpawnedWaiter
+from helpers import SpawnedWaiter, assert_ctrl_c_ends_a_lock_wait
 
 from madsci_cache_rs import (
     CacheConnectionError,
@@ -229,15 +228,7 @@ def test_waiting_releases_the_gil(handler):
 
 
 def test_ctrl_c_interrupts_a_wait(handler):
-    holder = handler.create_lock("k")
-    holder.acquire()
-    waiter = handler.create_lock("k")
-    threading.Timer(0.2, _thread.interrupt_main).start()
-    with pytest.raises(KeyboardInterrupt):
-        waiter.acquire(timeout=30)
-    holder.release()
-    assert waiter.acquire(blocking=False) is True  # it left the queue
-    waiter.release()
+    assert_ctrl_c_ends_a_lock_wait(lambda: handler.create_lock("k"))
 
 
 def test_long_waits_are_logged(handler, caplog):

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import pottery
 import pytest
 import redis
-from helpers import SpawnedWaiter
+from helpers import SpawnedWaiter, assert_ctrl_c_ends_a_lock_wait
 from pottery.exceptions import QuorumIsImpossible
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -410,15 +410,7 @@ def test_a_release_wakes_a_waiter_in_this_process(masters):
 
 
 def test_ctrl_c_interrupts_a_wait_on_several_masters(masters, raws):
-    holder = ours(masters)
-    assert holder.acquire()
-    waiter = ours(masters)
-    threading.Timer(0.2, _thread.interrupt_main).start()
-    with pytest.raises(KeyboardInterrupt):
-        waiter.acquire(timeout=30)
-    holder.release()
-    assert waiter.acquire(blocking=False) is True  # it left the queue
-    waiter.release()
+    assert_ctrl_c_ends_a_lock_wait(lambda: ours(masters))
 
 
 def test_ctrl_c_during_a_try_gives_back_what_it_took(masters, raws):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 import redis
 from helpers import RELEASE_CHANNEL, SpawnedWaiter
-from hostile_server import HANDSHAKE, read_command
+from hostile_server import HANDSHAKE, LoopbackListener, read_command
 from redis.sentinel import Sentinel
 
 from madsci_cache_rs import (
@@ -303,7 +303,7 @@ def test_the_client_cache_follows_the_primary_through_a_failover(kind):
             h.close()
 
 
-class FakeSentinel:
+class FakeSentinel(LoopbackListener):
     """A sentinel that names ``primary`` for the service ``lab`` and, on
     ``switch``, names another and announces it on ``+switch-master``, while
     the old primary stays a primary: only the announcement says it changed
@@ -313,23 +313,13 @@ class FakeSentinel:
         self.primary = primary
         self.queries = 0  # SENTINEL commands answered
         self.subscribers: list[socket.socket] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        super().__init__()
 
     @staticmethod
     def _bulks(*items: bytes) -> bytes:
         return b"*%d\r\n" % len(items) + b"".join(b"$%d\r\n%s\r\n" % (len(i), i) for i in items)
 
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rb") as f:
             try:
                 while (cmd := read_command(f)) is not None:
@@ -353,9 +343,6 @@ class FakeSentinel:
         text = f"lab {old.host} {old.port} {to.host} {to.port}".encode()
         for conn in self.subscribers:
             conn.sendall(self._bulks(b"message", b"+switch-master", text))
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 def test_the_client_cache_leaves_the_old_primary_when_the_sentinels_announce_a_switch():
@@ -389,7 +376,7 @@ def test_the_client_cache_leaves_the_old_primary_when_the_sentinels_announce_a_s
             fake.close()
 
 
-class FirstByteSentinel:
+class FirstByteSentinel(LoopbackListener):
     """A listener in a sentinel's place that only notes how each client
     opens its connection, TLS (a handshake record, 0x16) or plain RESP
     (``*``), and hangs up: no TLS server needed to tell which one a client
@@ -397,23 +384,16 @@ class FirstByteSentinel:
 
     def __init__(self) -> None:
         self.seen: list[str] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
+    def serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
             try:
-                conn, _ = self._listener.accept()
+                first = conn.recv(1)
             except OSError:
                 return
-            with conn:
-                conn.settimeout(5)
-                try:
-                    first = conn.recv(1)
-                except OSError:
-                    continue
-                self.seen.append({b"\x16": "tls", b"*": "plain"}.get(first, repr(first)))
+            self.seen.append({b"\x16": "tls", b"*": "plain"}.get(first, repr(first)))
 
     def first_seen(self, timeout: float = 10) -> str:
         deadline = time.monotonic() + timeout
@@ -421,9 +401,6 @@ class FirstByteSentinel:
             assert time.monotonic() < deadline, "no client came to the sentinel"
             time.sleep(0.01)
         return self.seen[0]
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 def failing_ping(client: redis.Redis) -> None:

@@ -110,10 +110,13 @@ def measure(
 
 
 @contextlib.contextmanager
-def _started(topology: Any, what: str) -> Iterator[Any]:
+def _started(build: Callable[[], Any], what: str) -> Iterator[Any]:
+    """The topology ``build`` makes, started, and closed at the end; ``Skipped``
+    with the reason when it cannot be built or started here."""
     from madsci_cache_rs.testing import ServerUnavailable, TopologyTimeout
 
     try:
+        topology = build()
         topology.start()
     except (ServerUnavailable, TopologyTimeout, RuntimeError, OSError) as exc:
         raise Skipped(f"no private {what}: {exc}") from exc
@@ -123,55 +126,56 @@ def _started(topology: Any, what: str) -> Iterator[Any]:
         topology.close()
 
 
-def cluster_rows(rounds: int = 15) -> list[Row]:
-    import redis.cluster
+def _measure_on(
+    group: str,
+    reference_name: str,
+    url: str,
+    client: Any,
+    primaries: list[tuple[str, int]],
+    rounds: int,
+) -> list[Row]:
+    """``measure`` with ours at ``url`` and madsci's handler on redis-py's
+    ``client``, round trips counted on ``primaries``; all closed at the end."""
     from madsci.common.db_handlers.cache_handler import (  # type: ignore[import-untyped]
         PyCacheHandler as Reference,
     )
 
-    from madsci_cache_rs.testing import PrivateCluster, ServerUnavailable
-
+    ours = PyCacheHandler.from_url(url)
+    counter = ReadCounter(primaries)
     try:
-        topology = PrivateCluster("valkey", masters=MASTERS, replicas_per_master=1)
-    except ServerUnavailable as exc:
-        raise Skipped(f"no private cluster: {exc}") from exc
-    with _started(topology, "cluster") as cluster:
+        return measure(group, reference_name, ours, Reference(client), counter, rounds)
+    finally:
+        counter.close()
+        client.close()
+        ours.close()
+
+
+def cluster_rows(rounds: int = 15) -> list[Row]:
+    import redis.cluster
+
+    from madsci_cache_rs.testing import PrivateCluster
+
+    def build() -> PrivateCluster:
+        return PrivateCluster("valkey", masters=MASTERS, replicas_per_master=1)
+
+    with _started(build, "cluster") as cluster:
         host, port = cluster.masters()[0].address
-        ours = PyCacheHandler.from_url(cluster.url)
         client = redis.cluster.RedisCluster(host=host, port=port, decode_responses=True)
-        counter = ReadCounter([m.address for m in cluster.masters()])
-        try:
-            return measure(
-                CLUSTER_GROUP, CLUSTER_REFERENCE, ours, Reference(client), counter, rounds
-            )
-        finally:
-            counter.close()
-            client.close()
-            ours.close()
+        primaries = [m.address for m in cluster.masters()]
+        return _measure_on(CLUSTER_GROUP, CLUSTER_REFERENCE, cluster.url, client, primaries, rounds)
 
 
 def sentinel_rows(rounds: int = 15) -> list[Row]:
     import redis.sentinel
-    from madsci.common.db_handlers.cache_handler import (  # type: ignore[import-untyped]
-        PyCacheHandler as Reference,
-    )
 
-    from madsci_cache_rs.testing import PrivateSentinelGroup, ServerUnavailable
+    from madsci_cache_rs.testing import PrivateSentinelGroup
 
-    try:
-        topology = PrivateSentinelGroup("valkey", replicas=1, sentinels=3)
-    except ServerUnavailable as exc:
-        raise Skipped(f"no private Sentinel group: {exc}") from exc
-    with _started(topology, "Sentinel group") as group:
-        ours = PyCacheHandler.from_url(group.url)
-        sentinel = redis.sentinel.Sentinel(group.sentinels)
-        client = sentinel.master_for(group.service, decode_responses=True)
-        counter = ReadCounter([group.primary().address])
-        try:
-            return measure(
-                SENTINEL_GROUP, SENTINEL_REFERENCE, ours, Reference(client), counter, rounds
-            )
-        finally:
-            counter.close()
-            client.close()
-            ours.close()
+    def build() -> PrivateSentinelGroup:
+        return PrivateSentinelGroup("valkey", replicas=1, sentinels=3)
+
+    with _started(build, "Sentinel group") as group:
+        client = redis.sentinel.Sentinel(group.sentinels).master_for(
+            group.service, decode_responses=True
+        )
+        primaries = [group.primary().address]
+        return _measure_on(SENTINEL_GROUP, SENTINEL_REFERENCE, group.url, client, primaries, rounds)
